@@ -1,0 +1,76 @@
+"""boto3 clients per region and the tags every regionha resource carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+TAG_DEPLOYMENT = "regionha:deployment"
+TAG_NAME = "regionha:name"
+
+# Standard retry mode backs off on throttling; the state machines retry what is left.
+_BOTO_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"})
+
+
+class Clients:
+    """A boto3 client factory bound to one session; callers always name the region explicitly.
+
+    Handlers run in threads of one process in the local runtime, so a region never comes from
+    the environment.
+    """
+
+    def __init__(self, session: boto3.session.Session | None = None, endpoint_url: str | None = None):
+        self._session = session or boto3.session.Session()
+        self._endpoint_url = endpoint_url
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def client(self, service: str, region: str) -> Any:
+        key = (service, region)
+        if key not in self._cache:
+            kwargs: dict[str, Any] = {"region_name": region, "config": _BOTO_CONFIG}
+            if self._endpoint_url:
+                kwargs["endpoint_url"] = self._endpoint_url
+            self._cache[key] = self._session.client(service, **kwargs)
+        return self._cache[key]
+
+    def ec2(self, region: str) -> Any:
+        return self.client("ec2", region)
+
+    def route53(self) -> Any:
+        return self.client("route53", "us-east-1")
+
+    def route53resolver(self, region: str) -> Any:
+        return self.client("route53resolver", region)
+
+    def ssm(self, region: str) -> Any:
+        return self.client("ssm", region)
+
+
+def tags(deployment: str, name: str) -> list[dict[str, str]]:
+    """The tags of one regionha resource: who owns it and its stable logical name."""
+    return [
+        {"Key": TAG_DEPLOYMENT, "Value": deployment},
+        {"Key": TAG_NAME, "Value": name},
+        {"Key": "Name", "Value": f"{deployment}-{name}"},
+    ]
+
+
+def tag_spec(resource_type: str, deployment: str, name: str) -> list[dict[str, Any]]:
+    """TagSpecifications for EC2 create calls, so a resource is never untagged, even for a moment."""
+    return [{"ResourceType": resource_type, "Tags": tags(deployment, name)}]
+
+
+def deployment_filter(deployment: str, name: str | None = None) -> list[dict[str, Any]]:
+    filters = [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment]}]
+    if name is not None:
+        filters.append({"Name": f"tag:{TAG_NAME}", "Values": [name]})
+    return filters
+
+
+def tag_value(resource: dict[str, Any], key: str) -> str | None:
+    for t in resource.get("Tags") or resource.get("TagList") or []:
+        if t["Key"] == key:
+            return t["Value"]
+    return None
