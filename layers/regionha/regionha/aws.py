@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import boto3
@@ -22,12 +23,22 @@ class Clients:
     """
 
     def __init__(self, session: boto3.session.Session | None = None, endpoint_url: str | None = None):
-        self._session = session or boto3.session.Session()
+        if session is None:
+            # boto3's default session, so that tests can watch every call through its events.
+            if boto3.DEFAULT_SESSION is None:
+                boto3.setup_default_session()
+            session = boto3.DEFAULT_SESSION
+        self._session = session
         self._endpoint_url = endpoint_url
         self._cache: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()  # creating clients from one session is not thread-safe
 
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
+        with self._lock:
+            return self._client_locked(service, region, key)
+
+    def _client_locked(self, service: str, region: str, key: tuple[str, str]) -> Any:
         if key not in self._cache:
             kwargs: dict[str, Any] = {"region_name": region, "config": _BOTO_CONFIG}
             if self._endpoint_url:

@@ -15,3 +15,7 @@ class TransientError(RegionhaError):
 
 class NotReadyError(TransientError):
     """A bounded wait's check found the resource not ready yet (the state machine polls again)."""
+
+
+class WaitTimeoutError(RegionhaError):
+    """A bounded wait ran out of polls: the resource never became ready (not retried)."""

@@ -1,0 +1,48 @@
+"""ConvergeDns: the private zone and its VPCs, a Resolver inbound endpoint, or poll the endpoints."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+from regionha.converge import report
+from regionha.converge.dns import converge_private_zone, converge_resolver_endpoint, resolver_endpoint_status
+from regionha.errors import ConfigurationError
+from regionha.payload import clients, task_from_event
+from regionha.waits import check_ready
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+FAILED = ("ACTION_NEEDED", "DELETING", "missing")
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = task_from_event(event)
+    action = task.param("action")
+    aws = clients()
+    if action == "zone":
+        return report(converge_private_zone(task.topology, aws, task.run_id))
+    if action == "endpoint":
+        return report(converge_resolver_endpoint(task.topology, task.param("path"), aws, task.run_id))
+    if action == "endpoint_status":
+        statuses = {
+            p.name: resolver_endpoint_status(task.topology, p.name, aws)
+            for p in task.topology.forwarder_paths
+            if p.kind == "resolver_endpoint"
+        }
+        return check_ready(
+            "resolver endpoints",
+            statuses,
+            ready="OPERATIONAL",
+            attempt=int(task.param("attempt", 0)),
+            max_polls=task.topology.waits.max_polls,
+            failed=FAILED,
+        )
+    raise ConfigurationError(f"action: unknown dns action {action!r} (zone, endpoint, endpoint_status)")

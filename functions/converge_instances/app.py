@@ -1,0 +1,34 @@
+"""ConvergeInstances: the BIND servers (regions' forwarders, then on-prem) or the cluster nodes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+from regionha.converge import report
+from regionha.converge.instances import converge_instance
+from regionha.errors import ConfigurationError
+from regionha.instances import bind_instances, node_instances
+from regionha.payload import clients, task_from_event
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = task_from_event(event)
+    role = task.param("role")
+    if role not in ("bind", "node"):
+        raise ConfigurationError(f"role: unknown instance role {role!r} (bind, node)")
+    specs = bind_instances(task.topology) if role == "bind" else node_instances(task.topology)
+    aws = clients()
+    outcomes = []
+    for spec in specs:
+        outcomes += converge_instance(task.topology, **spec, clients=aws, run_id=task.run_id)
+    return report(outcomes)

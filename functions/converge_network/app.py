@@ -1,0 +1,26 @@
+"""ConvergeNetwork: one VPC with its subnets, IGW, route tables and security groups."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+from regionha.converge import report
+from regionha.converge.network import converge_vpc
+from regionha.payload import clients, task_from_event
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = task_from_event(event)
+    result = report(converge_vpc(task.topology, task.param("vpc"), clients(), task.run_id))
+    logger.info("network converged", extra={"vpc": task.param("vpc"), "summary": result["summary"]})
+    return result

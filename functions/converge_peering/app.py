@@ -1,0 +1,46 @@
+"""ConvergePeering: request (requester region), accept (accepter region) or poll the peerings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+from regionha.converge import report
+from regionha.converge.peering import accept_peering, peering_status, request_peering
+from regionha.errors import ConfigurationError
+from regionha.payload import clients, task_from_event
+from regionha.waits import check_ready
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+FAILED = ("failed", "rejected", "expired", "deleted", "missing")
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = task_from_event(event)
+    action = task.param("action")
+    aws = clients()
+    if action == "request":
+        return report(request_peering(task.topology, task.param("peering"), aws, task.run_id))
+    if action == "accept":
+        return report(accept_peering(task.topology, task.param("peering"), aws))
+    if action == "status":
+        statuses = {p.name: peering_status(task.topology, p.name, aws) for p in task.topology.peerings}
+        result = check_ready(
+            "peerings",
+            statuses,
+            ready="active",
+            attempt=int(task.param("attempt", 0)),
+            max_polls=task.topology.waits.max_polls,
+            failed=FAILED,
+        )
+        logger.info("peering status", extra=result)
+        return result
+    raise ConfigurationError(f"action: unknown peering action {action!r} (request, accept, status)")

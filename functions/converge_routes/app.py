@@ -1,0 +1,24 @@
+"""ConvergeRoutes: the IGW and peering routes of every route table of one VPC."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+from regionha.converge import report
+from regionha.converge.routes import converge_routes
+from regionha.payload import clients, task_from_event
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = task_from_event(event)
+    return report(converge_routes(task.topology, task.param("vpc"), clients()))

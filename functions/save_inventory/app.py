@@ -1,0 +1,33 @@
+"""SaveInventory: describe what the build made and save it for canaries, failover and drills."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+import os
+
+from regionha.inventory import collect_inventory, save_inventory
+from regionha.payload import clients, stack_region, task_from_event
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = task_from_event(event)
+    aws = clients()
+    inventory = collect_inventory(task.topology, aws)
+    save_inventory(aws, os.environ["STATE_TABLE"], stack_region(), inventory)
+    return {
+        "deployment": inventory["deployment"],
+        "vpcs": {n: v["id"] for n, v in inventory["vpcs"].items()},
+        "instances": {n: i["state"] for n, i in inventory["instances"].items()},
+        "record": inventory["record"],
+    }

@@ -1,0 +1,27 @@
+"""ValidateTopology: check the topology before any AWS call and plan the build."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+from regionha.payload import task_from_event
+from regionha.plan import build_plan
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # A bad topology raises ConfigurationError listing every problem; the state machine fails at once.
+    # The state machine passes its whole input as "input", so that every key there is optional.
+    task = task_from_event(event.get("input", event))
+    plan = build_plan(task.topology)
+    logger.info("topology valid", extra={"deployment": plan["deployment"], "vpcs": plan["vpcs"]})
+    return plan

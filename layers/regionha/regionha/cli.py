@@ -1,0 +1,158 @@
+"""The ``regionha`` command line.
+
+Each command group is a ``register(subparsers)`` function that adds its subcommands and binds each to a
+handler ``(args) -> exit code`` with ``set_defaults(handler=...)``; ``COMMAND_GROUPS`` lists them. New
+groups (``local``, ``canary``, ``drill``) add their own register function to that tuple and import their
+heavy dependencies inside the handler, so that ``regionha topology validate`` stays offline and fast.
+
+Exit codes: 0 success, 2 invalid input (a usage error or a topology with problems).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from regionha import __version__
+from regionha.topology import DEFAULT_TOPOLOGY, Problem, Topology, TopologyError, parse_topology
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+
+Subparsers = Any  # argparse's _SubParsersAction is private; its type is not worth importing
+
+
+def default_topology_path() -> Path:
+    """The shipped reference deployment, as a real file (the package is installed from a directory)."""
+    return Path(str(resources.files("regionha.topologies").joinpath(DEFAULT_TOPOLOGY)))
+
+
+def read_topology(path: Path) -> Topology:
+    """Read, parse and check a topology file; every failure becomes a TopologyError naming the file.
+
+    Unlike ``load_topology`` this also turns undecodable bytes and empty files into problems, so the
+    command line never shows a traceback for a bad file.
+    """
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TopologyError([Problem("(file)", f"cannot read: {e.strerror or e}")], source) from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TopologyError(
+            [Problem("(file)", f"not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start})")],
+            source,
+        ) from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise TopologyError([Problem("(file)", f"not valid YAML: {_yaml_error(e)}")], source) from e
+    if data is None:
+        raise TopologyError([Problem("(file)", "is empty (no YAML document)")], source)
+    return parse_topology(data, source)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    # PyYAML's str() quotes the source as "<unicode string>" and draws a caret; say where instead.
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        what = " ".join(part for part in (e.context, e.problem) if part)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {_one_line(what)}"
+    return _one_line(str(e))
+
+
+def _one_line(text: str) -> str:
+    # YAML errors span several lines with a caret drawing; keep the words, one problem per line.
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _report(err: TopologyError) -> int:
+    for problem in err.problems:
+        print(f"{err.source}: {problem.field}: {_one_line(problem.message)}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _topology_file(args: argparse.Namespace) -> Path:
+    return Path(args.file) if args.file is not None else default_topology_path()
+
+
+def _summary(topology: Topology) -> str:
+    paths = ", ".join(f"{p.name} ({p.kind})" for p in topology.forwarder_paths)
+    return (
+        f"deployment {topology.deployment}: {len(topology.vpcs)} VPCs, {len(topology.peerings)} peerings, "
+        f"zone {topology.dns.zone_fqdn} record {topology.dns.record.name}, forwarder paths {paths}, "
+        f"nodes {', '.join(n.name for n in topology.nodes)} (primary {topology.primary.name})"
+    )
+
+
+def cmd_topology_validate(args: argparse.Namespace) -> int:
+    path = _topology_file(args)
+    try:
+        topology = read_topology(path)
+    except TopologyError as e:
+        return _report(e)
+    print(f"{path}: OK: {_summary(topology)}")
+    return EXIT_OK
+
+
+def cmd_topology_show(args: argparse.Namespace) -> int:
+    try:
+        topology = read_topology(_topology_file(args))
+    except TopologyError as e:
+        return _report(e)
+    print(json.dumps(topology.to_json(), indent=2))
+    return EXIT_OK
+
+
+def register_topology(subparsers: Subparsers) -> None:
+    topology = subparsers.add_parser("topology", help="check and inspect a topology file")
+    commands = topology.add_subparsers(dest="topology_command", required=True, metavar="COMMAND")
+    file_help = "topology YAML file (default: the shipped reference deployment)"
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a topology file offline (no AWS call)",
+        description="Check a topology file offline. Exit 0 if valid, 2 with one line per problem.",
+    )
+    validate.add_argument("file", nargs="?", metavar="FILE", help=file_help)
+    validate.set_defaults(handler=cmd_topology_validate)
+
+    show = commands.add_parser("show", help="print the validated, normalised topology as JSON")
+    show.add_argument("file", nargs="?", metavar="FILE", help=file_help)
+    show.set_defaults(handler=cmd_topology_show)
+
+
+COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (register_topology,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regionha",
+        description="Build, watch and drill a multi-region HA cluster on AWS whose failover works by "
+        "DNS name control.",
+    )
+    parser.add_argument("--version", action="version", version=f"regionha {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMAND_GROUPS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (argparse exits with 2 itself on a usage error)."""
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
