@@ -99,6 +99,8 @@ CASES = [
          overrides={"expected": frozenset({PRIMARY})}),
     Case("wrong-answer-extra-address", answer(PRIMARY, SECONDARY), "wrong_answer", answers=(PRIMARY, SECONDARY),
          ttl=60, overrides={"expected": frozenset({PRIMARY})}),
+    Case("wrong-answer-missing-address", answer(PRIMARY), "wrong_answer", answers=(PRIMARY,), ttl=60,
+         overrides={"expected": frozenset({PRIMARY, SECONDARY})}),
     Case("servfail", rcode(dns.rcode.SERVFAIL), "servfail", rcode="SERVFAIL"),
     Case("other-error-rcode-is-servfail", rcode(dns.rcode.NOTIMP), "servfail", rcode="NOTIMP"),
     Case("nxdomain", rcode(dns.rcode.NXDOMAIN), "nxdomain", rcode="NXDOMAIN"),
@@ -264,14 +266,24 @@ def test_guard_fails_closed_without_netguard(monkeypatch: pytest.MonkeyPatch) ->
         probe(ProbeConfig(name=NAME, server="127.0.0.1", port=9))
 
 
-def test_real_guard_refuses_private_address(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_guard_refuses_private_address_in_local_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     netguard = pytest.importorskip("regionha.netguard")
     monkeypatch.undo()
+    # Outside local mode the guard lets 10.x through (a Lambda in a VPC must reach it).
+    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
     # Belt and braces for the network safety rule: if the guard let it through, still send nothing.
     monkeypatch.setattr(dns.query, "udp", _no_packets)
     monkeypatch.setattr(dns.query, "tcp", _no_packets)
     with pytest.raises(netguard.UnsafeDestination):
         probe(ProbeConfig(name=NAME, server="10.0.0.2"))
+
+
+def test_real_guard_lets_loopback_through_in_local_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    netguard = pytest.importorskip("regionha.netguard")
+    monkeypatch.undo()
+    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
+    with FakeDNSServer(answer(PRIMARY)) as server:
+        assert probe(config(server)).ok()
 
 
 def _no_packets(*args: object, **kwargs: object) -> None:

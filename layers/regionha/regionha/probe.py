@@ -217,7 +217,7 @@ def probe(config: ProbeConfig, path: str | None = None) -> ProbeResult:
                 )
                 break
             except dns.exception.Timeout:
-                break
+                continue
     except dns.exception.Timeout:
         return result(TIMEOUT, error="no reply over TCP")
     except OSError as e:

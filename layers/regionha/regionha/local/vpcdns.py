@@ -50,7 +50,6 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 from botocore.exceptions import BotoCoreError, ClientError
-
 from regionha.aws import deployment_filter
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def route53_name(text: str) -> dns.name.Name:
     Route 53 writes special characters as three-digit *octal* escapes (``\\052`` is ``*``), where DNS
     presentation format reads three digits as decimal; convert before parsing.
     """
-    decimal = _OCTAL_ESCAPE.sub(lambda m: "\\%03d" % int(m.group(1), 8), text)
+    decimal = _OCTAL_ESCAPE.sub(lambda m: f"\\{int(m.group(1), 8):03d}", text)
     return dns.name.from_text(decimal)
 
 
@@ -99,7 +98,7 @@ class Zone:
     names: frozenset[dns.name.Name]
 
     def negative_soa(self) -> dns.rrset.RRset | None:
-        """The SOA for the authority section of a negative answer, its TTL capped by SOA MINIMUM (RFC 2308)."""
+        """The SOA for the authority section of a negative answer, TTL capped by SOA MINIMUM (RFC 2308)."""
         soa = self.rrsets.get((self.origin, dns.rdatatype.SOA))
         if soa is None:
             return None
@@ -143,7 +142,8 @@ def zone_from_record_sets(zone_id: str, zone_name: str, record_sets: Iterable[Ma
         rdatas = []
         for rr in rs.get("ResourceRecords", []):
             try:
-                rdatas.append(dns.rdata.from_text(dns.rdataclass.IN, rdtype, rr["Value"], origin=dns.name.root))
+                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, rr["Value"], origin=dns.name.root)
+                rdatas.append(rdata)
             except dns.exception.DNSException as e:
                 log.warning("zone %s: skipping %s %s %r: %s", zone_id, rs["Name"], rs["Type"], rr["Value"], e)
         if rdatas:
@@ -160,7 +160,8 @@ def zone_from_record_sets(zone_id: str, zone_name: str, record_sets: Iterable[Ma
 def fetch_vpc_zones(route53: Any, vpc_id: str, region: str) -> tuple[Zone, ...]:
     """The private hosted zones associated with one VPC, with all their record sets.
 
-    IAM: route53:ListHostedZonesByVPC (which in AWS also needs ec2:DescribeVpcs), route53:ListResourceRecordSets.
+    IAM: route53:ListHostedZonesByVPC (which in AWS also needs ec2:DescribeVpcs),
+    route53:ListResourceRecordSets.
     """
     summaries: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"VPCId": vpc_id, "VPCRegion": region}
@@ -174,7 +175,8 @@ def fetch_vpc_zones(route53: Any, vpc_id: str, region: str) -> tuple[Zone, ...]:
     zones = []
     for summary in summaries:
         zone_id = summary["HostedZoneId"].rsplit("/", 1)[-1]
-        record_sets = [rs for page in paginator.paginate(HostedZoneId=zone_id) for rs in page["ResourceRecordSets"]]
+        pages = paginator.paginate(HostedZoneId=zone_id)
+        record_sets = [rs for page in pages for rs in page["ResourceRecordSets"]]
         zones.append(zone_from_record_sets(zone_id, summary["Name"], record_sets))
     return tuple(zones)
 
@@ -305,12 +307,14 @@ class VpcResolver:
         *,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not listen:
             raise ValueError("VpcResolver needs at least one (host, port) to listen on")
         self.region = region
         self.name = name or region
         self.cache_seconds = cache_seconds
+        self._clock = clock
         self._vpc_id_lookup = vpc_id_lookup
         self._route53 = route53_client
         self._listen = [(host, int(port)) for host, port in listen]
@@ -395,7 +399,7 @@ class VpcResolver:
     def zones(self) -> tuple[Zone, ...]:
         """The associated zones, read from Route 53 at most once per ``cache_seconds``; raises Unavailable."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if self._cached is None or now - self._cached_at >= self.cache_seconds:
                 self._cached, self._cached_at = self._read_zones(), now
             if isinstance(self._cached, Unavailable):
@@ -459,7 +463,9 @@ class VpcResolver:
             response.set_rcode(dns.rcode.FORMERR)
             return
         question = query.question[0]
-        if question.rdclass != dns.rdataclass.IN or question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+        # Zone transfers are not something a VPC resolver offers.
+        transfer = question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+        if question.rdclass != dns.rdataclass.IN or transfer:
             response.set_rcode(dns.rcode.REFUSED)
             return
         try:

@@ -1,0 +1,25 @@
+# The two front doors: `make demo` (the whole product locally) and `make test` (the suite).
+VENV ?= .venv
+export SAM_CLI_TELEMETRY = 0
+export AWS_EC2_METADATA_DISABLED = true
+
+.PHONY: setup demo up test lint bench clean
+
+setup:
+	@VENV=$(VENV) scripts/bootstrap.sh
+
+demo: setup
+	$(VENV)/bin/regionha local demo --json out/demo-report.json
+
+up: setup
+	$(VENV)/bin/regionha local up --state-file out/local-state.json
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	$(VENV)/bin/python benchmarks/demo_time.py
+
+clean:
+	rm -rf .aws-sam out

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what regionha needs on a fresh Debian machine: system packages (BIND, iproute2, venv)
+# when we are root, then a virtualenv with regionha and its dev tools. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+command -v named >/dev/null 2>&1 || need_apt+=(bind9)
+command -v named-checkconf >/dev/null 2>&1 || need_apt+=(bind9-utils)
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+"$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: apt-get install ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: missing system packages: ${need_apt[*]}" >&2
+    echo "bootstrap: run as root on Debian/Ubuntu, or: sudo apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+if [[ ! -x $VENV/bin/python ]]; then
+  echo "bootstrap: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp=$VENV/.regionha-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  echo "bootstrap: pip install -e .[dev] (first time takes a few minutes)"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+  touch "$stamp"
+fi
