@@ -1,4 +1,4 @@
-"""BIND rendering: named-checkconf on every render, the ACL and forwarding facts, and real named on loopback."""
+"""BIND rendering: named-checkconf on every render, ACL and forwarding facts, real named on loopback."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-
 from regionha import bind
 from regionha.errors import ConfigurationError
 
@@ -56,7 +55,9 @@ def local_runtime(base: Path, name: str, port: int, controls_port: int, address:
         session_keyfile=str(home / "session.key"),
         port=port,
         upstream_port=port,
-        controls=bind.Controls(address=address, port=controls_port, key_name=f"rndc-{name}", key_file=str(key_file)),
+        controls=bind.Controls(
+            address=address, port=controls_port, key_name=f"rndc-{name}", key_file=str(key_file)
+        ),
     )
 
 
@@ -114,7 +115,11 @@ def test_forwarder_sends_the_zone_to_its_vpc_resolver(topology):
 
 @pytest.mark.parametrize("render", ["onprem", "osaka-bind"])
 def test_no_server_ever_recurses_from_the_root(topology, render):
-    conf = bind.render_onprem_conf(topology) if render == "onprem" else bind.render_forwarder_conf(topology, render)
+    conf = (
+        bind.render_onprem_conf(topology)
+        if render == "onprem"
+        else bind.render_forwarder_conf(topology, render)
+    )
 
     options = block(conf, "options")
     assert "forward only;" in options
@@ -152,7 +157,10 @@ def renders(topology, tmp_path: Path) -> list[tuple[str, str]]:
         for variant in ("ec2", "local"):
             kw = {}
             if variant == "local":
-                kw = {"addr": to_loopback, "runtime": local_runtime(tmp_path, name, 15353, 15354, to_loopback(server.ip))}
+                kw = {
+                    "addr": to_loopback,
+                    "runtime": local_runtime(tmp_path, name, 15353, 15354, to_loopback(server.ip)),
+                }
             if name == topology.client.dns_server.name:
                 conf = bind.render_onprem_conf(topology, **kw)
             else:
@@ -233,7 +241,9 @@ def free_port() -> int:
 @contextmanager
 def loopback_addresses(addresses: list[str]) -> Iterator[None]:
     """named listens only on addresses that exist on an interface; add them to lo, and remove them after."""
-    present = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    present = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True
+    ).stdout
     added = []
     try:
         for a in addresses:
@@ -275,7 +285,9 @@ class _FakeHandler(socketserver.BaseRequestHandler):
 def named(conf: str, path: Path) -> Iterator[subprocess.Popen]:
     path.write_text(conf)
     # -4: nothing in these configs needs IPv6; one less way for a packet to leave loopback.
-    proc = subprocess.Popen([NAMED, "-g", "-4", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [NAMED, "-g", "-4", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         yield proc
     finally:
@@ -292,7 +304,9 @@ def ask(server: str, port: int, source: str, name: str = "sample.cluster.local."
     return dns.query.udp(q, server, port=port, source=source, timeout=timeout)
 
 
-def wait_answering(server: str, port: int, source: str, procs: list[subprocess.Popen], limit: float = 10.0) -> None:
+def wait_answering(
+    server: str, port: int, source: str, procs: list[subprocess.Popen], limit: float = 10.0
+) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         for p in procs:
@@ -320,7 +334,10 @@ def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path)
         topology, addr=to_loopback, runtime=local_runtime(tmp_path, "onprem", port, free_port(), onprem)
     )
     osaka_conf = bind.render_forwarder_conf(
-        topology, "osaka-bind", addr=to_loopback, runtime=local_runtime(tmp_path, "osaka", port, free_port(), osaka)
+        topology,
+        "osaka-bind",
+        addr=to_loopback,
+        runtime=local_runtime(tmp_path, "osaka", port, free_port(), osaka),
     )
     fake = FakeVpcResolver((vpc_resolver, port), "sample.cluster.local.", "10.1.110.10")
     threading.Thread(target=fake.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -12,7 +12,6 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-
 from regionha import netguard
 from regionha.errors import ConfigurationError
 from regionha.netguard import UnsafeDestination
@@ -44,7 +43,9 @@ def test_to_local_maps_the_cloud_network_onto_loopback(cloud: str, local: str) -
     assert netguard.to_local(cloud) == local
 
 
-@pytest.mark.parametrize("address", ["172.16.0.1", "192.168.1.1", "8.8.8.8", "198.20.0.1", "11.0.0.1", "2001:db8::1", "nope"])
+@pytest.mark.parametrize(
+    "address", ["172.16.0.1", "192.168.1.1", "8.8.8.8", "198.20.0.1", "11.0.0.1", "2001:db8::1", "nope"]
+)
 def test_to_local_refuses_addresses_without_a_local_image(address: str) -> None:
     with pytest.raises(UnsafeDestination):
         netguard.to_local(address)
@@ -154,7 +155,9 @@ def test_udp_to_a_cloud_address_trips_before_sending(guarded: Tripwire, send) ->
 
 @pytest.mark.parametrize("address", ["192.168.1.1", "8.8.8.8", "172.16.0.1"])
 @pytest.mark.parametrize("method", ["connect", "connect_ex"])
-def test_tcp_connect_to_a_forbidden_address_trips_before_sending(guarded: Tripwire, address: str, method: str) -> None:
+def test_tcp_connect_to_a_forbidden_address_trips_before_sending(
+    guarded: Tripwire, address: str, method: str
+) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         with pytest.raises(UnsafeDestination):
@@ -180,9 +183,10 @@ def test_create_connection_is_guarded_too(guarded: Tripwire) -> None:
 
 
 def test_loopback_traffic_still_flows_and_hostnames_resolve(guarded: Tripwire) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, socket.socket(
-        socket.AF_INET, socket.SOCK_DGRAM
-    ) as client:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
         server.bind(("127.0.0.1", 0))
         server.settimeout(2)
         port = server.getsockname()[1]

@@ -14,14 +14,17 @@ from pathlib import Path
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rrset
 import pytest
-
+import regionha
 from regionha import probe as probe_module
 from regionha.errors import ConfigurationError
 from regionha.probe import OUTCOMES, ProbeConfig, ProbeResult, probe, probe_many
 
 # The fake server lives in tests/ so integration tests can use it too; tests/ is not a package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+TESTS_DIR = str(Path(__file__).resolve().parents[1])
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
 from dnsfake import (  # noqa: E402
     Action,
     FakeDNSServer,
@@ -73,6 +76,16 @@ def forged_id() -> Action:
     return act
 
 
+def cname_loop() -> Action:
+    def act(query: dns.message.Message, transport: str) -> dns.message.Message:
+        reply = dns.message.make_response(query)
+        reply.answer.append(dns.rrset.from_text(NAME, 60, "IN", "CNAME", "loop.cluster.local."))
+        reply.answer.append(dns.rrset.from_text("loop.cluster.local.", 60, "IN", "CNAME", NAME))
+        return reply
+
+    return act
+
+
 @dataclass
 class Case:
     id: str
@@ -97,10 +110,11 @@ CASES = [
          overrides={"expected": frozenset({PRIMARY})}),
     Case("wrong-answer", answer(SECONDARY), "wrong_answer", answers=(SECONDARY,), ttl=60,
          overrides={"expected": frozenset({PRIMARY})}),
-    Case("wrong-answer-extra-address", answer(PRIMARY, SECONDARY), "wrong_answer", answers=(PRIMARY, SECONDARY),
-         ttl=60, overrides={"expected": frozenset({PRIMARY})}),
+    Case("wrong-answer-extra-address", answer(PRIMARY, SECONDARY), "wrong_answer",
+         answers=(PRIMARY, SECONDARY), ttl=60, overrides={"expected": frozenset({PRIMARY})}),
     Case("wrong-answer-missing-address", answer(PRIMARY), "wrong_answer", answers=(PRIMARY,), ttl=60,
          overrides={"expected": frozenset({PRIMARY, SECONDARY})}),
+    Case("cname-loop-is-servfail", cname_loop(), "servfail"),
     Case("servfail", rcode(dns.rcode.SERVFAIL), "servfail", rcode="SERVFAIL"),
     Case("other-error-rcode-is-servfail", rcode(dns.rcode.NOTIMP), "servfail", rcode="NOTIMP"),
     Case("nxdomain", rcode(dns.rcode.NXDOMAIN), "nxdomain", rcode="NXDOMAIN"),
@@ -145,7 +159,7 @@ def test_outcomes(case: Case, guard: list[str]) -> None:
     assert (server.count("udp"), server.count("tcp")) == (case.udp_queries, case.tcp_queries)
     assert {(r.name, r.rdtype) for r in server.received} <= {(NAME, "A")}
     assert result.ok() is (case.outcome == "ok")
-    assert (result.error is None) is (case.outcome in ("ok", "nxdomain", "refused", "noanswer"))
+    assert (result.error is None) is (case.outcome in ("ok", "nxdomain", "refused", "noanswer")), result.error
     assert result.path == "onprem-to-tokyo" and result.server == "127.0.0.1" and result.port == server.port
     assert 0 < result.latency_ms < cfg.lifetime * 1000 + 500
     assert result.outcome in OUTCOMES
@@ -260,7 +274,9 @@ def test_probe_many_checks_every_destination_before_sending(guard: list[str]) ->
 
 def test_guard_fails_closed_without_netguard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()  # the real seam, not the autouse stand-in
-    monkeypatch.setitem(sys.modules, "regionha.netguard", None)  # makes the import fail
+    # Both needed: an earlier import leaves the module as an attribute of the package too.
+    monkeypatch.setitem(sys.modules, "regionha.netguard", None)
+    monkeypatch.delattr(regionha, "netguard", raising=False)
     monkeypatch.setattr(dns.query, "udp", _no_packets)
     with pytest.raises(ImportError):
         probe(ProbeConfig(name=NAME, server="127.0.0.1", port=9))

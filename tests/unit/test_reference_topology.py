@@ -5,17 +5,28 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-
 from regionha.topology import BindPath, ResolverEndpointPath, Topology, Vpc
 
 SUBNETS = {
     # vpc: (region, cidr, {subnet: (cidr, public)})
-    "tokyo": ("ap-northeast-1", "10.0.0.0/16", {
-        "A1": ("10.0.10.0/24", True), "A2": ("10.0.110.0/24", False), "A3": ("10.0.111.0/24", False),
-    }),
-    "osaka": ("ap-northeast-3", "10.1.0.0/16", {
-        "B1": ("10.1.10.0/24", True), "B2": ("10.1.110.0/24", False), "B3": ("10.1.111.0/24", False),
-    }),
+    "tokyo": (
+        "ap-northeast-1",
+        "10.0.0.0/16",
+        {
+            "A1": ("10.0.10.0/24", True),
+            "A2": ("10.0.110.0/24", False),
+            "A3": ("10.0.111.0/24", False),
+        },
+    ),
+    "osaka": (
+        "ap-northeast-3",
+        "10.1.0.0/16",
+        {
+            "B1": ("10.1.10.0/24", True),
+            "B2": ("10.1.110.0/24", False),
+            "B3": ("10.1.111.0/24", False),
+        },
+    ),
     "singapore": ("ap-southeast-1", "10.2.0.0/16", {"C1": ("10.2.10.0/24", True)}),
 }
 
@@ -54,7 +65,9 @@ def test_subnets_roles_and_azs(topology: Topology, vpc_name: str) -> None:
     assert {s.az for s in vpc.subnets} == {f"{region}a"}
 
 
-def test_every_region_has_an_internet_gateway_and_the_cluster_regions_a_nat_instance(topology: Topology) -> None:
+def test_every_region_has_an_internet_gateway_and_the_cluster_regions_a_nat_instance(
+    topology: Topology,
+) -> None:
     assert all(v.internet_gateway for v in topology.vpcs)
     nats = {v.name: v.nat_instance.subnet for v in topology.vpcs if v.nat_instance is not None}
     assert nats == {"tokyo": "A1", "osaka": "B1"}
@@ -84,7 +97,9 @@ def test_route_rows(topology: Topology, subnet: str) -> None:
 
 
 @pytest.mark.parametrize("vpc_name", ["tokyo", "osaka"])
-def test_inbound_endpoint_sg_admits_dns_from_the_on_prem_subnet_only(topology: Topology, vpc_name: str) -> None:
+def test_inbound_endpoint_sg_admits_dns_from_the_on_prem_subnet_only(
+    topology: Topology, vpc_name: str
+) -> None:
     (group,) = [g for g in topology.vpc(vpc_name).security_groups if g.name == "InboundEndpoint"]
     assert sorted((r.protocol, r.port, str(r.cidr)) for r in group.ingress) == [
         ("tcp", 53, "10.2.10.0/24"),
@@ -123,7 +138,11 @@ def test_on_prem_bind_in_c1_is_the_source_the_security_groups_admit(topology: To
     assert client.dns_server.ip in client.cidr
     # The on-prem BIND forwards to the Tokyo endpoint IPs and the Osaka BIND server: both paths.
     forwarders = [ip for p in topology.forwarder_paths for ip in p.addresses()]
-    assert forwarders == [IPv4Address("10.0.111.100"), IPv4Address("10.0.111.101"), topology.forwarder_paths[1].ip]
+    assert forwarders == [
+        IPv4Address("10.0.111.100"),
+        IPv4Address("10.0.111.101"),
+        topology.forwarder_paths[1].ip,
+    ]
     assert [s.name for s in topology.bind_servers()] == ["osaka-bind", "onprem-dns"]
 
 

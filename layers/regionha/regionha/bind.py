@@ -106,9 +106,10 @@ def _render(
     if runtime.controls is not None:
         c = runtime.controls
         _check_port(c.port, "controls port")
+        allow = f"allow {{ {c.address}; 127.0.0.1; }}"
         lines += [
             f'include "{c.key_file}";',
-            f'controls {{ inet {c.address} port {c.port} allow {{ {c.address}; 127.0.0.1; }} keys {{ "{c.key_name}"; }}; }};',
+            f'controls {{ inet {c.address} port {c.port} {allow} keys {{ "{c.key_name}"; }}; }};',
             "",
         ]
     lines += [

@@ -27,6 +27,8 @@ def collect_inventory(topology: Topology, clients: Clients) -> dict[str, Any]:
     inv: dict[str, Any] = {
         "deployment": dep,
         "collected_at": time.time(),
+        # Scheduled canaries, failover and drills start from this, not from a state machine input.
+        "topology": topology.to_json(),
         "vpcs": {},
         "peerings": {},
         "instances": {},

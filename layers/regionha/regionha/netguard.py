@@ -77,7 +77,7 @@ def to_local(address: str | IPAddress) -> str:
     if is_local_address(ip):
         return str(ip)
     if isinstance(ip, ipaddress.IPv4Address) and ip in CLOUD_NET:
-        return str(ipaddress.IPv4Address(int(ip) - int(CLOUD_NET.network_address) + int(LOOPBACK_NET.network_address)))
+        return str(ip + (int(LOOPBACK_NET.network_address) - int(CLOUD_NET.network_address)))
     raise UnsafeDestination(f"{ip} has no local image: only 10.0.0.0/8 maps onto loopback")
 
 
@@ -97,7 +97,9 @@ def to_local_network(cidr: str | ipaddress.IPv4Network) -> str:
 def check_destination(address: str | IPAddress) -> None:
     """In local mode, refuse anything but loopback and 198.18.0.0/15; outside local mode, allow all."""
     if local_mode_enabled() and not is_local_address(_parse(address)):
-        raise UnsafeDestination(f"refusing to send to {address}: local mode allows only 127.0.0.0/8 and 198.18.0.0/15")
+        raise UnsafeDestination(
+            f"refusing to send to {address}: local mode allows only 127.0.0.0/8 and 198.18.0.0/15"
+        )
 
 
 def resolve_target(address: str | IPAddress) -> str:
@@ -131,7 +133,9 @@ def _numeric(sock: socket.socket, address: Any) -> Any:
     except (ValueError, TypeError):
         if host in ("", "<broadcast>"):
             # The kernel reads these as INADDR_ANY / INADDR_BROADCAST: not a loopback destination.
-            raise UnsafeDestination(f"socket guard: refusing {host!r} as a destination in local mode") from None
+            raise UnsafeDestination(
+                f"socket guard: refusing {host!r} as a destination in local mode"
+            ) from None
         infos = socket.getaddrinfo(host, port, sock.family, sock.type)
         if not infos:
             raise UnsafeDestination(f"{host!r} does not resolve") from None

@@ -114,7 +114,13 @@ class ProbeConfig:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """What one probe saw. ``tries`` counts UDP queries sent; ``tcp`` says a TCP retry was made."""
+    """What one probe saw.
+
+    ``tries`` counts UDP queries sent; ``tcp`` says a TCP retry followed a truncated reply;
+    ``latency_ms`` runs from the first query to the outcome (lost tries included); ``ttl`` is the
+    smallest TTL along the answer's CNAME chain; ``answers`` are sorted; ``error`` says why for every
+    outcome that is not a plain reply (ok, nxdomain, refused, noanswer).
+    """
 
     path: str | None
     server: str

@@ -82,7 +82,8 @@ Network = ipaddress.IPv4Network
 
 
 def check_topology(topology: Topology) -> list[Problem]:
-    """Every cross-field fault of an already structure-checked topology, in file order."""
+    """Every cross-field fault of an already structure-checked topology, grouped by rule, in file order
+    within each rule. Pure: it reads the model and nothing else."""
     checks = (
         _check_vpcs,
         _check_peerings,

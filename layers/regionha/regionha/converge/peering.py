@@ -43,7 +43,9 @@ def find_peering(topology: Topology, peering_name: str, clients: Any) -> dict[st
     found = live_peerings(ec2, topology.deployment, peering_name)
     if len(found) > 1:
         ids = ", ".join(p["VpcPeeringConnectionId"] for p in found)
-        raise ConfigurationError(f"peering {peering_name}: {len(found)} live peerings carry this name ({ids})")
+        raise ConfigurationError(
+            f"peering {peering_name}: {len(found)} live peerings carry this name ({ids})"
+        )
     return found[0] if found else None
 
 
@@ -64,8 +66,9 @@ def request_peering(topology: Topology, peering_name: str, clients: Any, run_id:
         actual = (found["RequesterVpcInfo"]["VpcId"], found["AccepterVpcInfo"]["VpcId"])
         if actual != (requester_id, accepter_id):
             raise ConfigurationError(
-                f"peering {peering_name}: {found['VpcPeeringConnectionId']} joins {actual[0]} to {actual[1]}, "
-                f"expected {requester_id} ({peering.requester}) to {accepter_id} ({peering.accepter}); delete it"
+                f"peering {peering_name}: {found['VpcPeeringConnectionId']} joins {actual[0]} to "
+                f"{actual[1]}, expected {requester_id} ({peering.requester}) to {accepter_id} "
+                f"({peering.accepter}); delete it"
             )
         return [Outcome("peering", peering_name, "unchanged", found["VpcPeeringConnectionId"], region)]
     created = clients.ec2(region).create_vpc_peering_connection(
@@ -110,7 +113,9 @@ def accept_peering(topology: Topology, peering_name: str, clients: Any) -> list[
     elif status == "initiating-request":
         raise NotReadyError(f"peering {peering_name}: {pcx_id} is still {status}")
     else:
-        raise ConfigurationError(f"peering {peering_name}: {pcx_id} is {status} in {region}; request it again")
+        raise ConfigurationError(
+            f"peering {peering_name}: {pcx_id} is {status} in {region}; request it again"
+        )
     # Tag the accepter's side too, so that the accepter region alone shows whose peering it is.
     if not _ours(pcx, topology.deployment, peering_name):
         ec2.create_tags(Resources=[pcx_id], Tags=tags(topology.deployment, peering_name))
@@ -131,7 +136,8 @@ def peering_status(topology: Topology, peering_name: str, clients: Any) -> str:
     dead = [
         pcx
         for pcx in paginate(ec2, "describe_vpc_peering_connections", "VpcPeeringConnections")
-        if _ours(pcx, topology.deployment, peering_name) and pcx["Status"]["Code"] not in ("deleted", "deleting")
+        if _ours(pcx, topology.deployment, peering_name)
+        and pcx["Status"]["Code"] not in ("deleted", "deleting")
     ]
     return dead[-1]["Status"]["Code"] if dead else "missing"
 
@@ -152,7 +158,9 @@ def teardown_peerings(topology: Topology, clients: Any) -> list[Outcome]:
                 continue
             owner = pcx.get("RequesterVpcInfo", {}).get("Region") or region
             delete_resource(
-                f"peering {pcx_id}", clients.ec2(owner).delete_vpc_peering_connection, VpcPeeringConnectionId=pcx_id
+                f"peering {pcx_id}",
+                clients.ec2(owner).delete_vpc_peering_connection,
+                VpcPeeringConnectionId=pcx_id,
             )
             done.add(pcx_id)
             outcomes.append(Outcome("peering", tag_value(pcx, TAG_NAME) or "", "deleted", pcx_id, owner))

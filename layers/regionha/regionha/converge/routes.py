@@ -91,16 +91,24 @@ def converge_routes(topology: Topology, vpc_name: str, clients: Any) -> list[Out
     outcomes = []
     for rt in vpc.route_tables:
         table = require_route_table(tables, rt.name)
+        routes = []
         for route in rt.routes:
             if route.target == "nat":
                 continue
             target = target_of(route.target, route.peering)
-            outcomes.append(converge_route(ec2, table, rt.name, str(route.destination), target, vpc.region))
+            routes.append(converge_route(ec2, table, rt.name, str(route.destination), target, vpc.region))
         wanted = {str(r.destination) for r in rt.routes}
         for current in table.get("Routes", []):
             destination = current.get("DestinationCidrBlock")
             added = current.get("Origin") == "CreateRoute" and current.get("GatewayId") != "local"
             if added and destination and destination not in wanted:
                 ec2.delete_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock=destination)
-                outcomes.append(Outcome("route", f"{rt.name}:{destination}", "deleted", None, vpc.region))
+                routes.append(Outcome("route", f"{rt.name}:{destination}", "deleted", None, vpc.region))
+        outcomes += [table_outcome(table, rt.name, routes, vpc.region), *routes]
     return outcomes
+
+
+def table_outcome(table: dict[str, Any], name: str, routes: list[Outcome], region: str) -> Outcome:
+    """One line per route table: ``updated`` when any of its routes changed, so drift shows at a glance."""
+    action = "unchanged" if all(o.action == "unchanged" for o in routes) else "updated"
+    return Outcome("route_table_routes", name, action, table["RouteTableId"], region)

@@ -93,7 +93,6 @@ class Ticker:
 
     def run(self) -> None:
         """Tick until ``stop()``; blocks (``start()`` runs it in a daemon thread)."""
-        self._stop.clear()
         while not self._stop.is_set():
             try:
                 self.tick()
@@ -110,6 +109,7 @@ class Ticker:
         return self._thread
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ends the loop after the tick in progress; ``start()`` may be called again afterwards."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -50,6 +50,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 from botocore.exceptions import BotoCoreError, ClientError
+
 from regionha.aws import deployment_filter
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ _MAX_CHAIN = 8  # CNAME/alias hops followed inside the zones before giving up
 _TCP_IDLE_SECONDS = 5.0  # a TCP client that sends nothing for this long is dropped
 _POLL_SECONDS = 0.1  # how quickly stop() is noticed by the serving threads
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# Route 53's SOA as it creates it for every zone (TTL 900, negative caching 86400). Used when the stored
+# SOA cannot be read: moto 5.2.5 returns the SOA value of a new zone as the text of a Python dict.
+_DEFAULT_SOA_TTL = 900
+_DEFAULT_SOA = "ns-2048.awsdns-64.com. awsdns-hostmaster.amazon.com. 1 7200 900 1209600 86400"
 
 VpcIdLookup = Callable[[], "str | None"]
 
@@ -142,13 +147,17 @@ def zone_from_record_sets(zone_id: str, zone_name: str, record_sets: Iterable[Ma
         rdatas = []
         for rr in rs.get("ResourceRecords", []):
             try:
-                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, rr["Value"], origin=dns.name.root)
-                rdatas.append(rdata)
+                rdatas.append(dns.rdata.from_text(dns.rdataclass.IN, rdtype, rr["Value"], relativize=False))
             except dns.exception.DNSException as e:
-                log.warning("zone %s: skipping %s %s %r: %s", zone_id, rs["Name"], rs["Type"], rr["Value"], e)
+                # Route 53 validates values, so this is an emulator's artefact; the SOA has a fallback.
+                level = logging.DEBUG if rdtype == dns.rdatatype.SOA else logging.WARNING
+                log.log(level, "zone %s: skipping %s %s %r: %s", zone_id, owner, rs["Type"], rr["Value"], e)
         if rdatas:
             rrsets[key] = dns.rrset.from_rdata_list(owner, int(rs.get("TTL", 300)), rdatas)
             aliases.pop(key, None)
+    if (origin, dns.rdatatype.SOA) not in rrsets:
+        soa = dns.rrset.from_text(origin, _DEFAULT_SOA_TTL, "IN", "SOA", _DEFAULT_SOA)
+        rrsets[(origin, dns.rdatatype.SOA)] = soa
     names = {origin}
     for owner, _ in (*rrsets, *aliases):
         while owner != origin:

@@ -1,0 +1,787 @@
+"""EventBridge as moto does not emulate it: schedules that fire, EC2 state-change events, pattern matching.
+
+moto stores rules and targets but never fires a schedule and never emits service events. This
+module reads the rules through the ordinary API (``events.list_rules``/``list_targets_by_rule``),
+so the same code drives moto in-process in tests and the moto server in the local runtime, and
+delivers to the targets through their APIs (``lambda.invoke``, ``states.start_execution``,
+``sns.publish``, ``sqs.send_message``).
+
+Pattern matching is our own pure function, ``pattern_matches``, written after AWS's event-ruler
+semantics: moto's matcher (``moto.events.models.EventPattern``) accepts unknown filters as
+matching, does not look into arrays of objects and treats an ``exists`` on an object as a leaf.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ipaddress
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from regionha.aws import Clients
+from regionha.errors import ConfigurationError
+from regionha.local.clock import Clock, CompressedClock, Ticker, iso
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUS = "default"
+SCHEDULED_EVENT = "Scheduled Event"
+EC2_STATE_CHANGE = "EC2 Instance State-change Notification"
+# A clock jump (a suspended laptop, a huge compression) must not turn into a delivery storm.
+MAX_CATCH_UP_FIRES = 1000
+
+
+# --- pattern matching -------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def pattern_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """True when ``event`` matches the EventBridge event ``pattern`` (both already parsed JSON).
+
+    Supported: exact values (any of an array; an array in the event matches when any element
+    does), nested objects, arrays of objects in the event, ``$or``, ``prefix``, ``suffix``,
+    ``equals-ignore-case``, ``wildcard``, ``anything-but`` (value, list, prefix/suffix/
+    equals-ignore-case/wildcard), ``numeric``, ``exists`` (leaf values only, as AWS) and ``cidr``.
+    An unknown filter raises ``ConfigurationError`` instead of silently matching.
+    """
+    if not isinstance(pattern, dict):
+        raise ConfigurationError(f"an event pattern must be a JSON object, got {pattern!r}")
+    return _match_object(pattern, event)
+
+
+def _match_object(pattern: dict[str, Any], node: Any) -> bool:
+    for key, sub in pattern.items():
+        if key == "$or":
+            if not isinstance(sub, list) or not sub:
+                raise ConfigurationError("$or takes a non-empty array of patterns")
+            if not any(_match_object(alt, node) for alt in sub):
+                return False
+            continue
+        value = node.get(key, _MISSING) if isinstance(node, dict) else _MISSING
+        if isinstance(sub, dict):
+            if not _match_nested(sub, value):
+                return False
+        elif isinstance(sub, list):
+            if not sub:
+                raise ConfigurationError(f"empty array for {key!r} in an event pattern")
+            if not _match_leaf(sub, value):
+                return False
+        else:
+            raise ConfigurationError(f"{key!r} must be an object or an array in an event pattern")
+    return True
+
+
+def _match_nested(sub: dict[str, Any], value: Any) -> bool:
+    if isinstance(value, list):
+        # Fields of objects inside an array are matched within one element, as event-ruler does.
+        return any(_match_object(sub, v) for v in value if isinstance(v, dict))
+    if isinstance(value, dict):
+        return _match_object(sub, value)
+    # A nested pattern against a missing or scalar field: only all-"exists: false" leaves match.
+    return _match_object(sub, {})
+
+
+def _leaf_values(value: Any) -> list[Any]:
+    """The leaf values at a path: objects are not leaves, arrays contribute each scalar element."""
+    if value is _MISSING or isinstance(value, dict):
+        return []
+    if isinstance(value, list):
+        return [v for v in value if not isinstance(v, dict | list)]
+    return [value]
+
+
+def _match_leaf(filters: list[Any], value: Any) -> bool:
+    values = _leaf_values(value)
+    for f in filters:
+        if isinstance(f, dict):
+            if _match_named(f, values):
+                return True
+        elif any(_same(f, v) for v in values):
+            return True
+    return False
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    # Python's True == 1 must not leak into matching: JSON booleans only match booleans.
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return isinstance(expected, bool) and isinstance(actual, bool) and expected == actual
+    if isinstance(expected, int | float) and isinstance(actual, int | float):
+        return float(expected) == float(actual)
+    return type(expected) is type(actual) and expected == actual
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _match_named(f: dict[str, Any], values: list[Any]) -> bool:
+    if len(f) != 1:
+        raise ConfigurationError(f"a filter object has exactly one key, got {f!r}")
+    name, arg = next(iter(f.items()))
+    if name == "exists":
+        if not isinstance(arg, bool):
+            raise ConfigurationError("exists takes true or false")
+        return bool(values) == arg
+    if name == "anything-but":
+        # Per value, as event-ruler: ["a", "b"] matches anything-but "a" through "b".
+        return any(not _match_string_filter_or_values(arg, v) for v in values)
+    if name == "numeric":
+        return any(_match_numeric(arg, v) for v in values)
+    if name == "cidr":
+        net = ipaddress.ip_network(arg, strict=False)
+        return any(_in_network(v, net) for v in values)
+    return any(_match_string_filter({name: arg}, v) for v in values)
+
+
+def _match_string_filter_or_values(arg: Any, v: Any) -> bool:
+    """Whether ``v`` is one of the things an ``anything-but`` excludes."""
+    if isinstance(arg, dict):
+        return _match_string_filter(arg, v)
+    if isinstance(arg, list):
+        return any(_same(a, v) for a in arg)
+    return _same(arg, v)
+
+
+def _match_string_filter(f: dict[str, Any], v: Any) -> bool:
+    name, arg = next(iter(f.items()))
+    if not isinstance(v, str):
+        return False
+    if name in ("prefix", "suffix"):
+        ignore_case = isinstance(arg, dict)
+        needles = arg.get("equals-ignore-case") if ignore_case else arg
+        needles = needles if isinstance(needles, list) else [needles]
+        text = v.lower() if ignore_case else v
+        for needle in needles:
+            n = needle.lower() if ignore_case else needle
+            if (text.startswith(n) if name == "prefix" else text.endswith(n)):
+                return True
+        return False
+    if name == "equals-ignore-case":
+        needles = arg if isinstance(arg, list) else [arg]
+        return any(v.lower() == n.lower() for n in needles)
+    if name == "wildcard":
+        needles = arg if isinstance(arg, list) else [arg]
+        return any(_wildcard(n).fullmatch(v) is not None for n in needles)
+    raise ConfigurationError(f"unsupported event pattern filter {name!r}")
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"(\\\*|\\\\|\*)", pattern)
+    regex = "".join(".*" if p == "*" else re.escape(p[1:] if p in ("\\*", "\\\\") else p) for p in parts)
+    return re.compile(regex, re.DOTALL)
+
+
+_NUMERIC_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "=": lambda a, b: a == b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+}
+
+
+def _match_numeric(arg: list[Any], v: Any) -> bool:
+    if not isinstance(arg, list) or len(arg) % 2 or not arg:
+        raise ConfigurationError(f"numeric takes operator/value pairs, got {arg!r}")
+    if not _is_number(v):
+        return False
+    for op, bound in zip(arg[::2], arg[1::2], strict=True):
+        if op not in _NUMERIC_OPS or not _is_number(bound):
+            raise ConfigurationError(f"bad numeric comparison {op!r} {bound!r}")
+        if not _NUMERIC_OPS[op](float(v), float(bound)):
+            return False
+    return True
+
+
+def _in_network(v: Any, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        return isinstance(v, str) and ipaddress.ip_address(v) in net
+    except ValueError:
+        return False
+
+
+# --- schedules --------------------------------------------------------------------------------
+
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_CRON = re.compile(r"^cron\((.*)\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
+_DAYS = {d: i + 1 for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
+
+
+@dataclass(frozen=True)
+class Rate:
+    seconds: int
+
+    def next_after(self, t: datetime, anchor: datetime) -> datetime | None:
+        """The first firing strictly after ``t`` of a rate that started at ``anchor``."""
+        elapsed = (t - anchor).total_seconds()
+        n = int(elapsed // self.seconds) + 1
+        return anchor + timedelta(seconds=n * self.seconds)
+
+
+@dataclass(frozen=True)
+class _CronField:
+    values: frozenset[int] | None  # None: any ("*" or "?")
+    last: bool = False  # day-of-month "L"
+    nth: tuple[int, int] | None = None  # day-of-week "d#n"
+    last_weekday: int | None = None  # day-of-week "dL"
+
+
+@dataclass(frozen=True)
+class Cron:
+    """AWS's six-field cron (minutes hours day-of-month month day-of-week year), in UTC.
+
+    Day-of-week counts 1 = SUN .. 7 = SAT. ``L`` (day-of-month), ``dL`` and ``d#n``
+    (day-of-week) are supported; ``W`` is not (it raises ``ConfigurationError``).
+    """
+
+    minutes: _CronField
+    hours: _CronField
+    dom: _CronField
+    months: _CronField
+    dow: _CronField
+    years: _CronField
+
+    @classmethod
+    def parse(cls, text: str) -> Cron:
+        fields = text.split()
+        if len(fields) != 6:
+            raise ConfigurationError(f"cron({text}) must have 6 fields, has {len(fields)}")
+        minute, hour, dom, month, dow, year = fields
+        if (dom == "?") == (dow == "?"):
+            raise ConfigurationError(f"cron({text}): exactly one of day-of-month and day-of-week must be '?'")
+        return cls(
+            minutes=_parse_field(minute, 0, 59, {}),
+            hours=_parse_field(hour, 0, 23, {}),
+            dom=_parse_field(dom, 1, 31, {}, allow_last=True),
+            months=_parse_field(month, 1, 12, _MONTHS),
+            dow=_parse_field(dow, 1, 7, _DAYS, allow_weekday_forms=True),
+            years=_parse_field(year, 1970, 2199, {}),
+        )
+
+    def _day_matches(self, d: datetime) -> bool:
+        days_in_month = calendar.monthrange(d.year, d.month)[1]
+        if self.dom.values is not None or self.dom.last:
+            return (self.dom.last and d.day == days_in_month) or (
+                self.dom.values is not None and d.day in self.dom.values
+            )
+        aws_dow = (d.weekday() + 1) % 7 + 1
+        f = self.dow
+        if f.nth is not None:
+            return aws_dow == f.nth[0] and (d.day - 1) // 7 + 1 == f.nth[1]
+        if f.last_weekday is not None:
+            return aws_dow == f.last_weekday and d.day + 7 > days_in_month
+        return f.values is None or aws_dow in f.values
+
+    def next_after(self, t: datetime, anchor: datetime) -> datetime | None:
+        """The first matching minute strictly after ``t``; None when the year field runs out."""
+        c = t.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        limit = c + timedelta(days=366 * 5)
+        while c < limit:
+            if not _in(self.years, c.year):
+                if self.years.values and c.year > max(self.years.values):
+                    return None
+                c = c.replace(year=c.year + 1, month=1, day=1, hour=0, minute=0)
+            elif not _in(self.months, c.month) or not self._day_matches(c):
+                c = (c + timedelta(days=1)).replace(hour=0, minute=0)
+            elif not _in(self.hours, c.hour):
+                c = (c + timedelta(hours=1)).replace(minute=0)
+            elif not _in(self.minutes, c.minute):
+                c += timedelta(minutes=1)
+            else:
+                return c
+        return None
+
+
+def _in(f: _CronField, v: int) -> bool:
+    return f.values is None or v in f.values
+
+
+def _parse_field(
+    text: str,
+    lo: int,
+    hi: int,
+    names: dict[str, int],
+    allow_last: bool = False,
+    allow_weekday_forms: bool = False,
+) -> _CronField:
+    if text in ("*", "?"):
+        return _CronField(None)
+    if allow_last and text == "L":
+        return _CronField(frozenset(), last=True)
+    if allow_weekday_forms and "#" in text:
+        day, n = text.split("#", 1)
+        return _CronField(frozenset(), nth=(_value(day, lo, hi, names), int(n)))
+    if allow_weekday_forms and text.endswith("L") and len(text) > 1:
+        return _CronField(frozenset(), last_weekday=_value(text[:-1], lo, hi, names))
+    if "W" in text and text.upper() not in names:
+        raise ConfigurationError(f"cron field {text!r}: 'W' is not supported by the local runtime")
+    values: set[int] = set()
+    for part in text.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            step = int(step_text)
+        if part == "*":
+            start, end = lo, hi
+        elif "-" in part:
+            a, b = part.split("-", 1)
+            start, end = _value(a, lo, hi, names), _value(b, lo, hi, names)
+        else:
+            start = _value(part, lo, hi, names)
+            end = hi if step != 1 else start
+        values.update(range(start, end + 1, step))
+    return _CronField(frozenset(values))
+
+
+def _value(text: str, lo: int, hi: int, names: dict[str, int]) -> int:
+    v = names[text.upper()] if text.upper() in names else int(text)
+    if not lo <= v <= hi:
+        raise ConfigurationError(f"cron value {text!r} outside {lo}-{hi}")
+    return v
+
+
+def parse_schedule(expression: str) -> Rate | Cron:
+    """``rate(N minute|minutes|hour|hours|day|days)`` or ``cron(<6 fields>)``."""
+    expression = expression.strip()
+    if m := _RATE.match(expression):
+        n = int(m.group(1))
+        if n <= 0:
+            raise ConfigurationError(f"{expression}: the rate must be positive")
+        return Rate(n * _UNIT_SECONDS[m.group(2).rstrip("s")])
+    if m := _CRON.match(expression):
+        return Cron.parse(m.group(1))
+    raise ConfigurationError(f"unsupported schedule expression {expression!r}")
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event handed (or not) to one rule target."""
+
+    rule: str
+    rule_arn: str
+    target_id: str
+    target_arn: str
+    time: datetime  # the event's emulated time
+    ok: bool
+    error: str | None = None
+    event: dict[str, Any] = field(default_factory=dict, compare=False)
+    payload: str = field(default="", compare=False)
+
+
+class DeliveryLog:
+    """Thread-safe record of deliveries, shared by the schedule runner and the event bus."""
+
+    def __init__(self) -> None:
+        self._items: list[Delivery] = []
+        self._lock = threading.Lock()
+
+    def append(self, d: Delivery) -> None:
+        with self._lock:
+            self._items.append(d)
+
+    def all(self, rule: str | None = None) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self._items if rule is None or d.rule == rule]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+_PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+
+
+def json_path(document: Any, path: str) -> Any:
+    """A value by the simple JSONPath EventBridge accepts in InputPath ($.a.b, $.list[0]); None if absent."""
+    if not path.startswith("$"):
+        raise ConfigurationError(f"JSON path must start with '$': {path!r}")
+    node = document
+    pos = 1
+    while pos < len(path):
+        m = _PATH_TOKEN.match(path, pos)
+        if m is None:
+            raise ConfigurationError(f"unsupported JSON path {path!r}")
+        key, index = m.groups()
+        if key is not None:
+            node = node.get(key) if isinstance(node, dict) else None
+        else:
+            i = int(index)
+            node = node[i] if isinstance(node, list) and i < len(node) else None
+        if node is None:
+            return None
+        pos = m.end()
+    return node
+
+
+_PLACEHOLDER = re.compile(r"<([A-Za-z0-9_.\-]+)>")
+
+
+def render_input(target: dict[str, Any], event: dict[str, Any], rule_arn: str) -> str:
+    """The payload EventBridge sends a target: the event, or the target's Input/InputPath/InputTransformer."""
+    if target.get("Input") is not None:
+        return target["Input"]
+    if target.get("InputPath"):
+        return json.dumps(json_path(event, target["InputPath"]))
+    transformer = target.get("InputTransformer")
+    if transformer:
+        values = {name: json_path(event, p) for name, p in (transformer.get("InputPathsMap") or {}).items()}
+        values.update(
+            {
+                "aws.events.rule-arn": rule_arn,
+                "aws.events.rule-name": rule_arn.rsplit("/", 1)[-1],
+                "aws.events.event.ingestion-time": event.get("time"),
+                "aws.events.event": event,
+                "aws.events.event.json": event,
+            }
+        )
+        return _transform(transformer["InputTemplate"], values)
+    return json.dumps(event)
+
+
+def _transform(template: str, values: dict[str, Any]) -> str:
+    """Fill ``<name>`` placeholders: escaped text inside a JSON string, JSON (or raw text) outside one."""
+    out: list[str] = []
+    in_string = False
+    i = 0
+    while i < len(template):
+        ch = template[i]
+        m = _PLACEHOLDER.match(template, i) if ch == "<" else None
+        if m and m.group(1) in values:
+            value = values[m.group(1)]
+            if in_string:
+                text = value if isinstance(value, str) else ("" if value is None else json.dumps(value))
+                out.append(json.dumps(text)[1:-1])
+            elif isinstance(value, str):
+                out.append(value)  # AWS inserts a string outside quotes as it is
+            else:
+                out.append(json.dumps(value))
+            i = m.end()
+            continue
+        if ch == "\\" and in_string:
+            out.append(template[i : i + 2])
+            i += 2
+            continue
+        if ch == '"':
+            in_string = not in_string
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _arn_parts(arn: str) -> tuple[str, str, str, str]:
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        raise ConfigurationError(f"not an ARN: {arn!r}")
+    return parts[2], parts[3], parts[4], parts[5]
+
+
+def send_to_target(clients: Clients, target_arn: str, payload: str) -> None:
+    """Hand ``payload`` to one target by its ARN; raises on failure.
+
+    IAM: ``lambda:InvokeFunction``, ``states:StartExecution``, ``sns:Publish``,
+    ``sqs:GetQueueUrl`` + ``sqs:SendMessage`` (the rule's target role in AWS).
+    """
+    service, region, account, resource = _arn_parts(target_arn)
+    if service == "lambda":
+        resp = clients.client("lambda", region).invoke(
+            FunctionName=target_arn, InvocationType="Event", Payload=payload.encode()
+        )
+        if resp.get("FunctionError"):
+            raise RuntimeError(f"function error {resp['FunctionError']}")
+    elif service == "states":
+        # EventBridge names executions with a random id; a fixed name would collide on the next fire.
+        clients.client("stepfunctions", region).start_execution(
+            stateMachineArn=target_arn, name=uuid.uuid4().hex, input=payload
+        )
+    elif service == "sns":
+        clients.client("sns", region).publish(TopicArn=target_arn, Message=payload)
+    elif service == "sqs":
+        sqs = clients.client("sqs", region)
+        url = sqs.get_queue_url(QueueName=resource, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody=payload)
+    else:
+        raise ConfigurationError(f"target service {service!r} is not emulated by the local runtime")
+
+
+def _paged(call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    token: str | None = None
+    while True:
+        resp = call(**kwargs, **({"NextToken": token} if token else {}))
+        yield from resp.get(key, [])
+        token = resp.get("NextToken")
+        if not token:
+            return
+
+
+def _enabled(rule: dict[str, Any]) -> bool:
+    return str(rule.get("State", "")).startswith("ENABLED")
+
+
+class _RuleTargets:
+    """Reads rules and their targets and delivers to them; shared by the bus and the schedule runner."""
+
+    def __init__(self, clients: Clients, log: DeliveryLog | None):
+        self.clients = clients
+        self.log = log if log is not None else DeliveryLog()
+
+    def rules(self, region: str, bus: str = DEFAULT_BUS) -> list[dict[str, Any]]:
+        """IAM: ``events:ListRules``."""
+        return list(_paged(self.clients.client("events", region).list_rules, "Rules", EventBusName=bus))
+
+    def deliver(self, region: str, rule: dict[str, Any], event: dict[str, Any], at: datetime) -> list[Delivery]:
+        """Send ``event`` to every target of ``rule``. IAM: ``events:ListTargetsByRule`` plus the targets'."""
+        events = self.clients.client("events", region)
+        bus = rule.get("EventBusName") or DEFAULT_BUS
+        targets = list(_paged(events.list_targets_by_rule, "Targets", Rule=rule["Name"], EventBusName=bus))
+        out = []
+        for target in targets:
+            payload = ""
+            try:
+                payload = render_input(target, event, rule["Arn"])
+                send_to_target(self.clients, target["Arn"], payload)
+                d = Delivery(rule["Name"], rule["Arn"], target["Id"], target["Arn"], at, True, None, event, payload)
+            except Exception as e:  # a failed target is a recorded delivery, as in EventBridge metrics
+                logger.warning("delivery of %s to %s failed: %s", rule["Name"], target["Arn"], e)
+                d = Delivery(rule["Name"], rule["Arn"], target["Id"], target["Arn"], at, False, repr(e), event, payload)
+            self.log.append(d)
+            out.append(d)
+        return out
+
+
+class EventBus(_RuleTargets):
+    """Delivers any event to the ENABLED rules of its region's bus whose EventPattern matches.
+
+    ``put`` fills the envelope fields AWS adds (id, time, version, account) when missing.
+    """
+
+    def __init__(
+        self,
+        clients: Clients,
+        clock: Clock | None = None,
+        bus: str = DEFAULT_BUS,
+        log: DeliveryLog | None = None,
+        account: str = "123456789012",
+    ):
+        super().__init__(clients, log)
+        self.clock = clock or CompressedClock()
+        self.bus = bus
+        self.account = account
+
+    def put(self, event: dict[str, Any]) -> list[Delivery]:
+        if "region" not in event or "source" not in event or "detail-type" not in event:
+            raise ConfigurationError("an event needs at least region, source and detail-type")
+        now = self.clock.now()
+        full = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "account": self.account,
+            "time": iso(now),
+            "resources": [],
+            "detail": {},
+            **event,
+        }
+        region = full["region"]
+        out: list[Delivery] = []
+        for rule in self.rules(region, self.bus):
+            if not _enabled(rule) or not rule.get("EventPattern"):
+                continue
+            if pattern_matches(json.loads(rule["EventPattern"]), full):
+                out.extend(self.deliver(region, {**rule, "EventBusName": self.bus}, full, now))
+        return out
+
+
+@dataclass
+class _ScheduleState:
+    expression: str
+    schedule: Rate | Cron
+    anchor: datetime
+    next_fire: datetime | None
+
+
+class ScheduleRunner(_RuleTargets, Ticker):
+    """Fires ENABLED rules with a ScheduleExpression in ``regions`` on the emulated clock.
+
+    A schedule starts when the runner first sees the rule enabled (moto keeps no creation time):
+    a rate fires one period later, then every period; a cron at each matching minute. Every due
+    firing is sent, also several after a clock jump, each with its own scheduled time.
+    """
+
+    def __init__(
+        self,
+        clients: Clients,
+        regions: Iterable[str],
+        clock: Clock,
+        log: DeliveryLog | None = None,
+        interval: float = 0.25,
+    ):
+        _RuleTargets.__init__(self, clients, log)
+        Ticker.__init__(self)
+        self.regions = list(regions)
+        self.clock = clock
+        self.interval = interval
+        self._state: dict[str, _ScheduleState] = {}
+
+    def tick(self, now: datetime | None = None) -> list[Delivery]:
+        now = now or self.clock.now()
+        out: list[Delivery] = []
+        seen: set[str] = set()
+        for region in self.regions:
+            for rule in self.rules(region):
+                expr = rule.get("ScheduleExpression")
+                if not expr or not _enabled(rule):
+                    continue
+                seen.add(rule["Arn"])
+                state = self._state.get(rule["Arn"])
+                if state is None or state.expression != expr:
+                    schedule = parse_schedule(expr)
+                    state = _ScheduleState(expr, schedule, now, schedule.next_after(now, now))
+                    self._state[rule["Arn"]] = state
+                out.extend(self._fire_due(region, rule, state, now))
+        # A disabled or deleted rule restarts its schedule when it comes back, as in EventBridge.
+        for arn in set(self._state) - seen:
+            del self._state[arn]
+        return out
+
+    def _fire_due(self, region: str, rule: dict[str, Any], state: _ScheduleState, now: datetime) -> list[Delivery]:
+        out: list[Delivery] = []
+        fired = 0
+        while state.next_fire is not None and state.next_fire <= now:
+            if fired >= MAX_CATCH_UP_FIRES:
+                logger.warning("rule %s: skipping firings after %d catch-up deliveries", rule["Name"], fired)
+                state.next_fire = state.schedule.next_after(now, state.anchor)
+                break
+            out.extend(self.deliver(region, rule, scheduled_event(rule["Arn"], region, state.next_fire), state.next_fire))
+            fired += 1
+            state.next_fire = state.schedule.next_after(state.next_fire, state.anchor)
+        return out
+
+
+def scheduled_event(rule_arn: str, region: str, at: datetime) -> dict[str, Any]:
+    """The event EventBridge sends for a scheduled rule."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": SCHEDULED_EVENT,
+        "source": "aws.events",
+        "account": _arn_parts(rule_arn)[2],
+        "time": iso(at),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+# --- EC2 state changes ------------------------------------------------------------------------
+
+# The instance lifecycle (docs: "Amazon EC2 instance state changes"); moto jumps over the
+# transitional states, so the emitter walks this graph to emit them in order.
+_LIFECYCLE: dict[str, tuple[str, ...]] = {
+    "pending": ("running", "shutting-down"),
+    "running": ("stopping", "shutting-down"),
+    "stopping": ("stopped", "shutting-down"),
+    "stopped": ("pending", "shutting-down"),
+    "shutting-down": ("terminated",),
+    "terminated": (),
+}
+
+
+def lifecycle_path(old: str | None, new: str) -> list[str]:
+    """The states an instance passes through from ``old`` (None: not launched yet) to ``new``, ``new`` included."""
+    if old == new:
+        return []
+    start = "pending" if old is None else old
+    prefix = ["pending"] if old is None else []
+    if start == new:
+        return prefix
+    frontier: list[list[str]] = [[start]]
+    visited = {start}
+    while frontier:
+        path = frontier.pop(0)
+        for nxt in _LIFECYCLE.get(path[-1], ()):
+            if nxt == new:
+                return prefix + path[1:] + [nxt]
+            if nxt not in visited:
+                visited.add(nxt)
+                frontier.append(path + [nxt])
+    return prefix + [new]  # a state outside the graph: report it as it is
+
+
+def ec2_state_change_event(region: str, account: str, instance_id: str, state: str, at: datetime) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": EC2_STATE_CHANGE,
+        "source": "aws.ec2",
+        "account": account,
+        "time": iso(at),
+        "region": region,
+        "resources": [f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"],
+        "detail": {"instance-id": instance_id, "state": state},
+    }
+
+
+class Ec2StateChangeEmitter(Ticker):
+    """Polls ``ec2.describe_instances`` and puts AWS's state-change events on the bus.
+
+    The first tick records the states it finds (nothing before it is known); afterwards each
+    change emits every state of the lifecycle path, in order: running → stopped gives
+    ``stopping`` then ``stopped``. IAM: ``ec2:DescribeInstances``.
+    """
+
+    def __init__(
+        self,
+        clients: Clients,
+        regions: Iterable[str],
+        bus: EventBus,
+        clock: Clock | None = None,
+        interval: float = 0.25,
+    ):
+        super().__init__()
+        self.clients = clients
+        self.regions = list(regions)
+        self.bus = bus
+        self.clock = clock or bus.clock
+        self.interval = interval
+        self._states: dict[str, dict[str, str]] | None = None
+
+    def _snapshot(self) -> dict[str, dict[str, str]]:
+        snap: dict[str, dict[str, str]] = {}
+        for region in self.regions:
+            pages = self.clients.ec2(region).get_paginator("describe_instances").paginate()
+            for page in pages:
+                for reservation in page["Reservations"]:
+                    for inst in reservation["Instances"]:
+                        snap[inst["InstanceId"]] = {
+                            "region": region,
+                            "account": reservation.get("OwnerId", self.bus.account),
+                            "state": inst["State"]["Name"],
+                        }
+        return snap
+
+    def tick(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        now = now or self.clock.now()
+        snap = self._snapshot()
+        previous, self._states = self._states, snap
+        if previous is None:
+            return []
+        emitted = []
+        for instance_id, cur in snap.items():
+            old = previous.get(instance_id, {}).get("state")
+            for state in lifecycle_path(old, cur["state"]):
+                event = ec2_state_change_event(cur["region"], cur["account"], instance_id, state, now)
+                self.bus.put(event)
+                emitted.append(event)
+        return emitted

@@ -1,0 +1,104 @@
+"""Cluster nodes of the local runtime: a real HTTP server per node, up exactly while its instance runs.
+
+``GET /`` answers the node's name (what a client reaching ``sample.cluster.local`` checks), ``GET
+/health`` answers ``ok``. Stopped means the port is closed: nothing listens, a connect is refused,
+just as from a stopped EC2 instance's address (modulo the security group, which the network cuts model).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from regionha.errors import ConfigurationError
+from regionha.netguard import is_local_address
+
+logger = logging.getLogger(__name__)
+
+
+class _NodeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # restart on the same port right after a stop (TIME_WAIT)
+    node_name = ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _NodeServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path in ("/", ""):
+            self._answer(200, self.server.node_name)
+        elif self.path == "/health":
+            self._answer(200, "ok")
+        else:
+            self._answer(404, "not found")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def _answer(self, status: int, text: str) -> None:
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Regionha-Node", self.server.node_name)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base)
+        logger.debug("%s %s", self.server.node_name, format % args)
+
+
+class NodeService:
+    """One node's HTTP service on a local address. ``port=0`` picks a free port (see ``.port``)."""
+
+    def __init__(self, name: str, host: str, port: int):
+        if not is_local_address(host):
+            raise ConfigurationError(f"node {name}: {host} is not a local address (127.0.0.0/8, 198.18.0.0/15)")
+        self.name = name
+        self.host = host
+        self.port = port
+        self._server: _NodeServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                return
+            server = _NodeServer((self.host, self.port), _Handler)
+            server.node_name = self.name
+            # Keep the port chosen on the first start, so that the node comes back where it was.
+            self.port = server.server_address[1]
+            self._thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"node-{self.name}", daemon=True
+            )
+            self._thread.start()
+            self._server = server
+            logger.info("node %s up on %s:%s", self.name, self.host, self.port)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._server is None:
+                return
+            self._server.shutdown()
+            self._server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = None
+            self._thread = None
+            logger.info("node %s down", self.name)
+
+    def __repr__(self) -> str:
+        return f"NodeService({self.name!r}, {self.host!r}, {self.port}, running={self.running})"
