@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from regionha.local import network
 from regionha.local.network import Flow, LocalNetwork
 

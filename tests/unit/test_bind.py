@@ -22,6 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+
 from regionha import bind
 from regionha.errors import ConfigurationError
 

@@ -11,6 +11,7 @@ import botocore.client
 import botocore.endpoint
 import pytest
 import yaml
+
 from regionha.cli import EXIT_INVALID, EXIT_OK, default_topology_path, main
 from regionha.topology import DEFAULT_TOPOLOGY
 

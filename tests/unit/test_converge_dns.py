@@ -214,7 +214,7 @@ def test_record_changed_by_hand_is_written_back(topology, network, clients, call
 
     assert [o.action for o in outcomes] == ["updated"]
     assert read_record(topology, clients) == {"name": "sample.cluster.local.", "ip": "10.0.110.10", "ttl": 60}
-    assert call_counter.mutating == [("route53", "ChangeResourceRecordSets")]
+    assert call_counter.mutating == [("route-53", "ChangeResourceRecordSets")]
 
 
 def test_endpoint_ip_and_name_drift_is_fixed(topology, network, clients):
@@ -280,7 +280,7 @@ def test_another_deployments_zone_of_the_same_name_is_left_alone(topology, netwo
 
 
 @pytest.fixture
-def pending_changes(monkeypatch):
+def pending_changes(monkeypatch, call_counter):
     """Route 53 reporting every change PENDING (moto is INSYNC at once), and sleeps that return at once."""
     sleeps: list[float] = []
     monkeypatch.setattr(converge_dns.time, "sleep", sleeps.append)
@@ -294,10 +294,10 @@ def pending_changes(monkeypatch):
 
     session = boto3.DEFAULT_SESSION
     for op in ("ChangeResourceRecordSets", "GetChange"):
-        session.events.register(f"after-call.route53.{op}", pending)
+        session.events.register(f"after-call.route-53.{op}", pending)
     yield state, sleeps
     for op in ("ChangeResourceRecordSets", "GetChange"):
-        session.events.unregister(f"after-call.route53.{op}", pending)
+        session.events.unregister(f"after-call.route-53.{op}", pending)
 
 
 def test_wait_for_insync_is_bounded_and_transient(topology, network, call_counter, pending_changes):
@@ -310,7 +310,7 @@ def test_wait_for_insync_is_bounded_and_transient(topology, network, call_counte
         upsert_record(topology, clients, "10.0.110.10", wait_seconds=10, poll_seconds=2)
 
     assert sleeps == [2, 2, 2, 2, 2]
-    assert call_counter.calls.count(("route53", "GetChange")) == 5
+    assert call_counter.calls.count(("route-53", "GetChange")) == 5
 
 
 def test_wait_returns_once_the_change_is_insync(topology, network, call_counter, pending_changes):

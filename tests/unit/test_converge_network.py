@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from regionha.aws import Clients, deployment_filter, tag_value
 from regionha.converge import Outcome
 from regionha.converge.network import converge_vpc

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+
 from regionha import netguard
 from regionha.errors import ConfigurationError
 from regionha.netguard import UnsafeDestination

@@ -16,6 +16,7 @@ import dns.query
 import dns.rcode
 import dns.rrset
 import pytest
+
 import regionha
 from regionha import probe as probe_module
 from regionha.errors import ConfigurationError

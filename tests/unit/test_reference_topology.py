@@ -5,6 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+
 from regionha.topology import BindPath, ResolverEndpointPath, Topology, Vpc
 
 SUBNETS = {

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from regionha.topology import DEFAULT_TOPOLOGY, Problem, TopologyError, load_topology, parse_topology
 from regionha.validation import AWS_REGIONS, check_topology
 

@@ -13,6 +13,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+
 from regionha.aws import tag_spec
 from regionha.local.vpcdns import VpcResolver, resolve, route53_name, vpc_id_by_tags, zone_from_record_sets
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from regionha import __version__
-from regionha.topology import DEFAULT_TOPOLOGY, Problem, Topology, TopologyError, parse_topology
+from regionha.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, _one_line, load_topology
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -36,44 +33,9 @@ def default_topology_path() -> Path:
 
 
 def read_topology(path: Path) -> Topology:
-    """Read, parse and check a topology file; every failure becomes a TopologyError naming the file.
+    """Read, parse and check a topology file (TopologyError names the file and every problem)."""
+    return load_topology(path)
 
-    Unlike ``load_topology`` this also turns undecodable bytes and empty files into problems, so the
-    command line never shows a traceback for a bad file.
-    """
-    source = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise TopologyError([Problem("(file)", f"cannot read: {e.strerror or e}")], source) from e
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise TopologyError(
-            [Problem("(file)", f"not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start})")],
-            source,
-        ) from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise TopologyError([Problem("(file)", f"not valid YAML: {_yaml_error(e)}")], source) from e
-    if data is None:
-        raise TopologyError([Problem("(file)", "is empty (no YAML document)")], source)
-    return parse_topology(data, source)
-
-
-def _yaml_error(e: yaml.YAMLError) -> str:
-    # PyYAML's str() quotes the source as "<unicode string>" and draws a caret; say where instead.
-    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
-        mark = e.problem_mark
-        what = " ".join(part for part in (e.context, e.problem) if part)
-        return f"line {mark.line + 1}, column {mark.column + 1}: {_one_line(what)}"
-    return _one_line(str(e))
-
-
-def _one_line(text: str) -> str:
-    # YAML errors span several lines with a caret drawing; keep the words, one problem per line.
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def _report(err: TopologyError) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -296,18 +297,44 @@ def parse_topology(data: Any, source: str = "topology") -> Topology:
 
 
 def load_topology(path: str | Path | None = None) -> Topology:
-    """Read and validate a topology file; ``None`` means the shipped reference deployment."""
+    """Read and validate a topology file; ``None`` means the shipped reference deployment.
+
+    Every failure (unreadable, not UTF-8, empty, bad YAML, bad content) becomes a ``TopologyError``
+    naming the file, so no caller ever shows a traceback for a bad file.
+    """
     if path is None:
-        text = resources.files("regionha.topologies").joinpath(DEFAULT_TOPOLOGY).read_text()
-        source = f"(default) {DEFAULT_TOPOLOGY}"
-    else:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise TopologyError([Problem("(file)", f"cannot read: {e.strerror}")], source) from e
+        path = Path(str(resources.files("regionha.topologies").joinpath(DEFAULT_TOPOLOGY)))
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TopologyError([Problem("(file)", f"cannot read: {e.strerror or e}")], source) from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TopologyError(
+            [Problem("(file)", f"not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start})")],
+            source,
+        ) from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise TopologyError([Problem("(file)", f"not valid YAML: {e}")], source) from e
+        raise TopologyError([Problem("(file)", f"not valid YAML: {_yaml_error(e)}")], source) from e
+    if data is None:
+        raise TopologyError([Problem("(file)", "is empty (no YAML document)")], source)
     return parse_topology(data, source)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    # PyYAML's str() quotes the source as "<unicode string>" and draws a caret; say where instead.
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        what = " ".join(part for part in (e.context, e.problem) if part)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {_one_line(what)}"
+    return _one_line(str(e))
+
+
+def _one_line(text: str) -> str:
+    # YAML errors span several lines with a caret drawing; keep the words, one problem per line.
+    return re.sub(r"\s+", " ", text).strip()

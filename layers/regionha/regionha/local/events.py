@@ -161,7 +161,7 @@ def _match_string_filter(f: dict[str, Any], v: Any) -> bool:
         text = v.lower() if ignore_case else v
         for needle in needles:
             n = needle.lower() if ignore_case else needle
-            if (text.startswith(n) if name == "prefix" else text.endswith(n)):
+            if text.startswith(n) if name == "prefix" else text.endswith(n):
                 return True
         return False
     if name == "equals-ignore-case":
@@ -663,7 +663,9 @@ class ScheduleRunner(_RuleTargets, Ticker):
                 logger.warning("rule %s: skipping firings after %d catch-up deliveries", rule["Name"], fired)
                 state.next_fire = state.schedule.next_after(now, state.anchor)
                 break
-            out.extend(self.deliver(region, rule, scheduled_event(rule["Arn"], region, state.next_fire), state.next_fire))
+            out.extend(
+                self.deliver(region, rule, scheduled_event(rule["Arn"], region, state.next_fire), state.next_fire)
+            )
             fired += 1
             state.next_fire = state.schedule.next_after(state.next_fire, state.anchor)
         return out

@@ -217,19 +217,23 @@ class HandlerRegistry:
         Raises ConfigurationError if the stack and the template disagree, or if two functions need
         different values for one environment variable.
         """
-        merged_environment(stack.functions.values())
         bound = []
         for logical_id, function in stack.functions.items():
             spec = self.specs.get(logical_id)
             if spec is None:
                 raise ConfigurationError(f"{logical_id} was provisioned but is not in the registry's template")
-            local = LocalFunction(logical_id=logical_id, name=function.name, arn=function.arn,
-                                  region=function.region, code_dir=spec.code_dir, handler=spec.handler,
-                                  timeout=function.timeout, memory=function.memory,
-                                  environment=dict(function.environment))
-            self._functions[(function.region, function.name)] = local
-            bound.append(local)
+            bound.append(LocalFunction(logical_id=logical_id, name=function.name, arn=function.arn,
+                                       region=function.region, code_dir=spec.code_dir, handler=spec.handler,
+                                       timeout=function.timeout, memory=function.memory,
+                                       environment=dict(function.environment)))
+        self.add(bound)
         return bound
+
+    def add(self, functions: Iterable[LocalFunction]) -> None:
+        """Serve more functions (e.g. another stack's); refused if their environment conflicts."""
+        functions = list(functions)
+        merged_environment([*self._functions.values(), *functions])
+        self._functions.update({(f.region, f.name): f for f in functions})
 
     @property
     def functions(self) -> list[LocalFunction]:

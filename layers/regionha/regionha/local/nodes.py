@@ -24,10 +24,11 @@ class _NodeServer(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0 (the default): one request per connection, so a stopped node cannot keep answering
+    # on a kept-alive connection.
     server: _NodeServer
-    protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self.path in ("/", ""):
             self._answer(200, self.server.node_name)
         elif self.path == "/health":
@@ -35,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._answer(404, "not found")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET()
 
     def _answer(self, status: int, text: str) -> None:
@@ -48,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base)
+    def log_message(self, format: str, *args: object) -> None:
         logger.debug("%s %s", self.server.node_name, format % args)
 
 
@@ -57,7 +58,9 @@ class NodeService:
 
     def __init__(self, name: str, host: str, port: int):
         if not is_local_address(host):
-            raise ConfigurationError(f"node {name}: {host} is not a local address (127.0.0.0/8, 198.18.0.0/15)")
+            raise ConfigurationError(
+                f"node {name}: {host} is not a local address (127.0.0.0/8, 198.18.0.0/15)"
+            )
         self.name = name
         self.host = host
         self.port = port
@@ -82,7 +85,10 @@ class NodeService:
             # Keep the port chosen on the first start, so that the node comes back where it was.
             self.port = server.server_address[1]
             self._thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"node-{self.name}", daemon=True
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"node-{self.name}",
+                daemon=True,
             )
             self._thread.start()
             self._server = server

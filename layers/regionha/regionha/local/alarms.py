@@ -1,0 +1,800 @@
+"""CloudWatch alarm evaluation, which moto does not do: states, history, actions, composite alarms.
+
+Time design: the evaluator works in **emulated time**. It reads ``clock.now()``, cuts the
+evaluation range into the alarm's own ``Period`` (unchanged, e.g. 60 s) on epoch-aligned
+boundaries of emulated time, and queries ``get_metric_data`` for that range. Whoever publishes
+metrics in the local runtime stamps them with the same clock (``put_metric_data`` below does),
+so with ``compression=60`` a 60 s period passes in one real second and the datapoints still fall
+into the periods the evaluator reads. Periods are never divided by the compression, so alarm
+definitions from the template are used as they are.
+
+Evaluation follows the CloudWatch user guide ("Configuring how CloudWatch alarms treat missing
+data"): only completed periods are read; the evaluation range is ``EvaluationPeriods + 2``
+periods (the guide's examples: 3 periods, range 5); with at least N real datapoints the newest N
+decide; with fewer, the real ones are all used and the newest missing periods fill the rest by
+``TreatMissingData``; with ``missing``/``ignore`` a lone breaching datapoint alarms only once it
+is at least ``DatapointsToAlarm`` periods old and nothing in range contradicts it ("avoiding
+premature transitions"). ``evaluate_range`` is that rule as a pure function.
+
+moto gaps worked around here:
+- a new alarm is OK/"Unchecked" in moto but INSUFFICIENT_DATA in AWS: the evaluator moves it to
+  INSUFFICIENT_DATA first, so its first evaluation is a real transition that runs its actions;
+- moto keeps no alarm history (``describe_alarm_history`` is missing): ``history()`` keeps it;
+- moto cannot store composite alarms (``PutCompositeAlarm`` is not implemented and the
+  ``AlarmRule`` is dropped): define them with ``AlarmEvaluator.put_composite_alarm``; any that
+  ``describe_alarms`` does return are evaluated as well.
+Not emulated: percentiles (``ExtendedStatistic``; moto computes none), anomaly-detection bands,
+EC2/Auto Scaling/SSM actions. Such alarms are skipped and logged once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+import botocore.loaders
+
+from regionha.aws import Clients
+from regionha.errors import ConfigurationError
+from regionha.local.clock import Clock, Ticker, iso
+
+logger = logging.getLogger(__name__)
+
+OK, ALARM, INSUFFICIENT_DATA = "OK", "ALARM", "INSUFFICIENT_DATA"
+EXTRA_RANGE_PERIODS = 2
+UNCHECKED = "Unchecked: Initial alarm creation"
+
+_COMPARE: dict[str, tuple[Callable[[float, float], bool], str]] = {
+    "GreaterThanOrEqualToThreshold": (lambda v, t: v >= t, "greater than or equal to"),
+    "GreaterThanThreshold": (lambda v, t: v > t, "greater than"),
+    "LessThanThreshold": (lambda v, t: v < t, "less than"),
+    "LessThanOrEqualToThreshold": (lambda v, t: v <= t, "less than or equal to"),
+}
+_TREATMENTS = ("missing", "ignore", "breaching", "notBreaching")
+
+
+# --- the evaluation rule ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RangeEvaluation:
+    state: str
+    used: tuple[int, ...]  # indices of the range's periods that were evaluated (real or filled)
+    filled: tuple[int, ...]  # the missing periods among them, filled by TreatMissingData
+    breaching: int  # how many evaluated datapoints counted as breaching
+
+
+def evaluate_range(
+    range_: Sequence[bool | None],
+    evaluation_periods: int,
+    datapoints_to_alarm: int,
+    treat_missing_data: str,
+    current_state: str,
+) -> RangeEvaluation:
+    """The state for an evaluation range, oldest period first: True breaching, False not, None missing."""
+    n, m = evaluation_periods, datapoints_to_alarm
+    if treat_missing_data not in _TREATMENTS:
+        raise ConfigurationError(f"TreatMissingData must be one of {_TREATMENTS}, got {treat_missing_data!r}")
+    if not 1 <= m <= n:
+        raise ConfigurationError(f"DatapointsToAlarm {m} must be between 1 and EvaluationPeriods {n}")
+    real = [i for i, p in enumerate(range_) if p is not None]
+    if len(real) >= n:
+        used = tuple(real[-n:])
+        b = sum(1 for i in used if range_[i])
+        return RangeEvaluation(ALARM if b >= m else OK, used, (), b)
+    if not real:
+        used = tuple(range(len(range_))[-n:])
+        state = {
+            "missing": INSUFFICIENT_DATA,
+            "ignore": current_state,
+            "breaching": ALARM,
+            "notBreaching": OK,
+        }[treat_missing_data]
+        return RangeEvaluation(state, used, used, n if treat_missing_data == "breaching" else 0)
+    missing = [i for i, p in enumerate(range_) if p is None]
+    filled = tuple(missing[len(missing) - (n - len(real)) :])
+    used = tuple(sorted(real + list(filled)))
+    b_real = sum(1 for i in real if range_[i])
+    if treat_missing_data in ("breaching", "notBreaching"):
+        b = b_real + (len(filled) if treat_missing_data == "breaching" else 0)
+        return RangeEvaluation(ALARM if b >= m else OK, used, filled, b)
+    if b_real >= m:
+        return RangeEvaluation(ALARM, used, filled, b_real)
+    oldest_breaching_age = max((len(range_) - i for i in real if range_[i]), default=0)
+    contradicted = any(not range_[i] for i in real)
+    if not contradicted and oldest_breaching_age >= m:
+        # The guide's "premature alarm" rule: only missing data after an old enough breach.
+        return RangeEvaluation(ALARM if treat_missing_data == "missing" else current_state, used, filled, b_real)
+    return RangeEvaluation(OK, used, filled, b_real)
+
+
+# --- composite alarm rules --------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<comma>,)|(?P<str>\"(?:[^\"\\]|\\.)*\")|(?P<word>[^\s()\",]+))")
+
+
+@dataclass(frozen=True)
+class AlarmRule:
+    """A parsed composite ``AlarmRule``: ALARM(x)/OK(x)/INSUFFICIENT_DATA(x), AND, OR, NOT, (), TRUE, FALSE.
+
+    Precedence NOT > AND > OR. ``x`` is an alarm name or ARN, quoted or not.
+    """
+
+    text: str
+    references: tuple[str, ...]
+    _fn: Callable[[Callable[[str], str | None]], bool] = field(compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> AlarmRule:
+        tokens = _tokenize(text)
+        refs: list[str] = []
+        pos, fn = _parse_or(tokens, 0, refs)
+        if pos != len(tokens):
+            raise ConfigurationError(f"AlarmRule: unexpected {tokens[pos][1]!r} in {text!r}")
+        return cls(text, tuple(refs), fn)
+
+    def evaluate(self, state_of: Callable[[str], str | None]) -> bool:
+        """``state_of(name_or_arn)`` returns the child's state, or None when it does not exist."""
+        return self._fn(state_of)
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    tokens = []
+    pos = 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise ConfigurationError(f"AlarmRule: cannot read {text[pos:]!r}")
+        kind = m.lastgroup or ""
+        value = m.group(kind)
+        if kind == "str":
+            value = json.loads(value)
+        tokens.append((kind, value))
+        pos = m.end()
+    return tokens
+
+
+_Fn = Callable[[Callable[[str], str | None]], bool]
+
+
+def _parse_or(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
+    pos, left = _parse_and(tokens, pos, refs)
+    while pos < len(tokens) and tokens[pos] == ("word", "OR"):
+        pos, right = _parse_and(tokens, pos + 1, refs)
+        left = (lambda a, b: lambda s: a(s) or b(s))(left, right)
+    return pos, left
+
+
+def _parse_and(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
+    pos, left = _parse_not(tokens, pos, refs)
+    while pos < len(tokens) and tokens[pos] == ("word", "AND"):
+        pos, right = _parse_not(tokens, pos + 1, refs)
+        left = (lambda a, b: lambda s: a(s) and b(s))(left, right)
+    return pos, left
+
+
+def _parse_not(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
+    if pos < len(tokens) and tokens[pos] == ("word", "NOT"):
+        pos, inner = _parse_not(tokens, pos + 1, refs)
+        return pos, (lambda a: lambda s: not a(s))(inner)
+    return _parse_atom(tokens, pos, refs)
+
+
+def _expect(tokens: list[tuple[str, str]], pos: int, kind: str) -> int:
+    if pos >= len(tokens) or tokens[pos][0] != kind:
+        got = tokens[pos][1] if pos < len(tokens) else "end of rule"
+        raise ConfigurationError(f"AlarmRule: expected {kind!r}, got {got!r}")
+    return pos + 1
+
+
+def _parse_atom(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
+    if pos >= len(tokens):
+        raise ConfigurationError("AlarmRule: unexpected end of rule")
+    kind, value = tokens[pos]
+    if kind == "lp":
+        pos, inner = _parse_or(tokens, pos + 1, refs)
+        return _expect(tokens, pos, "rp"), inner
+    if kind == "word" and value in ("TRUE", "FALSE"):
+        result = value == "TRUE"
+        return pos + 1, lambda s: result
+    if kind == "word" and value in (ALARM, OK, INSUFFICIENT_DATA):
+        pos = _expect(tokens, pos + 1, "lp")
+        if pos >= len(tokens) or tokens[pos][0] not in ("str", "word"):
+            raise ConfigurationError(f"AlarmRule: {value}() needs an alarm name")
+        name = tokens[pos][1]
+        refs.append(name)
+        pos = _expect(tokens, pos + 1, "rp")
+        return pos, (lambda want, ref: lambda s: s(ref) == want)(value, name)
+    raise ConfigurationError(f"AlarmRule: unsupported {value!r} (AT_LEAST is not emulated)")
+
+
+# --- formatting like CloudWatch ---------------------------------------------------------------
+
+
+def aws_timestamp(t: datetime) -> str:
+    """CloudWatch's notification time format: 2024-01-01T00:05:00.000+0000."""
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
+
+
+@cache
+def region_description(region: str) -> str:
+    """The long region name CloudWatch puts in notifications ("Asia Pacific (Tokyo)")."""
+    data = botocore.loaders.create_loader().load_data("endpoints")
+    for partition in data["partitions"]:
+        if region in partition.get("regions", {}):
+            return partition["regions"][region].get("description", region)
+    return region
+
+
+def _short_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%d/%m/%y %H:%M:%S")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def put_metric_data(
+    clients: Clients, clock: Clock, region: str, namespace: str, metric_data: list[dict[str, Any]]
+) -> None:
+    """``cloudwatch.put_metric_data`` with every datum stamped in emulated time unless it has a Timestamp.
+
+    The local runtime's metric publishers must go through this (or stamp ``clock.now()``
+    themselves), or their datapoints land outside the periods the evaluator reads.
+    IAM: ``cloudwatch:PutMetricData``.
+    """
+    now = clock.now()
+    data = [{"Timestamp": now, **d} for d in metric_data]
+    clients.client("cloudwatch", region).put_metric_data(Namespace=namespace, MetricData=data)
+
+
+# --- the evaluator ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateChange:
+    region: str
+    alarm_name: str
+    alarm_type: str  # MetricAlarm | CompositeAlarm
+    old_state: str
+    new_state: str
+    reason: str
+    time: datetime
+
+
+@dataclass
+class _Composite:
+    region: str
+    definition: dict[str, Any]
+    rule: AlarmRule
+    state: str = INSUFFICIENT_DATA
+    reason: str = UNCHECKED
+    reason_data: str = "{}"
+    updated: datetime | None = None
+
+
+class AlarmEvaluator(Ticker):
+    """Evaluates the metric and composite alarms of ``regions`` on each ``tick``.
+
+    On a state change: ``cloudwatch.set_alarm_state`` (metric alarms), a history item, a
+    "CloudWatch Alarm State Change" event on ``event_bus`` when given (EventBridge gets it
+    whatever ActionsEnabled says), and, when ActionsEnabled, the new state's actions: SNS topics
+    get CloudWatch's alarm notification JSON, Lambda functions its alarm event.
+    IAM: ``cloudwatch:DescribeAlarms``, ``cloudwatch:GetMetricData``, ``cloudwatch:SetAlarmState``,
+    ``sns:Publish``, ``lambda:InvokeFunction``.
+    """
+
+    def __init__(
+        self,
+        clients: Clients,
+        regions: Iterable[str],
+        clock: Clock,
+        event_bus: Any | None = None,
+        interval: float = 0.5,
+    ):
+        super().__init__()
+        self.clients = clients
+        self.regions = list(regions)
+        self.clock = clock
+        self.event_bus = event_bus  # an events.EventBus (anything with put(event))
+        self.interval = interval
+        self._history: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._composites: dict[tuple[str, str], _Composite] = {}
+        self._skipped: set[tuple[str, str]] = set()
+        self._lock = threading.RLock()  # tick() from the thread and put_composite_alarm from callers
+
+    # -- public API --
+
+    def history(self, alarm_name: str, region: str | None = None, item_type: str | None = None) -> list[dict[str, Any]]:
+        """DescribeAlarmHistory-shaped items, newest first (``item_type``: StateUpdate, Action, ...)."""
+        with self._lock:
+            items = [
+                item
+                for (r, name), hist in self._history.items()
+                if name == alarm_name and (region is None or r == region)
+                for item in hist
+            ]
+        items = [i for i in items if item_type is None or i["HistoryItemType"] == item_type]
+        return sorted(items, key=lambda i: i["Timestamp"], reverse=True)
+
+    def put_composite_alarm(self, region: str, **kwargs: Any) -> None:
+        """Defines a composite alarm with PutCompositeAlarm's parameters (moto cannot store one)."""
+        rule = AlarmRule.parse(kwargs["AlarmRule"])
+        name = kwargs["AlarmName"]
+        account = kwargs.pop("AccountId", "123456789012")
+        definition = {
+            "AlarmName": name,
+            "AlarmArn": f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}",
+            "AlarmDescription": kwargs.get("AlarmDescription"),
+            "AlarmRule": rule.text,
+            "ActionsEnabled": kwargs.get("ActionsEnabled", True),
+            "AlarmActions": list(kwargs.get("AlarmActions", [])),
+            "OKActions": list(kwargs.get("OKActions", [])),
+            "InsufficientDataActions": list(kwargs.get("InsufficientDataActions", [])),
+            "AlarmConfigurationUpdatedTimestamp": self.clock.now(),
+        }
+        with self._lock:
+            old = self._composites.get((region, name))
+            comp = _Composite(region, definition, rule, updated=self.clock.now())
+            if old is not None:  # an update keeps the state, as PutCompositeAlarm does
+                comp.state, comp.reason, comp.reason_data = old.state, old.reason, old.reason_data
+            self._composites[(region, name)] = comp
+            self._record(
+                region,
+                name,
+                "CompositeAlarm",
+                "ConfigurationUpdate",
+                f'Alarm "{name}" {"updated" if old else "created"}',
+                {"type": "Create"},
+            )
+
+    def describe_composite_alarms(self, region: str) -> list[dict[str, Any]]:
+        """The composite alarms defined here, shaped like DescribeAlarms' CompositeAlarms."""
+        with self._lock:
+            return [
+                {
+                    **c.definition,
+                    "StateValue": c.state,
+                    "StateReason": c.reason,
+                    "StateReasonData": c.reason_data,
+                    "StateUpdatedTimestamp": c.updated,
+                }
+                for (r, _), c in self._composites.items()
+                if r == region
+            ]
+
+    def tick(self, now: datetime | None = None) -> list[StateChange]:
+        now = now or self.clock.now()
+        changes: list[StateChange] = []
+        with self._lock:
+            for region in self.regions:
+                changes.extend(self._tick_region(region, now))
+        return changes
+
+    # -- metric alarms --
+
+    def _describe(self, region: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        cw = self.clients.client("cloudwatch", region)
+        metric, composite = [], []
+        for page in cw.get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
+            metric.extend(page.get("MetricAlarms", []))
+            composite.extend(page.get("CompositeAlarms", []))
+        return metric, composite
+
+    def _tick_region(self, region: str, now: datetime) -> list[StateChange]:
+        metric_alarms, moto_composites = self._describe(region)
+        states: dict[str, str] = {}
+        changes: list[StateChange] = []
+        for alarm in metric_alarms:
+            change = self._evaluate_metric_alarm(region, alarm, now)
+            if change:
+                changes.append(change)
+            state = change.new_state if change else self._current(alarm)
+            states[alarm["AlarmName"]] = states[alarm["AlarmArn"]] = state
+        for alarm in moto_composites:
+            key = (region, alarm["AlarmName"])
+            if key not in self._composites:
+                self.put_composite_alarm(region, **{k: v for k, v in alarm.items() if k in _COMPOSITE_PARAMS})
+        changes.extend(self._evaluate_composites(region, states, now))
+        return changes
+
+    @staticmethod
+    def _current(alarm: dict[str, Any]) -> str:
+        if alarm["StateValue"] == OK and alarm.get("StateReason") == UNCHECKED:
+            return INSUFFICIENT_DATA
+        return alarm["StateValue"]
+
+    def _unsupported(self, alarm: dict[str, Any]) -> str | None:
+        if alarm.get("ExtendedStatistic"):
+            return "percentile statistics (ExtendedStatistic)"
+        if alarm.get("ThresholdMetricId"):
+            return "anomaly detection bands (ThresholdMetricId)"
+        if alarm.get("ComparisonOperator") not in _COMPARE:
+            return f"ComparisonOperator {alarm.get('ComparisonOperator')}"
+        if not alarm.get("Metrics") and not alarm.get("Statistic"):
+            return "an alarm without Statistic or Metrics"
+        return None
+
+    def _evaluate_metric_alarm(self, region: str, alarm: dict[str, Any], now: datetime) -> StateChange | None:
+        name = alarm["AlarmName"]
+        why = self._unsupported(alarm)
+        if why:
+            if (region, name) not in self._skipped:
+                logger.warning("alarm %s in %s not evaluated: %s is not emulated", name, region, why)
+                self._skipped.add((region, name))
+            return None
+        cw = self.clients.client("cloudwatch", region)
+        current = alarm["StateValue"]
+        if self._current(alarm) != current:
+            # AWS starts a new alarm in INSUFFICIENT_DATA; moto says OK. Align silently, as AWS
+            # records no state update for the creation itself.
+            cw.set_alarm_state(AlarmName=name, StateValue=INSUFFICIENT_DATA, StateReason=UNCHECKED)
+            self._record(
+                region, name, "MetricAlarm", "ConfigurationUpdate", f'Alarm "{name}" created', {"type": "Create"}
+            )
+            current = INSUFFICIENT_DATA
+
+        n = int(alarm["EvaluationPeriods"])
+        m = int(alarm.get("DatapointsToAlarm") or n)
+        treat = alarm.get("TreatMissingData") or "missing"
+        period, values, start = self._datapoints(cw, alarm, n + EXTRA_RANGE_PERIODS, now)
+        compare, words = _COMPARE[alarm["ComparisonOperator"]]
+        threshold = float(alarm["Threshold"])
+        range_ = [None if v is None else compare(v, threshold) for v in values]
+        result = evaluate_range(range_, n, m, treat, current)
+        if result.state == current:
+            return None
+        reason = _metric_reason(result, values, start, period, words, threshold, m, current, treat)
+        reason_data = {
+            "version": "1.0",
+            "queryDate": aws_timestamp(now),
+            "startDate": aws_timestamp(start + timedelta(seconds=period * min(result.used, default=0))),
+            "period": period,
+            "recentDatapoints": [values[i] for i in result.used if values[i] is not None],
+            "threshold": threshold,
+            "evaluatedDatapoints": [
+                {"timestamp": aws_timestamp(start + timedelta(seconds=period * i)), "value": values[i]}
+                for i in reversed(result.used)
+                if values[i] is not None
+            ],
+        }
+        if alarm.get("Statistic"):
+            reason_data["statistic"] = alarm["Statistic"]
+        cw.set_alarm_state(
+            AlarmName=name, StateValue=result.state, StateReason=reason[:1023], StateReasonData=json.dumps(reason_data)
+        )
+        change = StateChange(region, name, "MetricAlarm", current, result.state, reason, now)
+        self._after_change(alarm, change, reason_data)
+        return change
+
+    def _datapoints(
+        self, cw: Any, alarm: dict[str, Any], periods: int, now: datetime
+    ) -> tuple[int, list[float | None], datetime]:
+        """One value per period of the evaluation range (oldest first), None where there is no data."""
+        queries, period = _queries(alarm)
+        epoch = now.timestamp()
+        end = datetime.fromtimestamp(epoch - epoch % period, UTC)
+        start = end - timedelta(seconds=period * periods)
+        resp = cw.get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end)
+        values: list[float | None] = [None] * periods
+        wanted = next(q["Id"] for q in queries if q.get("ReturnData", True))
+        for result in resp["MetricDataResults"]:
+            if result["Id"] != wanted:
+                continue
+            for ts, v in zip(result["Timestamps"], result["Values"], strict=True):
+                i = int((ts.timestamp() - start.timestamp()) // period)
+                if 0 <= i < periods and v is not None:
+                    values[i] = float(v)
+        return period, values, start
+
+    # -- composite alarms --
+
+    def _evaluate_composites(self, region: str, states: dict[str, str], now: datetime) -> list[StateChange]:
+        comps = [c for (r, _), c in self._composites.items() if r == region]
+        for c in comps:
+            states[c.definition["AlarmName"]] = states[c.definition["AlarmArn"]] = c.state
+        changes: list[StateChange] = []
+        # Composites may reference composites: repeat until nothing moves (bounded by their number).
+        for _ in range(len(comps) + 1):
+            moved = False
+            for c in comps:
+                change = self._evaluate_composite(c, states, now)
+                if change:
+                    changes.append(change)
+                    states[c.definition["AlarmName"]] = states[c.definition["AlarmArn"]] = c.state
+                    moved = True
+            if not moved:
+                break
+        return changes
+
+    def _evaluate_composite(self, c: _Composite, states: dict[str, str], now: datetime) -> StateChange | None:
+        missing = [ref for ref in c.rule.references if ref not in states]
+        if missing:
+            # A rule naming an alarm that does not exist cannot be decided.
+            new, reason = INSUFFICIENT_DATA, f"Unknown alarm(s) in the rule: {', '.join(missing)}"
+        else:
+            fired = c.rule.evaluate(states.get)
+            new = ALARM if fired else OK
+            children = ", ".join(f"{ref} is {states[ref]}" for ref in dict.fromkeys(c.rule.references))
+            reason = f"AlarmRule evaluated to {'TRUE' if fired else 'FALSE'}" + (f": {children}" if children else "")
+        if new == c.state:
+            return None
+        old = c.state
+        reason_data = {
+            "triggeringAlarms": [
+                {"name": ref, "state": {"value": states.get(ref)}} for ref in dict.fromkeys(c.rule.references)
+            ]
+        }
+        c.state, c.reason, c.reason_data, c.updated = new, reason, json.dumps(reason_data), now
+        change = StateChange(c.region, c.definition["AlarmName"], "CompositeAlarm", old, new, reason, now)
+        self._after_change(c.definition, change, reason_data)
+        return change
+
+    # -- after a change: history, EventBridge, actions --
+
+    def _record(
+        self, region: str, name: str, alarm_type: str, item_type: str, summary: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        item = {
+            "AlarmName": name,
+            "AlarmType": alarm_type,
+            "Timestamp": self.clock.now(),
+            "HistoryItemType": item_type,
+            "HistorySummary": summary,
+            "HistoryData": json.dumps(data),
+        }
+        with self._lock:
+            self._history.setdefault((region, name), []).append(item)
+        return item
+
+    def _after_change(self, alarm: dict[str, Any], change: StateChange, reason_data: dict[str, Any]) -> None:
+        region, name = change.region, change.alarm_name
+        self._record(
+            region,
+            name,
+            change.alarm_type,
+            "StateUpdate",
+            f"Alarm updated from {change.old_state} to {change.new_state}",
+            {
+                "version": "1.0",
+                "oldState": {"stateValue": change.old_state},
+                "newState": {
+                    "stateValue": change.new_state,
+                    "stateReason": change.reason,
+                    "stateReasonData": reason_data,
+                },
+            },
+        )
+        if self.event_bus is not None:
+            try:
+                self.event_bus.put(_state_change_event(alarm, change, reason_data))
+            except Exception:
+                logger.exception("alarm %s: EventBridge delivery failed", name)
+        if not alarm.get("ActionsEnabled", True):
+            return
+        actions = {ALARM: "AlarmActions", OK: "OKActions", INSUFFICIENT_DATA: "InsufficientDataActions"}
+        for arn in alarm.get(actions[change.new_state]) or []:
+            self._run_action(alarm, change, arn, reason_data)
+
+    def _run_action(self, alarm: dict[str, Any], change: StateChange, arn: str, reason_data: dict[str, Any]) -> None:
+        service = arn.split(":")[2] if arn.count(":") >= 5 else ""
+        try:
+            if service == "sns":
+                message = notification_message(alarm, change)
+                subject = f'{change.new_state}: "{change.alarm_name}" in {region_description(change.region)}'
+                self.clients.client("sns", arn.split(":")[3]).publish(
+                    TopicArn=arn, Subject=subject[:100], Message=json.dumps(message)
+                )
+            elif service == "lambda":
+                payload = _lambda_alarm_event(alarm, change, reason_data)
+                self.clients.client("lambda", arn.split(":")[3]).invoke(
+                    FunctionName=arn, InvocationType="Event", Payload=json.dumps(payload).encode()
+                )
+            else:
+                raise ConfigurationError(f"alarm action {arn} is not emulated by the local runtime")
+        except Exception as e:
+            logger.warning("alarm %s: action %s failed: %s", change.alarm_name, arn, e)
+            self._record(
+                change.region,
+                change.alarm_name,
+                change.alarm_type,
+                "Action",
+                f"Failed to execute action {arn}",
+                {"actionState": "Failed", "error": repr(e)},
+            )
+            return
+        self._record(
+            change.region,
+            change.alarm_name,
+            change.alarm_type,
+            "Action",
+            f"Successfully executed action {arn}",
+            {"actionState": "Succeeded"},
+        )
+
+
+_COMPOSITE_PARAMS = {
+    "AlarmName",
+    "AlarmRule",
+    "AlarmDescription",
+    "ActionsEnabled",
+    "AlarmActions",
+    "OKActions",
+    "InsufficientDataActions",
+}
+
+
+def _queries(alarm: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The GetMetricData queries of an alarm and its period."""
+    if alarm.get("Metrics"):
+        queries = [dict(q) for q in alarm["Metrics"]]
+        periods = [q["MetricStat"]["Period"] for q in queries if "MetricStat" in q] + [
+            q["Period"] for q in queries if q.get("Period")
+        ]
+        if not periods:
+            raise ConfigurationError(f"alarm {alarm['AlarmName']}: no period in its Metrics")
+        return queries, int(min(periods))
+    stat: dict[str, Any] = {
+        "Metric": {
+            "Namespace": alarm["Namespace"],
+            "MetricName": alarm["MetricName"],
+            "Dimensions": alarm.get("Dimensions") or [],
+        },
+        "Period": int(alarm["Period"]),
+        "Stat": alarm["Statistic"],
+    }
+    if alarm.get("Unit"):
+        stat["Unit"] = alarm["Unit"]
+    return [{"Id": "m1", "MetricStat": stat, "ReturnData": True}], int(alarm["Period"])
+
+
+def _metric_reason(
+    result: RangeEvaluation,
+    values: list[float | None],
+    start: datetime,
+    period: int,
+    words: str,
+    threshold: float,
+    m: int,
+    old: str,
+    treat: str,
+) -> str:
+    real = [i for i in reversed(result.used) if values[i] is not None]
+    if result.state == INSUFFICIENT_DATA:
+        return f"Insufficient Data: {_plural(len(result.used), 'datapoint')} {'was' if len(result.used) == 1 else 'were'} unknown."
+    shown = ", ".join(f"{values[i]} ({_short_time(start + timedelta(seconds=period * i))})" for i in real)
+    counted = result.breaching if result.state == ALARM else len(result.used) - result.breaching
+    verb = "was" if counted == 1 else "were"
+    negation = "" if result.state == ALARM else "not "
+    text = (
+        f"Threshold Crossed: {counted} out of the last {len(result.used)} datapoints [{shown}] "
+        f"{verb} {negation}{words} the threshold ({threshold})"
+    )
+    if result.filled:
+        text += f" and {_plural(len(result.filled), 'missing datapoint')} {'was' if len(result.filled) == 1 else 'were'} treated as [{treat}]"
+    if result.state == ALARM:
+        text += f" (minimum {_plural(m, 'datapoint')} for {old} -> ALARM transition)"
+    return text + "."
+
+
+def notification_message(alarm: dict[str, Any], change: StateChange) -> dict[str, Any]:
+    """The JSON CloudWatch publishes to an SNS alarm action."""
+    arn = alarm["AlarmArn"]
+    msg: dict[str, Any] = {
+        "AlarmName": change.alarm_name,
+        "AlarmDescription": alarm.get("AlarmDescription"),
+        "AWSAccountId": arn.split(":")[4],
+        "AlarmConfigurationUpdatedTimestamp": aws_timestamp(
+            alarm.get("AlarmConfigurationUpdatedTimestamp") or change.time
+        ),
+        "NewStateValue": change.new_state,
+        "NewStateReason": change.reason,
+        "StateChangeTime": aws_timestamp(change.time),
+        "Region": region_description(change.region),
+        "AlarmArn": arn,
+        "OldStateValue": change.old_state,
+        "OKActions": alarm.get("OKActions") or [],
+        "AlarmActions": alarm.get("AlarmActions") or [],
+        "InsufficientDataActions": alarm.get("InsufficientDataActions") or [],
+    }
+    if change.alarm_type == "CompositeAlarm":
+        msg["AlarmRule"] = alarm["AlarmRule"]
+        return msg
+    trigger: dict[str, Any] = {
+        "Period": alarm.get("Period"),
+        "EvaluationPeriods": alarm["EvaluationPeriods"],
+        "DatapointsToAlarm": alarm.get("DatapointsToAlarm") or alarm["EvaluationPeriods"],
+        "ComparisonOperator": alarm["ComparisonOperator"],
+        "Threshold": alarm["Threshold"],
+        "TreatMissingData": alarm.get("TreatMissingData") or "missing",
+        "EvaluateLowSampleCountPercentile": alarm.get("EvaluateLowSampleCountPercentile") or "",
+    }
+    if alarm.get("Metrics"):
+        trigger["Metrics"] = alarm["Metrics"]
+    else:
+        trigger.update(
+            {
+                "MetricName": alarm["MetricName"],
+                "Namespace": alarm["Namespace"],
+                "StatisticType": "Statistic",
+                "Statistic": alarm["Statistic"].upper(),
+                "Unit": alarm.get("Unit"),
+                "Dimensions": [{"value": d["Value"], "name": d["Name"]} for d in alarm.get("Dimensions") or []],
+            }
+        )
+    msg["Trigger"] = trigger
+    return msg
+
+
+def _state_change_event(alarm: dict[str, Any], change: StateChange, reason_data: dict[str, Any]) -> dict[str, Any]:
+    """EventBridge's "CloudWatch Alarm State Change" event."""
+    arn = alarm["AlarmArn"]
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch",
+        "account": arn.split(":")[4],
+        "time": iso(change.time),
+        "region": change.region,
+        "resources": [arn],
+        "detail": _alarm_data(alarm, change, reason_data),
+    }
+
+
+def _alarm_data(alarm: dict[str, Any], change: StateChange, reason_data: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {"description": alarm.get("AlarmDescription")}
+    if change.alarm_type == "CompositeAlarm":
+        config["alarmRule"] = alarm["AlarmRule"]
+    elif alarm.get("Metrics"):
+        config["metrics"] = alarm["Metrics"]
+    else:
+        config["metrics"] = [
+            {
+                "id": "m1",
+                "metricStat": {
+                    "metric": {
+                        "namespace": alarm["Namespace"],
+                        "name": alarm["MetricName"],
+                        "dimensions": {d["Name"]: d["Value"] for d in alarm.get("Dimensions") or []},
+                    },
+                    "period": alarm["Period"],
+                    "stat": alarm["Statistic"],
+                },
+                "returnData": True,
+            }
+        ]
+    return {
+        "alarmName": change.alarm_name,
+        "state": {
+            "value": change.new_state,
+            "reason": change.reason,
+            "reasonData": json.dumps(reason_data),
+            "timestamp": aws_timestamp(change.time),
+        },
+        "previousState": {"value": change.old_state},
+        "configuration": config,
+    }
+
+
+def _lambda_alarm_event(alarm: dict[str, Any], change: StateChange, reason_data: dict[str, Any]) -> dict[str, Any]:
+    """The event CloudWatch invokes a Lambda alarm action with."""
+    arn = alarm["AlarmArn"]
+    return {
+        "source": "aws.cloudwatch",
+        "alarmArn": arn,
+        "accountId": arn.split(":")[4],
+        "time": aws_timestamp(change.time),
+        "region": change.region,
+        "alarmData": _alarm_data(alarm, change, reason_data),
+    }
