@@ -32,34 +32,43 @@ class Network:
     security_groups: dict[tuple[str, str], str]  # (vpc name, group name) -> id
 
 
-def build_network(topology) -> Network:
+def build_network(topology, vpc_names=("tokyo", "osaka")) -> Network:
+    """Only what the DNS operations look up: the zone's VPCs, the endpoint's subnets and security group."""
     vpcs, subnets, groups = {}, {}, {}
-    for vpc in topology.vpcs:
+    endpoint = topology.forwarder_paths[0]
+    for vpc in (topology.vpc(n) for n in vpc_names):
         ec2 = boto3.client("ec2", region_name=vpc.region)
         vpc_id = ec2.create_vpc(
             CidrBlock=str(vpc.cidr), TagSpecifications=tag_spec("vpc", topology.deployment, vpc.name)
         )["Vpc"]["VpcId"]
         vpcs[vpc.name] = vpc_id
-        for s in vpc.subnets:
-            subnets[s.name] = ec2.create_subnet(
+        if vpc.name != endpoint.vpc:
+            continue
+        for s in {e.subnet for e in endpoint.ips}:
+            subnets[s] = ec2.create_subnet(
                 VpcId=vpc_id,
-                CidrBlock=str(s.cidr),
-                AvailabilityZone=s.az,
-                TagSpecifications=tag_spec("subnet", topology.deployment, s.name),
+                CidrBlock=str(vpc.subnet(s).cidr),
+                AvailabilityZone=vpc.subnet(s).az,
+                TagSpecifications=tag_spec("subnet", topology.deployment, s),
             )["Subnet"]["SubnetId"]
-        for g in vpc.security_groups:
-            groups[(vpc.name, g.name)] = ec2.create_security_group(
-                VpcId=vpc_id,
-                GroupName=g.name,
-                Description=g.description,
-                TagSpecifications=tag_spec("security-group", topology.deployment, g.name),
-            )["GroupId"]
+        groups[(vpc.name, endpoint.security_group)] = ec2.create_security_group(
+            VpcId=vpc_id,
+            GroupName=endpoint.security_group,
+            Description="DNS from the on-prem DNS server only",
+            TagSpecifications=tag_spec("security-group", topology.deployment, endpoint.security_group),
+        )["GroupId"]
     return Network(vpcs, subnets, groups)
 
 
 @pytest.fixture
 def network(moto_aws, topology) -> Network:
     return build_network(topology)
+
+
+@pytest.fixture
+def network3(moto_aws, topology) -> Network:
+    """Also the Singapore VPC, for an association that does not belong."""
+    return build_network(topology, ("tokyo", "osaka", "singapore"))
 
 
 @pytest.fixture
@@ -82,9 +91,9 @@ def our_zone_id(topology) -> str:
         z
         for z in zones
         if {"Key": "regionha:deployment", "Value": topology.deployment}
-        in r53().list_tags_for_resource(ResourceType="hostedzone", ResourceId=z["Id"].split("/")[-1])[
-            "ResourceTagSet"
-        ]["Tags"]
+        in r53().list_tags_for_resource(ResourceType="hostedzone", ResourceId=z["Id"].split("/")[-1])["ResourceTagSet"][
+            "Tags"
+        ]
     ]
     assert len(tagged) == 1
     return tagged[0]["Id"].split("/")[-1]
@@ -170,7 +179,8 @@ def test_second_run_makes_no_mutating_call(topology, network, clients, call_coun
 # --- drift --------------------------------------------------------------------------------------------
 
 
-def test_zone_drift_is_fixed(topology, network, clients):
+def test_zone_drift_is_fixed(topology, network3, clients):
+    network = network3
     converge_private_zone(topology, clients, RUN)
     zone_id = our_zone_id(topology)
     # GIVEN an extra VPC associated and the zone's name tag removed by hand
@@ -227,7 +237,9 @@ def test_endpoint_ip_and_name_drift_is_fixed(topology, network, clients):
     )
     ips = resolver().list_resolver_endpoint_ip_addresses(ResolverEndpointId=ep["Id"])["IpAddresses"]
     (ip101,) = [ip["IpId"] for ip in ips if ip["Ip"] == "10.0.111.101"]
-    resolver().disassociate_resolver_endpoint_ip_address(ResolverEndpointId=ep["Id"], IpAddress={"IpId": ip101})
+    resolver().disassociate_resolver_endpoint_ip_address(
+        ResolverEndpointId=ep["Id"], IpAddress={"IpId": ip101, "SubnetId": a3, "Ip": "10.0.111.101"}
+    )
     resolver().update_resolver_endpoint(ResolverEndpointId=ep["Id"], Name="renamed")
 
     outcomes = converge_resolver_endpoint(topology, "tokyo-resolver", clients, RUN)
@@ -256,13 +268,18 @@ def test_zone_created_but_not_yet_tagged_is_adopted_not_duplicated(topology, net
     assert len(r53().list_hosted_zones()["HostedZones"]) == 1
 
 
-def test_another_deployments_zone_of_the_same_name_is_left_alone(topology, network, clients):
-    other = r53().create_hosted_zone(
-        Name="cluster.local.",
-        CallerReference="someone-else",
-        VPC={"VPCRegion": SINGAPORE, "VPCId": network.vpcs["singapore"]},
-        HostedZoneConfig={"PrivateZone": True, "Comment": "not ours"},
-    )["HostedZone"]["Id"].split("/")[-1]
+def test_another_deployments_zone_of_the_same_name_is_left_alone(topology, network3, clients):
+    network = network3
+    other = (
+        r53()
+        .create_hosted_zone(
+            Name="cluster.local.",
+            CallerReference="someone-else",
+            VPC={"VPCRegion": SINGAPORE, "VPCId": network.vpcs["singapore"]},
+            HostedZoneConfig={"PrivateZone": True, "Comment": "not ours"},
+        )["HostedZone"]["Id"]
+        .split("/")[-1]
+    )
     r53().change_tags_for_resource(
         ResourceType="hostedzone", ResourceId=other, AddTags=[{"Key": "regionha:deployment", "Value": "other"}]
     )
@@ -326,8 +343,7 @@ def test_wait_returns_once_the_change_is_insync(topology, network, call_counter,
 
 
 @pytest.mark.parametrize("ip", ["10.0.110", "sample", "::1"])
-def test_upsert_refuses_what_is_not_an_ipv4_address(topology, network, clients, ip):
-    converge_private_zone(topology, clients, RUN)
+def test_upsert_refuses_what_is_not_an_ipv4_address(topology, clients, ip):
     with pytest.raises(ConfigurationError, match="not an IPv4 address"):
         upsert_record(topology, clients, ip)
 

@@ -156,9 +156,7 @@ def test_udp_to_a_cloud_address_trips_before_sending(guarded: Tripwire, send) ->
 
 @pytest.mark.parametrize("address", ["192.168.1.1", "8.8.8.8", "172.16.0.1"])
 @pytest.mark.parametrize("method", ["connect", "connect_ex"])
-def test_tcp_connect_to_a_forbidden_address_trips_before_sending(
-    guarded: Tripwire, address: str, method: str
-) -> None:
+def test_tcp_connect_to_a_forbidden_address_trips_before_sending(guarded: Tripwire, address: str, method: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         with pytest.raises(UnsafeDestination):
@@ -202,3 +200,11 @@ def test_loopback_traffic_still_flows_and_hostnames_resolve(guarded: Tripwire) -
         listener.listen()
         with socket.create_connection(("localhost", listener.getsockname()[1]), timeout=2):
             pass
+
+
+def test_bytes_hosts_are_read_as_names_not_packed_addresses(guarded: Tripwire) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with pytest.raises(UnsafeDestination):
+            s.sendto(b"x", (b"10.0.0.1", 53))
+        assert s.getsockname()[1] == 0
+    assert guarded.reached == []

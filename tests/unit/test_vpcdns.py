@@ -9,6 +9,7 @@ import boto3
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -294,3 +295,20 @@ def test_negative_answer_ttl_is_capped_by_soa_minimum() -> None:
 def test_route53_octal_escapes_become_dns_labels() -> None:
     assert route53_name("\\052.z.").labels[0] == b"*"
     assert route53_name("a\\100b.z.") == dns.name.from_text("a@b.z.")
+
+
+def test_malformed_queries_get_formerr_and_responses_get_nothing(resolver: VpcResolver) -> None:
+    query = dns.message.make_query("sample.cluster.local.", "A")
+    wire = query.to_wire()
+    garbage = wire[:12] + b"\xff" * 5  # a header that promises a question the packet does not hold
+    response = dns.message.make_response(query).to_wire()
+    notify = dns.message.make_query("cluster.local.", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+
+    formerr = dns.message.from_wire(resolver.reply(garbage, tcp=False), question_only=True)
+    notimp = dns.message.from_wire(resolver.reply(notify.to_wire(), tcp=False))
+
+    assert (formerr.id, formerr.rcode()) == (query.id, dns.rcode.FORMERR)
+    assert resolver.reply(response, tcp=False) is None
+    assert resolver.reply(b"\x00\x01", tcp=False) is None
+    assert notimp.rcode() == dns.rcode.NOTIMP

@@ -97,9 +97,7 @@ def to_local_network(cidr: str | ipaddress.IPv4Network) -> str:
 def check_destination(address: str | IPAddress) -> None:
     """In local mode, refuse anything but loopback and 198.18.0.0/15; outside local mode, allow all."""
     if local_mode_enabled() and not is_local_address(_parse(address)):
-        raise UnsafeDestination(
-            f"refusing to send to {address}: local mode allows only 127.0.0.0/8 and 198.18.0.0/15"
-        )
+        raise UnsafeDestination(f"refusing to send to {address}: local mode allows only 127.0.0.0/8 and 198.18.0.0/15")
 
 
 def resolve_target(address: str | IPAddress) -> str:
@@ -128,14 +126,18 @@ def _numeric(sock: socket.socket, address: Any) -> Any:
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or not isinstance(address, tuple):
         return address
     host, port, *rest = address
+    if isinstance(host, bytes | bytearray):
+        # ipaddress would read 4 or 16 bytes as a packed address; the kernel call reads a name.
+        try:
+            host = bytes(host).decode("ascii")
+        except UnicodeDecodeError as e:
+            raise UnsafeDestination(f"socket guard: unreadable host {host!r}") from e
     try:
         ip = ipaddress.ip_address(host)
     except (ValueError, TypeError):
         if host in ("", "<broadcast>"):
             # The kernel reads these as INADDR_ANY / INADDR_BROADCAST: not a loopback destination.
-            raise UnsafeDestination(
-                f"socket guard: refusing {host!r} as a destination in local mode"
-            ) from None
+            raise UnsafeDestination(f"socket guard: refusing {host!r} as a destination in local mode") from None
         infos = socket.getaddrinfo(host, port, sock.family, sock.type)
         if not infos:
             raise UnsafeDestination(f"{host!r} does not resolve") from None

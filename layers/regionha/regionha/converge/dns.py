@@ -63,8 +63,7 @@ def _vpc_id(topology: Topology, clients: Clients, vpc_name: str) -> str:
     vpc = _one(vpcs, f"VPC {vpc_name} in {region}")
     if vpc is None:
         raise ConfigurationError(
-            f"VPC {vpc_name} of deployment {topology.deployment} not found in {region}; "
-            "converge the VPCs first"
+            f"VPC {vpc_name} of deployment {topology.deployment} not found in {region}; converge the VPCs first"
         )
     return vpc["VpcId"]
 
@@ -73,9 +72,7 @@ def _in_vpc(ec2: Any, operation: str, key: str, vpc_id: str, deployment: str, na
     filters = [{"Name": "vpc-id", "Values": [vpc_id]}, *deployment_filter(deployment, name)]
     item = _one(getattr(ec2, operation)(Filters=filters)[key], what)
     if item is None:
-        raise ConfigurationError(
-            f"{what} of deployment {deployment} not found in {vpc_id}; converge VPCs first"
-        )
+        raise ConfigurationError(f"{what} of deployment {deployment} not found in {vpc_id}; converge VPCs first")
     return item["SubnetId"] if key == "Subnets" else item["GroupId"]
 
 
@@ -211,9 +208,7 @@ def converge_private_zone(topology: Topology, clients: Clients, run_id: str) -> 
             raise
         outcomes.append(Outcome("zone_vpc_association", name, "created", vpc_id, region))
     for region, vpc_id in sorted(current - wanted.keys()):
-        r53.disassociate_vpc_from_hosted_zone(
-            HostedZoneId=zone_id, VPC={"VPCRegion": region, "VPCId": vpc_id}
-        )
+        r53.disassociate_vpc_from_hosted_zone(HostedZoneId=zone_id, VPC={"VPCRegion": region, "VPCId": vpc_id})
         outcomes.append(Outcome("zone_vpc_association", f"{zone_name}:{vpc_id}", "deleted", vpc_id, region))
     return outcomes
 
@@ -231,9 +226,7 @@ def _endpoint_path(topology: Topology, path_name: str) -> ResolverEndpointPath:
 
 
 def _endpoints(rr: Any) -> Iterator[dict[str, Any]]:
-    for page in rr.get_paginator("list_resolver_endpoints").paginate(
-        PaginationConfig={"MaxItems": _MAX_PAGES * 10}
-    ):
+    for page in rr.get_paginator("list_resolver_endpoints").paginate(PaginationConfig={"MaxItems": _MAX_PAGES * 10}):
         yield from page["ResolverEndpoints"]
 
 
@@ -241,9 +234,7 @@ def _endpoint_tags(rr: Any, arn: str) -> dict[str, str]:
     return _tag_dict(rr.list_tags_for_resource(ResourceArn=arn).get("Tags"))
 
 
-def _find_endpoint(
-    rr: Any, topology: Topology, path_name: str
-) -> tuple[dict[str, Any], dict[str, str]] | None:
+def _find_endpoint(rr: Any, topology: Topology, path_name: str) -> tuple[dict[str, Any], dict[str, str]] | None:
     found = []
     for ep in _endpoints(rr):
         t = _endpoint_tags(rr, ep["Arn"])
@@ -272,9 +263,7 @@ def _not_ready_or_raise(rr: Any, endpoint_id: str, e: ClientError) -> None:
     raise e
 
 
-def converge_resolver_endpoint(
-    topology: Topology, path_name: str, clients: Clients, run_id: str
-) -> list[Outcome]:
+def converge_resolver_endpoint(topology: Topology, path_name: str, clients: Clients, run_id: str) -> list[Outcome]:
     """The Route 53 Resolver INBOUND endpoint of a ``resolver_endpoint`` forwarder path: its name, the
     path's security group, exactly the path's fixed IPs in their subnets, the deployment's tags.
 
@@ -304,9 +293,7 @@ def converge_resolver_endpoint(
         f"security group {path.security_group} of VPC {path.vpc}",
     )
     subnet_ids = {
-        name: _in_vpc(
-            ec2, "describe_subnets", "Subnets", vpc_id, deployment, name, f"subnet {name} of {path.vpc}"
-        )
+        name: _in_vpc(ec2, "describe_subnets", "Subnets", vpc_id, deployment, name, f"subnet {name} of {path.vpc}")
         for name in dict.fromkeys(e.subnet for e in path.ips)
     }
     wanted = {(subnet_ids[e.subnet], str(e.ip)): e.subnet for e in path.ips}
@@ -372,7 +359,8 @@ def converge_resolver_endpoint(
     for subnet_id, ip in extra:
         try:
             rr.disassociate_resolver_endpoint_ip_address(
-                ResolverEndpointId=endpoint_id, IpAddress={"IpId": have[(subnet_id, ip)]}
+                ResolverEndpointId=endpoint_id,
+                IpAddress={"IpId": have[(subnet_id, ip)], "SubnetId": subnet_id, "Ip": ip},
             )
         except ClientError as e:
             _not_ready_or_raise(rr, endpoint_id, e)
@@ -405,16 +393,13 @@ def _zone_id_or_raise(r53: Any, topology: Topology) -> str:
     found = _find_zone(r53, topology)
     if found is None:
         raise ConfigurationError(
-            f"private zone {topology.dns.zone} of deployment {topology.deployment} not found; "
-            "converge it first"
+            f"private zone {topology.dns.zone} of deployment {topology.deployment} not found; converge it first"
         )
     return _zone_id(found[0])
 
 
 def _record_set(r53: Any, zone_id: str, name: str) -> dict[str, Any] | None:
-    page = r53.list_resource_record_sets(
-        HostedZoneId=zone_id, StartRecordName=name, StartRecordType="A", MaxItems="1"
-    )
+    page = r53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name, StartRecordType="A", MaxItems="1")
     for rrs in page["ResourceRecordSets"]:
         # The listing starts at the name, and returns the next record when there is none.
         if rrs["Name"].lower() == name.lower() and rrs["Type"] == "A":

@@ -14,7 +14,8 @@ periods (the guide's examples: 3 periods, range 5); with at least N real datapoi
 decide; with fewer, the real ones are all used and the newest missing periods fill the rest by
 ``TreatMissingData``; with ``missing``/``ignore`` a lone breaching datapoint alarms only once it
 is at least ``DatapointsToAlarm`` periods old and nothing in range contradicts it ("avoiding
-premature transitions"). ``evaluate_range`` is that rule as a pure function.
+premature transitions"; until then the state is kept: our reading, the guide names no state).
+``evaluate_range`` is that rule as a pure function, tested against the guide's tables.
 
 moto gaps worked around here:
 - a new alarm is OK/"Unchecked" in moto but INSUFFICIENT_DATA in AWS: the evaluator moves it to
@@ -113,6 +114,10 @@ def evaluate_range(
     if not contradicted and oldest_breaching_age >= m:
         # The guide's "premature alarm" rule: only missing data after an old enough breach.
         return RangeEvaluation(ALARM if treat_missing_data == "missing" else current_state, used, filled, b_real)
+    if not contradicted:
+        # Only breaching data, too recent to alarm on: the guide says the alarm "does not go
+        # immediately into ALARM"; nothing says OK either, so the state waits for more data.
+        return RangeEvaluation(current_state, used, filled, b_real)
     return RangeEvaluation(OK, used, filled, b_real)
 
 
@@ -242,6 +247,10 @@ def _short_time(t: datetime) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _was(n: int) -> str:
+    return "was" if n == 1 else "were"
 
 
 def put_metric_data(
@@ -671,17 +680,19 @@ def _metric_reason(
 ) -> str:
     real = [i for i in reversed(result.used) if values[i] is not None]
     if result.state == INSUFFICIENT_DATA:
-        return f"Insufficient Data: {_plural(len(result.used), 'datapoint')} {'was' if len(result.used) == 1 else 'were'} unknown."
+        return f"Insufficient Data: {_plural(len(result.used), 'datapoint')} {_was(len(result.used))} unknown."
     shown = ", ".join(f"{values[i]} ({_short_time(start + timedelta(seconds=period * i))})" for i in real)
     counted = result.breaching if result.state == ALARM else len(result.used) - result.breaching
-    verb = "was" if counted == 1 else "were"
+    verb = _was(counted)
     negation = "" if result.state == ALARM else "not "
     text = (
         f"Threshold Crossed: {counted} out of the last {len(result.used)} datapoints [{shown}] "
         f"{verb} {negation}{words} the threshold ({threshold})"
     )
     if result.filled:
-        text += f" and {_plural(len(result.filled), 'missing datapoint')} {'was' if len(result.filled) == 1 else 'were'} treated as [{treat}]"
+        text += (
+            f" and {_plural(len(result.filled), 'missing datapoint')} {_was(len(result.filled))} treated as [{treat}]"
+        )
     if result.state == ALARM:
         text += f" (minimum {_plural(m, 'datapoint')} for {old} -> ALARM transition)"
     return text + "."

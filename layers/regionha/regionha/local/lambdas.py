@@ -167,7 +167,9 @@ class LocalFunction:
 
 
 def _trace(error: BaseException) -> list[str]:
-    return [line.rstrip("\n") for line in traceback.format_tb(error.__traceback__)]
+    # Skip our own calling frame: Lambda's stackTrace starts in the handler.
+    tb = error.__traceback__.tb_next if error.__traceback__ is not None else None
+    return [line.rstrip("\n") for line in traceback.format_tb(tb)]
 
 
 def _error_body(error_type: str, message: str, stack: list[str]) -> tuple[bytes, str, str]:

@@ -104,9 +104,7 @@ class Flow:
 
 def _run(args: list[str], stdin: str | None = None) -> str:
     try:
-        done = subprocess.run(
-            args, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-        )
+        done = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise NetworkCommandError(f"{' '.join(args)}: {e}") from e
     if done.returncode != 0:
@@ -141,10 +139,7 @@ def filter_prefs() -> set[int]:
     """Priorities of the filters under our qdisc (empty when it is absent)."""
     if not _our_qdisc_present():
         return set()
-    return {
-        f["pref"]
-        for f in json.loads(_run(["tc", "-j", "filter", "show", "dev", DEV, "parent", QDISC]) or "[]")
-    }
+    return {f["pref"] for f in json.loads(_run(["tc", "-j", "filter", "show", "dev", DEV, "parent", QDISC]) or "[]")}
 
 
 def _ensure_qdisc() -> None:
@@ -152,9 +147,7 @@ def _ensure_qdisc() -> None:
     if q is not None and q.get("kind") == "htb" and q.get("handle") == QDISC:
         return
     if q is not None and q.get("kind") != "noqueue":
-        raise NetworkCommandError(
-            f"lo has a root qdisc regionha did not make ({q.get('kind')} {q.get('handle')})"
-        )
+        raise NetworkCommandError(f"lo has a root qdisc regionha did not make ({q.get('kind')} {q.get('handle')})")
     try:
         _tc_batch(
             [

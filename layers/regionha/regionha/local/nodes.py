@@ -58,9 +58,7 @@ class NodeService:
 
     def __init__(self, name: str, host: str, port: int):
         if not is_local_address(host):
-            raise ConfigurationError(
-                f"node {name}: {host} is not a local address (127.0.0.0/8, 198.18.0.0/15)"
-            )
+            raise ConfigurationError(f"node {name}: {host} is not a local address (127.0.0.0/8, 198.18.0.0/15)")
         self.name = name
         self.host = host
         self.port = port

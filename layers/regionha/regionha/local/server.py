@@ -243,10 +243,28 @@ class LocalAws:
 
     # ---- invocation
 
+    def endpoint_problem(self) -> str | None:
+        """Why a handler's default boto3 client would not reach this server, or None if it would."""
+        if self._server is None:
+            return "LocalAws is not running"
+        if os.environ.get("AWS_ENDPOINT_URL") != self.endpoint_url:
+            return f"AWS_ENDPOINT_URL is {os.environ.get('AWS_ENDPOINT_URL')!r}, not {self.endpoint_url}"
+        if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+            return "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is set"
+        for key, value in os.environ.items():
+            if key.startswith("AWS_ENDPOINT_URL_") and value != self.endpoint_url:
+                return f"{key} is {value!r}"
+        return None
+
     def invoke(self, function: LocalFunction, payload: bytes, invocation_type: str,
                invoked_arn: str | None = None) -> Response:
         request_id = str(uuid.uuid4())
         headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": "$LATEST"}
+        problem = self.endpoint_problem()
+        if problem is not None:
+            # Network safety: a handler must never reach a real AWS endpoint; refuse to run it at all.
+            logger.error("not running %s: %s", function.name, problem)
+            return _json_error(500, "ServiceException", f"local runtime refused to run {function.name}: {problem}")
         if invocation_type == "DryRun":
             return Response(status=204, headers=headers)
         if invocation_type == "Event":

@@ -1,0 +1,343 @@
+"""The reconciler of the local runtime: what users and drills change on the AWS side becomes local fact.
+
+moto keeps the AWS state but moves no packet. ``World.reconcile()`` reads that state and applies it:
+
+- a cluster node's EC2 instance running -> its ``NodeService`` listens, otherwise its port is closed;
+- DNS from the client site to each forwarder path address (and to the on-prem DNS server) passes
+  only if AWS would let it: the security groups attached to the endpoint or instance allow it, the
+  network ACL of its subnet allows it inbound, the endpoint exists / the instance runs. UDP 53 and
+  TCP 53 are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``).
+
+The security group and network ACL rules are evaluated by pure functions (``sg_allows``,
+``nacl_allows``) with AWS's semantics: security groups are a union of allows; a network ACL's
+entries are taken in rule-number order, the first match decides, anything unmatched is denied.
+A source network is allowed only if *every* address in it is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from regionha.aws import Clients, deployment_filter
+from regionha.local.network import Flow, LocalNetwork
+from regionha.local.nodes import NodeService
+from regionha.netguard import to_local, to_local_network
+from regionha.topology import Topology
+
+logger = logging.getLogger(__name__)
+
+Proto = Literal["udp", "tcp"]
+DNS_PORT = 53
+DNS_PROTOCOLS: tuple[Proto, ...] = ("udp", "tcp")
+_PROTOCOL_NUMBERS = {"tcp": "6", "udp": "17", "icmp": "1"}
+# An endpoint in these states answers queries on its addresses.
+_ANSWERING_ENDPOINT = {"OPERATIONAL", "UPDATING", "AUTO_RECOVERING", "ACTION_NEEDED"}
+
+Network = ipaddress.IPv4Network
+
+
+# --- rule evaluation (pure) -------------------------------------------------------------------------
+
+
+def _protocol_matches(rule_protocol: Any, proto: str) -> bool:
+    rule = str(rule_protocol).lower()
+    return rule in ("-1", "all") or rule == proto or rule == _PROTOCOL_NUMBERS.get(proto)
+
+
+def _port_in(low: Any, high: Any, port: int) -> bool:
+    # Absent or -1 bounds mean every port (all-protocol rules carry none).
+    if low is None or high is None or int(low) == -1:
+        return True
+    return int(low) <= port <= int(high)
+
+
+def _subtract(parts: list[Network], cidr: Network) -> list[Network]:
+    """``parts`` minus ``cidr`` (two CIDR blocks either nest or are disjoint)."""
+    out: list[Network] = []
+    for p in parts:
+        if not p.overlaps(cidr):
+            out.append(p)
+        elif not p.subnet_of(cidr):
+            out.extend(p.address_exclude(cidr))
+    return out
+
+
+def sg_allows(permissions: Iterable[Mapping[str, Any]], source: Network, proto: Proto, port: int) -> bool:
+    """Do security group ingress ``IpPermissions`` (as DescribeSecurityGroups returns them) let every
+    address of ``source`` reach ``proto``/``port``? Group-to-group pairs and prefix lists cannot name a
+    client site in another region, so only ``IpRanges`` count."""
+    undecided = [source]
+    for perm in permissions:
+        if not _protocol_matches(perm.get("IpProtocol"), proto):
+            continue
+        if not _port_in(perm.get("FromPort"), perm.get("ToPort"), port):
+            continue
+        for r in perm.get("IpRanges", []):
+            undecided = _subtract(undecided, ipaddress.IPv4Network(r["CidrIp"], strict=False))
+            if not undecided:
+                return True
+    return False
+
+
+def nacl_allows(
+    entries: Iterable[Mapping[str, Any]], source: Network, proto: Proto, port: int, egress: bool = False
+) -> bool:
+    """Does a network ACL (``Entries`` of DescribeNetworkAcls) let every address of ``source`` through
+    in one direction? Rule-number order, first match wins, an unmatched packet is denied."""
+    undecided = [source]
+    ordered = sorted(
+        (e for e in entries if bool(e.get("Egress")) == egress and e.get("CidrBlock")),
+        key=lambda e: int(e["RuleNumber"]),
+    )
+    for e in ordered:
+        if not _protocol_matches(e.get("Protocol"), proto):
+            continue
+        port_range = e.get("PortRange") or {}
+        if not _port_in(port_range.get("From"), port_range.get("To"), port):
+            continue
+        cidr = ipaddress.IPv4Network(e["CidrBlock"], strict=False)
+        if not any(p.overlaps(cidr) for p in undecided):
+            continue
+        if e.get("RuleAction") != "allow":
+            return False
+        undecided = _subtract(undecided, cidr)
+        if not undecided:
+            return True
+    return False
+
+
+# --- what the client site must reach ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DnsTarget:
+    """One DNS server address the client site queries (directly, or through the on-prem server)."""
+
+    name: str  # forwarder path name, or the on-prem DNS server's name
+    kind: Literal["resolver_endpoint", "bind", "dns_server"]
+    vpc: str
+    address: str  # the cloud address, as in the topology
+    source: Network  # who sends the queries, for the security group / network ACL decision
+
+
+def dns_targets(topology: Topology) -> list[DnsTarget]:
+    """Forwarder path addresses (queried by the on-prem DNS server) and the on-prem DNS server itself
+    (queried by the client network)."""
+    onprem = ipaddress.IPv4Network(f"{topology.client.dns_server.ip}/32")
+    out = []
+    for path in topology.forwarder_paths:
+        for ip in path.addresses():
+            out.append(DnsTarget(path.name, path.kind, path.vpc, str(ip), onprem))
+    server = topology.client.dns_server
+    out.append(DnsTarget(server.name, "dns_server", topology.client.vpc, str(server.ip), topology.client.cidr))
+    return out
+
+
+@dataclass(frozen=True)
+class Reach:
+    udp: str  # "open", or why it is cut
+    tcp: str
+
+    def of(self, proto: Proto) -> str:
+        return self.udp if proto == "udp" else self.tcp
+
+
+def _cut_everywhere(reason: str) -> Reach:
+    return Reach(reason, reason)
+
+
+class World:
+    """Applies the AWS-side state to the local runtime. ``port_of(address)`` gives the local port the
+    runtime serves DNS on for a topology (cloud) address; the default is 53.
+
+    IAM (against moto): ec2:DescribeVpcs, ec2:DescribeInstances, ec2:DescribeSecurityGroups,
+    ec2:DescribeNetworkAcls, route53resolver:ListResolverEndpoints,
+    route53resolver:ListResolverEndpointIpAddresses.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        clients: Clients,
+        network: LocalNetwork,
+        nodes: Mapping[str, NodeService],
+        port_of: Callable[[str], int] = lambda address: DNS_PORT,
+    ):
+        self.topology = topology
+        self.clients = clients
+        self.network = network
+        self.nodes = dict(nodes)
+        self.port_of = port_of
+        self.client_net = to_local_network(topology.client.cidr)
+        self._stop = threading.Event()
+        self._reconcile_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.last: dict[str, Any] = {}
+
+    # -- reading AWS ---------------------------------------------------------------------------------
+
+    def _ec2(self, vpc: str) -> Any:
+        return self.clients.ec2(self.topology.region_of(vpc))
+
+    def _vpc_id(self, vpc: str) -> str | None:
+        vpcs = self._ec2(vpc).describe_vpcs(Filters=deployment_filter(self.topology.deployment, vpc))["Vpcs"]
+        return vpcs[0]["VpcId"] if vpcs else None
+
+    def _instances(self, vpc: str, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        pages = self._ec2(vpc).get_paginator("describe_instances").paginate(Filters=filters)
+        found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+        return [i for i in found if i["State"]["Name"] not in ("terminated", "shutting-down")]
+
+    def instance_running(self, node_name: str, vpc: str) -> bool:
+        """A node's instance, found by its tags, is running."""
+        instances = self._instances(vpc, deployment_filter(self.topology.deployment, node_name))
+        return any(i["State"]["Name"] == "running" for i in instances)
+
+    def _server_instance(self, target: DnsTarget, vpc_id: str) -> dict[str, Any] | None:
+        # A BIND server is found by its address in its VPC: that is what the forwarders point at,
+        # whatever the instance is named.
+        filters = [
+            *deployment_filter(self.topology.deployment),
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "private-ip-address", "Values": [target.address]},
+        ]
+        instances = self._instances(target.vpc, filters)
+        running = [i for i in instances if i["State"]["Name"] == "running"]
+        return (running or instances or [None])[0]
+
+    def _endpoint_ip(self, target: DnsTarget, vpc_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        resolver = self.clients.route53resolver(self.topology.region_of(target.vpc))
+        for page in resolver.get_paginator("list_resolver_endpoints").paginate():
+            for endpoint in page["ResolverEndpoints"]:
+                if endpoint.get("Direction") != "INBOUND" or endpoint.get("HostVPCId") != vpc_id:
+                    continue
+                ips = resolver.list_resolver_endpoint_ip_addresses(ResolverEndpointId=endpoint["Id"])
+                for ip in ips["IpAddresses"]:
+                    if ip.get("Ip") == target.address:
+                        return endpoint, ip
+        return None
+
+    def _permissions(self, vpc: str, group_ids: list[str]) -> list[dict[str, Any]]:
+        if not group_ids:
+            return []
+        groups = self._ec2(vpc).describe_security_groups(GroupIds=group_ids)["SecurityGroups"]
+        return [p for g in groups for p in g.get("IpPermissions", [])]
+
+    def _nacl_entries(self, vpc: str, subnet_id: str) -> list[dict[str, Any]] | None:
+        acls = self._ec2(vpc).describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])[
+            "NetworkAcls"
+        ]
+        return acls[0]["Entries"] if acls else None
+
+    def reach(self, target: DnsTarget) -> Reach:
+        """Would DNS over UDP and over TCP from the target's source reach it in AWS right now?"""
+        vpc_id = self._vpc_id(target.vpc)
+        if vpc_id is None:
+            return _cut_everywhere("vpc missing")
+        if target.kind == "resolver_endpoint":
+            found = self._endpoint_ip(target, vpc_id)
+            if found is None:
+                return _cut_everywhere("endpoint missing")
+            endpoint, ip = found
+            if endpoint.get("Status") not in _ANSWERING_ENDPOINT:
+                return _cut_everywhere(f"endpoint {endpoint.get('Status', '').lower()}")
+            group_ids, subnet_id = list(endpoint.get("SecurityGroupIds", [])), ip["SubnetId"]
+        else:
+            instance = self._server_instance(target, vpc_id)
+            if instance is None:
+                return _cut_everywhere("instance missing")
+            if instance["State"]["Name"] != "running":
+                return _cut_everywhere(f"instance {instance['State']['Name']}")
+            group_ids = [g["GroupId"] for g in instance.get("SecurityGroups", [])]
+            subnet_id = instance["SubnetId"]
+        permissions = self._permissions(target.vpc, group_ids)
+        entries = self._nacl_entries(target.vpc, subnet_id)
+
+        def decide(proto: Proto) -> str:
+            if not sg_allows(permissions, target.source, proto, DNS_PORT):
+                return "security group"
+            if entries is not None and not nacl_allows(entries, target.source, proto, DNS_PORT):
+                return "network acl"
+            return "open"
+
+        return Reach(decide("udp"), decide("tcp"))
+
+    # -- applying ------------------------------------------------------------------------------------
+
+    def local_addresses(self) -> list[str]:
+        """Every loopback address the runtime serves: nodes, forwarder paths, the on-prem DNS server."""
+        cloud = [n.ip for n in self.topology.nodes] + [t.address for t in dns_targets(self.topology)]
+        return sorted({to_local(a) for a in cloud}, key=ipaddress.IPv4Address)
+
+    def ensure_addresses(self) -> list[str]:
+        """Put every served address on lo (named only listens on addresses an interface has)."""
+        return [a for a in self.local_addresses() if self.network.add_address(a)]
+
+    def reconcile(self) -> dict[str, Any]:
+        """Read the AWS-side state once and apply it; returns what it found and changed."""
+        with self._reconcile_lock:
+            return self._reconcile()
+
+    def _reconcile(self) -> dict[str, Any]:
+        nodes: dict[str, str] = {}
+        for node in self.topology.nodes:
+            service = self.nodes.get(node.name)
+            if service is None:
+                continue
+            if not self.instance_running(node.name, node.vpc):
+                service.stop()
+                nodes[node.name] = "down"
+                continue
+            try:
+                service.start()
+                nodes[node.name] = "up"
+            except OSError as e:
+                # One node that cannot bind must not hold back the network cuts of this round.
+                logger.exception("node %s cannot start", node.name)
+                nodes[node.name] = f"failed: {e.strerror or e}"
+
+        paths: dict[str, dict[str, dict[str, str]]] = {}
+        flows: set[Flow] = set()
+        for target in dns_targets(self.topology):
+            reach = self.reach(target)
+            paths.setdefault(target.name, {})[target.address] = {"udp": reach.udp, "tcp": reach.tcp}
+            for proto in DNS_PROTOCOLS:
+                if reach.of(proto) != "open":
+                    flows.add(Flow(self.client_net, to_local(target.address), proto, self.port_of(target.address)))
+        changes = self.network.set_blocked(flows)
+        self.last = {
+            "nodes": nodes,
+            "paths": paths,
+            "blocked": sorted(str(f) for f in flows),
+            "changes": changes,
+        }
+        return self.last
+
+    def run(self, interval: float = 1.0) -> None:
+        """Reconcile now and then every ``interval`` seconds in a daemon thread, until ``stop()``."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="world", daemon=True)
+        self._thread.start()
+
+    def _loop(self, interval: float) -> None:
+        while True:
+            try:
+                self.reconcile()
+            except Exception:
+                # A failed read leaves the last applied state in place; the next round tries again.
+                logger.exception("reconcile failed")
+            if self._stop.wait(interval):
+                return
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            self._thread = None
