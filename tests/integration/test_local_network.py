@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,7 +196,7 @@ def test_cleanup_stale_removes_what_a_dead_owner_left(state_dir: Path) -> None:
         f"n.set_blocked({{Flow('127.2.10.0/24', {SERVER!r}, 'udp', {PORT})}})\n"
         "os._exit(0)\n"
     )
-    subprocess.run(["python", "-c", script], check=True, timeout=30)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
     left = [json.loads(p.read_text()) for p in state_dir.glob("*.json")]
     assert [SERVER] in [s["addresses"] for s in left]
     assert SERVER in lo_state()[0]

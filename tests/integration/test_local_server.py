@@ -12,7 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from regionha.local.provision import Stack
@@ -109,7 +111,10 @@ def test_invoke_request_response_event_and_unknown(local_aws: LocalAws, mini: St
 
 def test_handlers_do_not_run_without_the_local_endpoint(local_aws: LocalAws, mini: Stack,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    lambda_ = local_aws.clients().client("lambda", REGION)
+    # No retries: the refusal is a 500, which botocore would otherwise retry with backoff.
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    lambda_ = session.client("lambda", region_name=REGION, endpoint_url=local_aws.endpoint_url,
+                             config=Config(retries={"total_max_attempts": 1}))
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "https://dynamodb.ap-southeast-1.amazonaws.com")
 
     with pytest.raises(ClientError, match="AWS_ENDPOINT_URL_DYNAMODB"):
@@ -157,5 +162,6 @@ def test_repository_template_provisions(local_aws: LocalAws) -> None:
     assert stack.functions, "the template defines no function"
     assert stack.state_machines, "the template defines no state machine"
     for function in stack.functions.values():
-        assert local_aws.function(function.arn) is not None
-        assert function.code_dir is not None and (function.code_dir / "app.py").is_file()
+        local = local_aws.function(function.arn)
+        assert local is not None, function.name
+        assert callable(local.load()), function.name  # the handler imports in the local runtime

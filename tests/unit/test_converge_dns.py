@@ -342,10 +342,10 @@ def test_wait_returns_once_the_change_is_insync(topology, network, call_counter,
     assert sleeps == [2, 2, 2]
 
 
-@pytest.mark.parametrize("ip", ["10.0.110", "sample", "::1"])
-def test_upsert_refuses_what_is_not_an_ipv4_address(topology, clients, ip):
-    with pytest.raises(ConfigurationError, match="not an IPv4 address"):
-        upsert_record(topology, clients, ip)
+def test_upsert_refuses_what_is_not_an_ipv4_address(topology, clients):
+    for ip in ("10.0.110", "sample", "::1"):
+        with pytest.raises(ConfigurationError, match="not an IPv4 address"):
+            upsert_record(topology, clients, ip)
 
 
 def test_operations_without_their_prerequisites_say_what_is_missing(topology, moto_aws, clients):
@@ -357,6 +357,7 @@ def test_operations_without_their_prerequisites_say_what_is_missing(topology, mo
         converge_resolver_endpoint(topology, "osaka-bind", clients, RUN)
     assert read_record(topology, clients) is None
     assert resolver_endpoint_status(topology, "tokyo-resolver", clients) == "missing"
+    assert {o.action for o in teardown_dns(topology, clients)} == {"absent"}
 
 
 def test_endpoint_needs_its_security_group(topology, moto_aws, clients):
@@ -423,9 +424,3 @@ def test_teardown_of_a_half_built_deployment(topology, network, clients):
     assert r53().list_hosted_zones()["HostedZones"] == []
     assert ("resolver_endpoint", "absent") in [(o.kind, o.action) for o in outcomes]
     assert ("hosted_zone", "deleted") in [(o.kind, o.action) for o in outcomes]
-
-
-def test_teardown_with_nothing_built(topology, moto_aws, clients):
-    outcomes = teardown_dns(topology, clients)
-
-    assert {o.action for o in outcomes} == {"absent"}

@@ -203,13 +203,13 @@ def test_interrupted_run_instances_makes_no_duplicate(topology: Topology, client
     def lose_the_answer(**kwargs: Any) -> None:
         raise TimeoutError("the Lambda timed out")
 
-    session = boto3.DEFAULT_SESSION
-    session.events.register("after-call.ec2.RunInstances", lose_the_answer)
+    events = clients.ec2(OSAKA).meta.events
+    events.register("after-call.ec2.RunInstances", lose_the_answer)
     try:
         with pytest.raises(TimeoutError):
             node_b(topology, clients)
     finally:
-        session.events.unregister("after-call.ec2.RunInstances", lose_the_answer)
+        events.unregister("after-call.ec2.RunInstances", lose_the_answer)
 
     # WHEN the state machine retries the step (same run)
     (outcome,) = node_b(topology, clients)

@@ -189,14 +189,14 @@ def test_drifted_subnet_association_and_vpc_attribute_are_fixed(topology: Topolo
 
 def test_interrupted_build_converges_without_duplicates(topology: Topology, clients: Clients) -> None:
     # GIVEN a run that dies after its first route table (a Lambda timeout, a throttle, ...)
-    session = boto3.DEFAULT_SESSION
+    events = clients.ec2(TOKYO).meta.events
     hook = _fail_once("CreateRouteTable", after=1)
-    session.events.register("before-call.ec2.CreateRouteTable", hook)
+    events.register("before-call.ec2.CreateRouteTable", hook)
     try:
         with pytest.raises(RuntimeError, match="injected failure"):
             converge_vpc(topology, "tokyo", clients, RUN)
     finally:
-        session.events.unregister("before-call.ec2.CreateRouteTable", hook)
+        events.unregister("before-call.ec2.CreateRouteTable", hook)
 
     # WHEN the step runs again
     outcomes = converge_vpc(topology, "tokyo", clients, RUN)
