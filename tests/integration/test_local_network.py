@@ -1,7 +1,7 @@
 """Silent-drop cuts on lo, for real (root): datagrams vanish, TCP connects time out, nothing refuses.
 
-Only loopback addresses are used (127.0.111.100 stands in for the Tokyo inbound endpoint 10.0.111.100,
-127.2.10.10 for the on-prem DNS server 10.2.10.10). The tests register in the shared state directory
+Only loopback addresses are used (127.0.111.199 stands in for a Tokyo inbound endpoint address,
+127.2.10.199 for the on-prem DNS server). The tests register in the shared state directory
 like any runtime, so they coexist with a runtime running on the same machine.
 """
 
@@ -23,11 +23,14 @@ from regionha.local.network import Flow, LocalNetwork
 
 pytestmark = pytest.mark.integration
 
-SERVER = "127.0.111.100"
-CLIENT = "127.2.10.10"
-OTHER_CLIENT = "127.2.11.10"  # outside the blocked source network
+# Next to the images of the reference addresses, not on them: a BIND test running at the same time may
+# own 127.0.111.100 and 127.2.10.10.
+SERVER = "127.0.111.199"
+CLIENT = "127.2.10.199"
+OTHER_CLIENT = "127.2.11.199"  # outside the blocked source network
 PORT = 45353
-WAIT = 0.5  # how long "silence" is listened for; a loopback answer takes microseconds
+SILENCE = 0.5  # how long a cut path is listened to; a dropped packet never comes, however long we wait
+ANSWER = 5.0  # how long a working path may take on a busy machine
 
 
 def lo_state() -> tuple[str, str, str]:
@@ -83,18 +86,18 @@ class EchoServers:
         self.tcp.close()
 
 
-def udp_echo(src: str, payload: bytes) -> bytes:
+def udp_echo(src: str, payload: bytes, timeout: float = ANSWER) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((src, 0))
-        s.settimeout(WAIT)
+        s.settimeout(timeout)
         s.sendto(payload, (SERVER, PORT))
         return s.recv(512)
 
 
-def tcp_echo(src: str, payload: bytes) -> bytes:
+def tcp_echo(src: str, payload: bytes, timeout: float = ANSWER) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((src, 0))
-        s.settimeout(WAIT)
+        s.settimeout(timeout)
         s.connect((SERVER, PORT))
         s.sendall(payload)
         return s.recv(512)
@@ -134,10 +137,10 @@ def test_a_cut_is_a_silent_drop_and_lifting_it_restores_the_path(net: LocalNetwo
         # THEN the datagram never arrives (a timeout, not ConnectionRefused) and TCP never connects
         seen = len(servers.received)
         with pytest.raises(TimeoutError):
-            udp_echo(CLIENT, b"cut")
+            udp_echo(CLIENT, b"cut", SILENCE)
         assert len(servers.received) == seen
         with pytest.raises(TimeoutError):
-            tcp_echo(CLIENT, b"cut")
+            tcp_echo(CLIENT, b"cut", SILENCE)
         # ... while a source outside the cut network still gets through
         assert udp_echo(OTHER_CLIENT, b"other") == b"other"
         assert tcp_echo(OTHER_CLIENT, b"other") == b"other"
@@ -148,7 +151,7 @@ def test_a_cut_is_a_silent_drop_and_lifting_it_restores_the_path(net: LocalNetwo
         assert applied == {"added": [], "lifted": [f"tcp 127.2.10.0/24 -> {SERVER}:{PORT}"]}
         assert tcp_echo(CLIENT, b"tcp back") == b"tcp back"
         with pytest.raises(TimeoutError):
-            udp_echo(CLIENT, b"still cut")
+            udp_echo(CLIENT, b"still cut", SILENCE)
 
         # WHEN every cut is lifted THEN the path works again
         net.set_blocked(set())
@@ -220,7 +223,7 @@ def test_two_owners_share_lo_without_stepping_on_each_other(state_dir: Path) -> 
             assert not set(a._prefs()) & set(b._prefs())
             a.close()  # b's cut must survive a's departure
             with pytest.raises(TimeoutError):
-                udp_echo("127.2.11.10", b"b still cuts")
-            assert udp_echo("127.2.10.10", b"a lifted") == b"a lifted"
+                udp_echo(OTHER_CLIENT, b"b still cuts", SILENCE)
+            assert udp_echo(CLIENT, b"a lifted") == b"a lifted"
         finally:
             servers.close()

@@ -56,9 +56,7 @@ def local_runtime(base: Path, name: str, port: int, controls_port: int, address:
         session_keyfile=str(home / "session.key"),
         port=port,
         upstream_port=port,
-        controls=bind.Controls(
-            address=address, port=controls_port, key_name=f"rndc-{name}", key_file=str(key_file)
-        ),
+        controls=bind.Controls(address=address, port=controls_port, key_name=f"rndc-{name}", key_file=str(key_file)),
     )
 
 
@@ -116,11 +114,7 @@ def test_forwarder_sends_the_zone_to_its_vpc_resolver(topology):
 
 @pytest.mark.parametrize("render", ["onprem", "osaka-bind"])
 def test_no_server_ever_recurses_from_the_root(topology, render):
-    conf = (
-        bind.render_onprem_conf(topology)
-        if render == "onprem"
-        else bind.render_forwarder_conf(topology, render)
-    )
+    conf = bind.render_onprem_conf(topology) if render == "onprem" else bind.render_forwarder_conf(topology, render)
 
     options = block(conf, "options")
     assert "forward only;" in options
@@ -242,9 +236,7 @@ def free_port() -> int:
 @contextmanager
 def loopback_addresses(addresses: list[str]) -> Iterator[None]:
     """named listens only on addresses that exist on an interface; add them to lo, and remove them after."""
-    present = subprocess.run(
-        ["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True
-    ).stdout
+    present = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
     added = []
     try:
         for a in addresses:
@@ -286,9 +278,7 @@ class _FakeHandler(socketserver.BaseRequestHandler):
 def named(conf: str, path: Path) -> Iterator[subprocess.Popen]:
     path.write_text(conf)
     # -4: nothing in these configs needs IPv6; one less way for a packet to leave loopback.
-    proc = subprocess.Popen(
-        [NAMED, "-g", "-4", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen([NAMED, "-g", "-4", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield proc
     finally:
@@ -305,9 +295,7 @@ def ask(server: str, port: int, source: str, name: str = "sample.cluster.local."
     return dns.query.udp(q, server, port=port, source=source, timeout=timeout)
 
 
-def wait_answering(
-    server: str, port: int, source: str, procs: list[subprocess.Popen], limit: float = 10.0
-) -> None:
+def wait_answering(server: str, port: int, source: str, procs: list[subprocess.Popen], limit: float = 10.0) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         for p in procs:

@@ -60,7 +60,9 @@ FAILOVER_UNHEALTHY_NODE = AlarmIntent(
 FAILOVER_STALE_ANSWER = AlarmIntent(
     "FailoverStaleAnswerAlarm", "OnPremMatchesTruth", None, "Minimum", 3, 3, "missing", critical=True
 )
-CANARY_SILENT = AlarmIntent("CanarySilentAlarm", "CanaryHeartbeat", None, "Sum", 3, 3, "breaching", critical=True)
+CANARY_SILENT = AlarmIntent(
+    "CanarySilentAlarm", "CanaryHeartbeat", None, "Sum", 3, 3, "breaching", critical=True
+)
 
 # ALARM when any critical alarm is in ALARM.
 CRITICAL_COMPOSITE = "CanaryCriticalAlarm"
@@ -69,7 +71,8 @@ CRITICAL_COMPOSITE = "CanaryCriticalAlarm"
 def path_logical_id(path: str) -> str:
     """CloudFormation logical id of a path's alarm, e.g. tokyo-resolver/10.0.111.100 ->
     PathDownTokyoResolver100111100Alarm."""
-    return "PathDown" + "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", path) if p) + "Alarm"
+    words = (p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", path) if p)
+    return "PathDown" + "".join(words) + "Alarm"
 
 
 def path_down(path: str) -> AlarmIntent:
@@ -83,7 +86,9 @@ def canary_alarm_intents(topology: Topology) -> list[AlarmIntent]:
     ids = [i.logical_id for i in intents]
     clashes = sorted({i for i in ids if ids.count(i) > 1})
     if clashes:
-        raise ConfigurationError(f"paths give clashing alarm ids {', '.join(clashes)}: rename a forwarder path")
+        raise ConfigurationError(
+            f"paths give clashing alarm ids {', '.join(clashes)}: rename a forwarder path"
+        )
     return intents
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from regionha.topology import Topology
 
 Address = str | ipaddress.IPv4Address
+# Cloud address -> the address written in named.conf (identity on EC2; 10.a.b.c -> 127.a.b.c locally).
+# Networks (the client ACL) map through their base address and keep their prefix length.
 AddressMap = Callable[[Address], str]
 
 # EC2 refuses user-data larger than this (before base64).

@@ -14,7 +14,7 @@ import ipaddress
 import math
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from botocore.exceptions import ClientError
 
@@ -170,6 +170,10 @@ def converge_private_zone(topology: Topology, clients: Clients, run_id: str) -> 
             if _error_code(e) == "HostedZoneAlreadyExists":
                 # An earlier attempt of this run created it; listing has not caught up yet.
                 raise TransientError(f"zone {zone_name} created by this run is not listed yet") from e
+            if _error_code(e) == "ConflictingDomainExists":
+                raise ConfigurationError(
+                    f"VPC {vpc_id} is already associated with another zone named {zone_name}"
+                ) from e
             raise
         zone_id = _zone_id(created["HostedZone"])
         r53.change_tags_for_resource(ResourceType="hostedzone", ResourceId=zone_id, AddTags=want_tags)
@@ -254,7 +258,7 @@ def _endpoint_ips(rr: Any, endpoint_id: str) -> list[dict[str, Any]]:
     return ips
 
 
-def _not_ready_or_raise(rr: Any, endpoint_id: str, e: ClientError) -> None:
+def _not_ready_or_raise(rr: Any, endpoint_id: str, e: ClientError) -> NoReturn:
     """Resolver refuses IP changes while an earlier one settles: that is worth a retry, nothing else is."""
     if _error_code(e) in ("InvalidRequestException", "ResourceInUseException"):
         status = rr.get_resolver_endpoint(ResolverEndpointId=endpoint_id)["ResolverEndpoint"]["Status"]
@@ -319,7 +323,10 @@ def converge_resolver_endpoint(topology: Topology, path_name: str, clients: Clie
             if not same["ResolverEndpoints"]:
                 raise TransientError(f"endpoint of {path.name} created by this run is not listed yet") from e
             ep = same["ResolverEndpoints"][0]
-        return [Outcome("resolver_endpoint", path.name, "created", ep["Id"], region)]
+        return [
+            Outcome("resolver_endpoint", path.name, "created", ep["Id"], region),
+            *(Outcome("resolver_endpoint_ip", f"{path.name}:{ip}", "created", s, region) for s, ip in wanted),
+        ]
 
     ep, ep_tags = found
     endpoint_id, status = ep["Id"], ep["Status"]

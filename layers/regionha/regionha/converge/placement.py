@@ -33,8 +33,8 @@ def _function_region(function_name: str, region: str) -> None:
             raise ConfigurationError(f"{function_name!r} is not a Lambda function ARN")
         if parts[3] != region:
             raise ConfigurationError(
-                f"canary function {function_name} is in {parts[3]}, but the client site's VPC is in {region}: "
-                "deploy the stack in the client site's region"
+                f"canary function {function_name} is in {parts[3]}, but the client site's VPC is in "
+                f"{region}: deploy the stack in the client site's region"
             )
 
 
@@ -71,10 +71,14 @@ def _vpc_config(lam: Any, function_name: str) -> dict[str, Any]:
         config = lam.get_function_configuration(FunctionName=function_name)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise ConfigurationError(f"canary function {function_name} not found: deploy the stack first") from e
+            raise ConfigurationError(
+                f"canary function {function_name} not found: deploy the stack first"
+            ) from e
         raise
     if config.get("LastUpdateStatus") == "InProgress":
-        raise NotReadyError(f"canary function {function_name}: an earlier configuration update is in progress")
+        raise NotReadyError(
+            f"canary function {function_name}: an earlier configuration update is in progress"
+        )
     return config.get("VpcConfig") or {}
 
 
@@ -113,13 +117,17 @@ def place_canary(topology: Topology, clients: Any, function_name: str, run_id: s
     vpc_id = require_vpc_id(topology, client.vpc, clients)
     subnet = find_subnet(ec2, topology.deployment, vpc_id, client.dns_server.subnet)
     if subnet is None:
-        raise NotReadyError(f"subnet {client.dns_server.subnet}: not built yet (ConvergeNetwork must run first)")
+        raise NotReadyError(
+            f"subnet {client.dns_server.subnet}: not built yet (ConvergeNetwork must run first)"
+        )
     group_id, outcomes = _converge_group(ec2, topology.deployment, region, vpc_id)
 
     lam = clients.client("lambda", region)
     have = _vpc_config(lam, function_name)
     want_subnets, want_groups = [subnet["SubnetId"]], [group_id]
-    if sorted(have.get("SubnetIds") or []) == want_subnets and sorted(have.get("SecurityGroupIds") or []) == want_groups:
+    unchanged = (sorted(have.get("SubnetIds") or []) == want_subnets
+                 and sorted(have.get("SecurityGroupIds") or []) == want_groups)
+    if unchanged:
         action = "unchanged"
     else:
         _set_vpc_config(lam, function_name, want_subnets, want_groups)

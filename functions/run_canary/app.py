@@ -1,0 +1,65 @@
+"""RunCanary: resolve the record through every forwarder path from the client site, check the truth.
+
+Scheduled by EventBridge; runs inside the client VPC once the build placed it there (docs/canary.md).
+Reads the deployment's topology from its saved inventory and the truth from Route 53, probes every
+path and node at once, logs one structured line per path and emits the metrics the alarms watch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+from botocore.exceptions import BotoCoreError, ClientError
+
+from regionha import canary, metrics
+from regionha.errors import ConfigurationError, TransientError
+from regionha.payload import clients, stack_region
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is not set (see template.yaml)")
+    return value
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    scheduled = EventBridgeEvent(event).get("time") if isinstance(event, dict) else None
+    deployment = _env("DEPLOYMENT")
+    aws = clients()
+    topology = canary.deployment_topology(aws, _env("STATE_TABLE"), stack_region(), deployment)
+    try:
+        truth = canary.read_truth(topology, aws)
+    except (ClientError, BotoCoreError) as e:
+        # No run without the truth: every path would look wrong. The missing heartbeat says so.
+        logger.exception("cannot read the record from Route 53")
+        raise TransientError(f"reading {topology.dns.record.name} from Route 53 failed: {e}") from e
+    if truth.ip is None:
+        logger.warning("the record does not exist: every path fails",
+                       extra={"record": topology.dns.record.name})
+
+    run = canary.run_canary(topology, truth, source=canary.client_source(topology))
+    for path in run.paths:
+        logger.info("canary path", extra={"deployment": deployment, **path.to_json()})
+    for name, check in run.nodes.items():
+        logger.info("canary node", extra={"deployment": deployment, "node": name, "ip": check.ip,
+                                          "reachable": check.reachable, "answered_as": check.name,
+                                          "error": check.error})
+    metrics.emit(canary.metrics(run))
+    result = run.to_json()
+    logger.info("canary run", extra={"scheduled": scheduled, "duration_ms": result["duration_ms"],
+                                     "truth": result["truth"], "failover_healthy": run.failover_healthy,
+                                     "all_succeeded": run.all_succeeded})
+    return result
+

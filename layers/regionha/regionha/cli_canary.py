@@ -1,0 +1,173 @@
+"""``regionha canary run``: the canary's probes from any host (a real on-prem machine), as a table.
+
+The same ``run_canary`` as the Lambda: every forwarder path address, the on-prem resolver and the
+nodes, all at once. The truth is the record in Route 53 (needs AWS credentials) unless ``--expect``
+gives it. ``--publish`` puts the same datapoints with PutMetricData, into the client site's region
+(where the stack and its alarms live) unless ``--region`` says otherwise.
+
+Exit codes: 0 every path of every run succeeded, 1 some path failed (or publishing failed), 2 the
+command could not run (bad arguments, topology or overrides, no access to the truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def _address(text: str, what: str) -> tuple[str, tuple[str, int]]:
+    """NAME=HOST:PORT -> (NAME, (HOST, PORT)); ValueError says what is wrong."""
+    name, sep, target = text.rpartition("=")
+    host, colon, port = target.rpartition(":")
+    if not sep or not name or not colon:
+        raise ValueError(f"{what} {text!r}: expected NAME=HOST:PORT")
+    try:
+        ipaddress.IPv4Address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: HOST must be an IPv4 address and PORT a number") from None
+    if not 1 <= number <= 65535:
+        raise ValueError(f"{what} {text!r}: PORT must be 1-65535")
+    return name, (host, number)
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def format_run(run: Any) -> str:
+    """A header line (time, record, truth, run time) and one row per path."""
+    truth = run.truth
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.started_at))
+    record = f"{truth.ip} ({truth.node or 'no node'})" if truth.ip else "missing"
+    lines = [
+        f"{when} deployment {run.deployment}: record -> {record}, run {run.duration_ms:.0f} ms, "
+        f"failover {'healthy' if run.failover_healthy else 'FAILED'}"
+    ]
+    rows = [("PATH", "OUTCOME", "ANSWER", "TRUTH?", "NODE", "LATENCY")]
+    for p in run.paths:
+        node = p.node or "-"
+        if p.node and not p.node_reachable:
+            node += " (down)"
+        rows.append((p.path, p.outcome, ",".join(p.answers) or "-", _yes(p.matches_truth), node,
+                     f"{p.latency_ms:.1f} ms"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_canary_run(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regionha import canary, netguard
+    from regionha.aws import Clients
+    from regionha.cli import _report, default_topology_path, read_topology
+    from regionha.errors import ConfigurationError
+    from regionha.topology import TopologyError
+
+    try:
+        topology = read_topology(Path(args.topology) if args.topology else default_topology_path())
+    except TopologyError as e:
+        return _report(e)
+    try:
+        servers = dict(_address(s, "--server-map") for s in args.server_map)
+        nodes = dict(_address(s, "--node-map") for s in args.node_map)
+        expect = str(ipaddress.IPv4Address(args.expect)) if args.expect else None
+    except ValueError as e:
+        print(f"regionha canary run: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.once and args.count not in (None, 1):
+        print("regionha canary run: --once runs once; drop --count or use --interval", file=sys.stderr)
+        return EXIT_INVALID
+    runs = 1 if args.once or args.interval is None else args.count
+    if args.interval is None and args.count is not None:
+        runs = args.count
+
+    netguard.install_socket_guard()  # in local mode, nothing but loopback; elsewhere a no-op
+    source = canary.client_source(topology) if netguard.local_mode_enabled() else None
+    aws = Clients() if (expect is None or args.publish) else None
+    region = args.region or topology.region_of(topology.client.vpc)
+    status = EXIT_OK
+    done = 0
+    try:
+        while runs is None or done < runs:
+            started = time.monotonic()
+            try:
+                if expect is not None:
+                    truth = canary.truth_from_record(topology, {"ip": expect, "ttl": None})
+                else:
+                    truth = canary.read_truth(topology, aws)
+                run = canary.run_canary(topology, truth, timeout=args.timeout, source=source,
+                                        servers=servers, node_addresses=nodes)
+            except ConfigurationError as e:
+                print(f"regionha canary run: {e}", file=sys.stderr)
+                return EXIT_INVALID
+            except (BotoCoreError, ClientError) as e:
+                print(f"regionha canary run: cannot read the record from Route 53 ({e}); "
+                      "give the expected address with --expect IP", file=sys.stderr)
+                return EXIT_INVALID
+            print(json.dumps(run.to_json()) if args.json else format_run(run), flush=True)
+            if not run.all_succeeded:
+                status = EXIT_FAILED
+            if args.publish:
+                try:
+                    count = canary.publish_cloudwatch(aws.client("cloudwatch", region), run)
+                    if not args.json:
+                        print(f"published {count} datapoints to CloudWatch in {region}", flush=True)
+                except (BotoCoreError, ClientError) as e:
+                    print(f"regionha canary run: publishing failed: {e}", file=sys.stderr)
+                    status = EXIT_FAILED
+            done += 1
+            if runs is None or done < runs:
+                time.sleep(max(0.0, (args.interval or 0.0) - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        pass
+    return status
+
+
+def register(subparsers: Any) -> None:
+    group = subparsers.add_parser("canary", help="run the canary's probes from this host")
+    commands = group.add_subparsers(dest="canary_command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="probe every forwarder path, the on-prem resolver and the nodes; print a table",
+        description="Probe every forwarder path address, the on-prem resolver and the nodes at once, "
+        "compare with the record in Route 53 (or --expect) and print a table. Exit 0 when every path "
+        "succeeded, 1 when one failed, 2 when the command could not run.",
+    )
+    run.add_argument("--topology", metavar="FILE", help="topology YAML (default: the reference deployment)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one run (the default)")
+    mode.add_argument("--interval", type=_positive(float), metavar="S", help="start a run every S seconds")
+    run.add_argument("--count", type=_positive(int), metavar="N",
+                     help="stop after N runs (default: 1, or forever with --interval)")
+    run.add_argument("--server-map", action="append", default=[], metavar="PATH=HOST:PORT",
+                     help="send a path's probes elsewhere (e.g. a port-forward); repeatable")
+    run.add_argument("--node-map", action="append", default=[], metavar="NODE=HOST:PORT",
+                     help="check a node's service elsewhere; repeatable")
+    run.add_argument("--expect", metavar="IP", help="the record's value, instead of reading Route 53")
+    run.add_argument("--timeout", type=_positive(float), metavar="S",
+                     help="bound of each probe (default: the topology's canary.timeout_seconds)")
+    run.add_argument("--publish", action="store_true", help="put the metrics to CloudWatch (AWS credentials)")
+    run.add_argument("--region", help="CloudWatch region for --publish (default: the client site's region)")
+    run.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    run.set_defaults(handler=cmd_canary_run)
