@@ -45,4 +45,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             max_polls=task.topology.waits.max_polls,
             failed=FAILED,
         )
-    raise ConfigurationError(f"action: unknown dns action {action!r} (zone, endpoint, endpoint_status)")
+    if action == "endpoints_gone":
+        # Resolver deletes endpoints asynchronously; their ENIs hold subnets and SGs until then.
+        statuses = {
+            p.name: resolver_endpoint_status(task.topology, p.name, aws)
+            for p in task.topology.forwarder_paths
+            if p.kind == "resolver_endpoint"
+        }
+        return check_ready(
+            "resolver endpoint deletion",
+            statuses,
+            ready="missing",
+            attempt=int(task.param("attempt", 0)),
+            max_polls=task.topology.waits.max_polls,
+        )
+    raise ConfigurationError(
+        f"action: unknown dns action {action!r} (zone, endpoint, endpoint_status, endpoints_gone)"
+    )
