@@ -15,6 +15,7 @@ from regionha.converge.instances import (
     find_ami,
     instance_states,
     nat_user_data,
+    wait_instances_running,
 )
 from regionha.converge.network import converge_vpc
 from regionha.errors import ConfigurationError
@@ -250,3 +251,6 @@ def test_instance_states_reports_missing_and_running(topology: Topology, clients
     states = instance_states(topology, clients, roles=("node",))
 
     assert states == {"Server-A": "missing", "Server-B": "running"}
+    assert wait_instances_running(topology, clients, ["Server-B"]) == {"Server-B": "running"}
+    with pytest.raises(ConfigurationError, match="Server-A"):
+        wait_instances_running(topology, clients, ["Server-A", "Server-B"])

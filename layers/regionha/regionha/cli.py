@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from regionha import __version__
+from regionha.cli_local import register_local
 from regionha.cli_canary import register as register_canary
 from regionha.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, _one_line, load_topology
 
@@ -95,7 +96,7 @@ def register_topology(subparsers: Subparsers) -> None:
     show.set_defaults(handler=cmd_topology_show)
 
 
-COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (register_topology, register_canary)
+COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (register_topology, register_canary, register_local)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
+from regionha.converge.dns import read_record
 from regionha.topology import Topology
 
 INVENTORY_SK = "inventory"
@@ -108,7 +109,7 @@ def collect_inventory(topology: Topology, clients: Clients) -> dict[str, Any]:
                 "ips": sorted(a["Ip"] for a in ips),
             }
     if inv["zone"]:
-        inv["record"] = _record(topology, clients, inv["zone"]["id"])
+        inv["record"] = read_record(topology, clients)
     return inv
 
 
@@ -123,17 +124,6 @@ def _zone(topology: Topology, clients: Clients) -> dict[str, Any] | None:
             continue
         vpcs = r53.get_hosted_zone(Id=zone_id).get("VPCs", [])
         return {"id": zone_id, "name": z["Name"], "vpcs": sorted(v["VPCId"] for v in vpcs)}
-    return None
-
-
-def _record(topology: Topology, clients: Clients, zone_id: str) -> dict[str, Any] | None:
-    name = topology.dns.record.name
-    rrsets = clients.route53().list_resource_record_sets(
-        HostedZoneId=zone_id, StartRecordName=name, StartRecordType="A", MaxItems="1"
-    )["ResourceRecordSets"]
-    for rr in rrsets:
-        if rr["Name"] == name and rr["Type"] == "A":
-            return {"name": name, "ip": rr["ResourceRecords"][0]["Value"], "ttl": rr["TTL"]}
     return None
 
 

@@ -10,7 +10,7 @@ dimension), so one alarm definition matches both sinks.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +24,14 @@ SINK_ENV = "REGIONHA_METRICS_SINK"
 SINKS = ("emf", "cloudwatch")
 # PutMetricData takes at most 1000 datapoints per call; stay far below.
 _PUT_BATCH = 500
+# The local runtime's emulated clock: its alarm evaluator reads periods of emulated time.
+_clock: Callable[[], datetime] | None = None
+
+
+def set_clock(now: Callable[[], datetime] | None) -> None:
+    """Stamp PutMetricData datapoints with ``now()`` (the local runtime's clock); None: the real time."""
+    global _clock
+    _clock = now
 
 
 class DatapointLike(Protocol):
@@ -70,6 +78,8 @@ def emit(
     if not points:
         return 0
     if sink() == "cloudwatch":
+        if timestamp is None and _clock is not None:
+            timestamp = _clock()
         return _put_metric_data(points, namespace, cloudwatch, region, timestamp)
     for p in points:
         with single_metric(name=p.name, unit=p.unit, value=p.value, namespace=namespace) as metric:

@@ -1,0 +1,104 @@
+"""``regionha local up|demo``: the local runtime from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from regionha.topology import TopologyError, load_topology
+
+
+def register_local(subparsers: Any) -> None:
+    local = subparsers.add_parser("local", help="run the product locally: emulated AWS, real DNS on loopback")
+    commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--topology", type=Path, help="topology YAML file (default: the reference deployment)")
+    common.add_argument(
+        "--compression", type=float, default=20.0,
+        help="emulated time runs this many times faster for schedules and alarms (default 20)",
+    )
+    common.add_argument("--workdir", type=Path, help="where named instances keep their files")
+
+    up = commands.add_parser(
+        "up", parents=[common], help="start, build, write the state file and stay up until Ctrl-C"
+    )
+    up.add_argument("--state-file", type=Path, default=Path("out/local-state.json"))
+    up.set_defaults(handler=cmd_up)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="start → build → resolve through every path → teardown, with a report"
+    )
+    demo.add_argument("--json", type=Path, help="write the JSON report here")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _runtime(args: argparse.Namespace) -> Any:
+    from regionha.local.runtime import LocalRuntime, local_topology
+
+    topology = local_topology(load_topology(args.topology))
+    return LocalRuntime(topology, compression=args.compression, workdir=args.workdir, progress=_say)
+
+
+def _invalid(err: TopologyError) -> int:
+    for problem in err.problems:
+        print(f"{err.source}: {problem}", file=sys.stderr)
+    return 2
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from regionha.local.demo import Demo, write_report
+
+    try:
+        runtime = _runtime(args)
+    except TopologyError as e:
+        return _invalid(e)
+    report = Demo(runtime, _say).run()
+    if args.json:
+        write_report(report, args.json)
+        _say(f"report: {args.json}")
+    _say(f"demo {'PASSED' if report['ok'] else 'FAILED'} in {report['seconds']:.1f} s")
+    return 0 if report["ok"] else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        runtime = _runtime(args)
+    except TopologyError as e:
+        return _invalid(e)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        runtime.start()
+        execution = runtime.build()
+        if execution.status != "SUCCEEDED":
+            _say(f"build {execution.status}: {execution.error}: {execution.cause}")
+            return 1
+        runtime.settle()
+        state = runtime.state()
+        args.state_file.parent.mkdir(parents=True, exist_ok=True)
+        args.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        _say(f"built {runtime.topology.deployment}; state file {args.state_file}")
+        _say(f"  aws --endpoint-url {state['endpoint_url']} --region {state['region']} "
+             "stepfunctions list-executions --state-machine-arn "
+             f"{state['state_machines'].get('BuildStateMachine')}")
+        for path, where in state["dns"].items():
+            host, port = where.split(":")
+            _say(f"  dig @{host} -p {port} -b {state['client_source']} {state['record']}   # {path}")
+        for node, where in state["nodes"].items():
+            _say(f"  curl http://{where}/   # {node}")
+        _say("up; Ctrl-C to stop")
+        done.wait()
+        return 0
+    finally:
+        _say("stopping")
+        runtime.stop()

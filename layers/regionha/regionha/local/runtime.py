@@ -1,0 +1,456 @@
+"""The local runtime: the product's template, state machines and Lambdas on one machine.
+
+Composes the parts: the emulated AWS (moto server + our handlers, provisioned from template.yaml),
+the real DNS (VPC resolvers answering from Route 53 in moto, real ``named`` for every BIND server
+the build launched, with the configs regionha renders), the nodes, the network (loopback images of
+cloud addresses, tc silent drops for what security groups, network ACLs and instance states
+forbid) and what moto does not emulate (schedules, EC2 state-change events, alarm evaluation),
+all on one emulated clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from regionha import bind, netguard
+from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
+from regionha.canary import canary_targets, client_source
+from regionha.errors import ConfigurationError
+from regionha.topology import BindPath, DnsServer, Topology
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[4]
+DEFAULT_TEMPLATE = REPO / "template.yaml"
+DNS_PORT = 53
+STACK_NAME = "regionha"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def local_topology(topology: Topology, *, poll_seconds: int = 1, canary_timeout: float = 0.5) -> Topology:
+    """The topology as the local runtime runs it: short polls, a probe timeout fit for loopback."""
+    return topology.model_copy(
+        update={
+            "waits": topology.waits.model_copy(update={"poll_seconds": poll_seconds}),
+            "canary": topology.canary.model_copy(update={"timeout_seconds": canary_timeout}),
+        }
+    )
+
+
+@dataclass
+class Execution:
+    kind: str
+    name: str
+    arn: str
+    status: str
+    seconds: float
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "arn": self.arn,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "output": self.output,
+            "error": self.error,
+            "cause": self.cause,
+        }
+
+
+class BindFleet:
+    """Runs a real ``named`` for every BIND server instance the build launched, while it runs.
+
+    The config is the one regionha renders for the instance's user-data, rendered again with
+    loopback addresses and local paths; the instance's real user-data is checked against the EC2
+    render so that what runs here is what EC2 would run.
+    """
+
+    def __init__(self, topology: Topology, clients: Clients, workdir: Path):
+        self.topology = topology
+        self.clients = clients
+        self.workdir = workdir
+        self.processes: dict[str, Any] = {}
+        self.user_data_mismatch: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def servers(self) -> list[tuple[BindPath | DnsServer, str, str]]:
+        """(server, vpc name, EC2 named.conf) of every BIND server of the topology."""
+        out: list[tuple[BindPath | DnsServer, str, str]] = []
+        for path in self.topology.forwarder_paths:
+            if isinstance(path, BindPath):
+                out.append((path, path.vpc, bind.render_forwarder_conf(self.topology, path.name)))
+        server = self.topology.client.dns_server
+        out.append((server, self.topology.client.vpc, bind.render_onprem_conf(self.topology)))
+        return out
+
+    def _render_local(self, server: BindPath | DnsServer) -> Callable[[Any], str]:
+        from regionha.local.named import local_runtime
+
+        def render(files: Any) -> str:
+            runtime = local_runtime(files, port=DNS_PORT, upstream_port=DNS_PORT)
+            if isinstance(server, BindPath):
+                return bind.render_forwarder_conf(
+                    self.topology, server.name, addr=netguard.to_local, runtime=runtime
+                )
+            return bind.render_onprem_conf(self.topology, addr=netguard.to_local, runtime=runtime)
+
+        return render
+
+    def _instance(self, name: str, vpc: str) -> dict[str, Any] | None:
+        ec2 = self.clients.ec2(self.topology.region_of(vpc))
+        reservations = ec2.describe_instances(Filters=deployment_filter(self.topology.deployment, name))
+        live = [
+            i
+            for r in reservations["Reservations"]
+            for i in r["Instances"]
+            if i["State"]["Name"] not in ("terminated", "shutting-down") and tag_value(i, TAG_NAME) == name
+        ]
+        return live[0] if live else None
+
+    def _check_user_data(self, name: str, vpc: str, instance_id: str, ec2_conf: str) -> None:
+        ec2 = self.clients.ec2(self.topology.region_of(vpc))
+        attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        raw = (attr.get("UserData") or {}).get("Value")
+        text = base64.b64decode(raw).decode() if raw else ""
+        if text != bind.user_data(ec2_conf):
+            if name not in self.user_data_mismatch:
+                logger.warning("%s: the instance's user-data is not regionha's render of its named.conf", name)
+            self.user_data_mismatch.add(name)
+        else:
+            self.user_data_mismatch.discard(name)
+
+    def reconcile(self) -> dict[str, str]:
+        from regionha.local.named import NamedProcess
+
+        states = {}
+        with self._lock:
+            for server, vpc, ec2_conf in self.servers():
+                instance = self._instance(server.name, vpc)
+                running = instance is not None and instance["State"]["Name"] == "running"
+                process = self.processes.get(server.name)
+                if running and process is None:
+                    self._check_user_data(server.name, vpc, instance["InstanceId"], ec2_conf)
+                    process = NamedProcess(
+                        server.name,
+                        self._render_local(server),
+                        (netguard.to_local(server.ip), DNS_PORT),
+                        directory=self.workdir / "named" / server.name,
+                    )
+                    process.start()
+                    self.processes[server.name] = process
+                elif not running and process is not None:
+                    process.stop()
+                    del self.processes[server.name]
+                states[server.name] = "running" if running else "stopped"
+        return states
+
+    def run(self, interval: float) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="bind-fleet", daemon=True)
+        self._thread.start()
+
+    def _loop(self, interval: float) -> None:
+        # named is started from this thread (its pdeathsig follows the starting thread): it must
+        # live until stop(), which is why processes are stopped here too.
+        while not self._stop.is_set():
+            try:
+                self.reconcile()
+            except Exception:
+                logger.exception("bind fleet reconcile failed")
+            self._stop.wait(interval)
+        with self._lock:
+            for process in self.processes.values():
+                process.stop()
+            self.processes.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+
+class LocalRuntime:
+    """Everything of ``regionha local``; ``start()`` then ``build()``; ``stop()`` undoes it all."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        template: Path = DEFAULT_TEMPLATE,
+        compression: float = 20.0,
+        workdir: Path | None = None,
+        progress: Progress = _quiet,
+        reconcile_interval: float = 0.2,
+    ):
+        self.topology = topology
+        self.template = Path(template)
+        self.compression = compression
+        self.workdir = Path(workdir) if workdir else Path("/tmp") / f"regionha-local-{os.getpid()}"
+        self.progress = progress
+        self.reconcile_interval = reconcile_interval
+        self.region = topology.region_of(topology.client.vpc)
+        self.aws: Any = None
+        self.stack: Any = None
+        self.clients: Clients | None = None
+        self.network: Any = None
+        self.world: Any = None
+        self.fleet: BindFleet | None = None
+        self.resolvers: list[Any] = []
+        self.nodes: dict[str, Any] = {}
+        self.clock: Any = None
+        self.bus: Any = None
+        self.schedules: Any = None
+        self.emitter: Any = None
+        self.alarms: Any = None
+        self.executions: list[Execution] = []
+        self._saved_env: dict[str, str | None] = {}
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _setenv(self, key: str, value: str) -> None:
+        self._saved_env.setdefault(key, os.environ.get(key))
+        os.environ[key] = value
+
+    def start(self) -> LocalRuntime:
+        if os.geteuid() != 0:
+            raise ConfigurationError(
+                "the local runtime needs root: it adds 127.x addresses to lo and cuts paths with tc"
+            )
+        from regionha import metrics
+        from regionha.local.alarms import AlarmEvaluator
+        from regionha.local.clock import CompressedClock
+        from regionha.local.events import Ec2StateChangeEmitter, EventBus, ScheduleRunner
+        from regionha.local.network import LocalNetwork, cleanup_stale
+        from regionha.local.nodes import NodeService
+        from regionha.local.server import LocalAws
+        from regionha.local.vpcdns import VpcResolver, vpc_id_by_tags
+        from regionha.local.world import World
+
+        self._started = True
+        try:
+            netguard.enable_local_mode()
+            netguard.install_socket_guard()
+            stale = cleanup_stale()
+            if any(stale.values()):
+                self.progress(f"removed leftovers of an earlier run: {stale}")
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            for key, value in {
+                netguard.LOCAL_ENV: "1",
+                "REGIONHA_METRICS_SINK": "cloudwatch",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+            }.items():
+                self._setenv(key, value)
+
+            self.progress("starting the emulated AWS (moto server with our Lambda handlers)")
+            self.aws = LocalAws().start()
+            self.stack = self.aws.deploy(
+                self.template,
+                stack_name=STACK_NAME,
+                region=self.region,
+                parameters={"Deployment": self.topology.deployment},
+            )
+            self.clients = self.aws.clients()
+            self.progress(
+                f"provisioned from {self.template.name}: {len(self.stack.functions)} functions, "
+                f"{len(self.stack.state_machines)} state machines, {len(self.stack.rules)} rules, "
+                f"{len(self.stack.alarms)} alarms"
+            )
+
+            self.clock = CompressedClock(self.compression)
+            metrics.set_clock(self.clock.now)
+            self.network = LocalNetwork()
+            self.nodes = {
+                n.name: NodeService(n.name, netguard.to_local(n.ip), n.port) for n in self.topology.nodes
+            }
+            self.world = World(self.topology, self.clients, self.network, self.nodes)
+            self.world.ensure_addresses()
+            for address in self._extra_addresses():
+                self.network.add_address(address)
+
+            route53 = self.clients.route53()
+            for vpc in self.topology.vpcs:
+                listen = [(netguard.to_local(vpc.resolver_ip()), DNS_PORT)]
+                for path in self.topology.forwarder_paths:
+                    if path.kind == "resolver_endpoint" and path.vpc == vpc.name:
+                        listen += [(netguard.to_local(ip), DNS_PORT) for ip in path.addresses()]
+                resolver = VpcResolver(
+                    vpc.region,
+                    vpc_id_by_tags(self.clients.ec2(vpc.region), self.topology.deployment, vpc.name),
+                    route53,
+                    listen,
+                    name=vpc.name,
+                )
+                resolver.start()
+                self.resolvers.append(resolver)
+            self.progress(f"VPC resolvers on {', '.join(h for r in self.resolvers for h, _ in r.addresses)}")
+
+            self.fleet = BindFleet(self.topology, self.clients, self.workdir)
+            self.world.run(self.reconcile_interval)
+            self.fleet.run(self.reconcile_interval)
+
+            self.bus = EventBus(self.clients, self.clock)
+            regions = sorted({v.region for v in self.topology.vpcs})
+            self.schedules = ScheduleRunner(self.clients, [self.region], self.clock)
+            self.emitter = Ec2StateChangeEmitter(self.clients, regions, self.bus, self.clock)
+            self.alarms = AlarmEvaluator(self.clients, [self.region], self.clock, event_bus=self.bus)
+            for props in self.stack.alarms.values():
+                if props.get("Type") == "composite":
+                    self.alarms.put_composite_alarm(self.region, **props)
+            for ticker in (self.schedules, self.emitter, self.alarms):
+                ticker.start()
+            self.progress(f"schedules, EC2 events and alarms on a clock {self.compression:g}x faster than real")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _extra_addresses(self) -> list[str]:
+        """Addresses beyond the World's: VPC resolvers and the client-site address probes come from."""
+        out = [netguard.to_local(v.resolver_ip()) for v in self.topology.vpcs]
+        out.append(netguard.to_local(client_source(self.topology)))
+        return out
+
+    def stop(self) -> None:
+        """Stop every thread and process and remove every address and tc filter. Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        for ticker in (self.schedules, self.emitter, self.alarms):
+            if ticker is not None:
+                _safely(ticker.stop)
+        if self.fleet is not None:
+            _safely(self.fleet.stop)
+        if self.world is not None:
+            _safely(self.world.stop)
+        for resolver in self.resolvers:
+            _safely(resolver.stop)
+        self.resolvers = []
+        for node in self.nodes.values():
+            _safely(node.stop)
+        if self.network is not None:
+            _safely(self.network.close)
+        if self.aws is not None:
+            _safely(self.aws.wait_for_events, 10)
+            _safely(self.aws.stop)
+        from regionha import metrics
+
+        metrics.set_clock(None)
+        netguard.uninstall_socket_guard()
+        netguard.disable_local_mode()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+
+    # -- state machines ----------------------------------------------------------------------------------
+
+    def state_machine_arn(self, logical_id: str) -> str:
+        return self.stack.physical_id(logical_id)
+
+    def run_state_machine(
+        self, logical_id: str, payload: dict[str, Any], *, kind: str, timeout: float = 600.0
+    ) -> Execution:
+        """Start an execution (always named) and wait, bounded, for it to finish."""
+        sfn = self.clients.client("stepfunctions", self.region)
+        name = f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        started = time.monotonic()
+        arn = sfn.start_execution(
+            stateMachineArn=self.state_machine_arn(logical_id), name=name, input=json.dumps(payload)
+        )["executionArn"]
+        deadline = started + timeout
+        while True:
+            desc = sfn.describe_execution(executionArn=arn)
+            if desc["status"] != "RUNNING":
+                break
+            if time.monotonic() > deadline:
+                sfn.stop_execution(executionArn=arn, error="LocalTimeout", cause=f"over {timeout} s")
+                desc = sfn.describe_execution(executionArn=arn)
+                break
+            time.sleep(0.05)
+        output = json.loads(desc["output"]) if desc.get("output") else None
+        execution = Execution(
+            kind, name, arn, desc["status"], time.monotonic() - started, output,
+            desc.get("error"), desc.get("cause"),
+        )
+        self.executions.append(execution)
+        return execution
+
+    def build(self, *, timeout: float = 600.0) -> Execution:
+        return self.run_state_machine(
+            "BuildStateMachine", {"topology": self.topology.to_json()}, kind="build", timeout=timeout
+        )
+
+    def teardown(self, *, timeout: float = 600.0) -> Execution:
+        return self.run_state_machine(
+            "TeardownStateMachine", {"topology": self.topology.to_json()}, kind="teardown", timeout=timeout
+        )
+
+    def settle(self) -> None:
+        """Apply the AWS-side state now instead of at the next reconcile round."""
+        self.world.reconcile()
+        self.fleet.reconcile()
+
+    # -- what users see --------------------------------------------------------------------------------
+
+    def dns_map(self) -> dict[str, str]:
+        """Path name → local host:port of every forwarder path address and the on-prem resolver."""
+        return {t.path: f"{netguard.to_local(t.server)}:{DNS_PORT}" for t in canary_targets(self.topology)}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.aws.endpoint_url,
+            "region": self.region,
+            "deployment": self.topology.deployment,
+            "dns": self.dns_map(),
+            "nodes": {n.name: f"{netguard.to_local(n.ip)}:{n.port}" for n in self.topology.nodes},
+            "client_source": netguard.to_local(client_source(self.topology)),
+            "record": self.topology.dns.record.name,
+            "state_machines": {
+                lid: self.state_machine_arn(lid)
+                for lid, r in self.stack.resources.items()
+                if r.type == "AWS::StepFunctions::StateMachine"
+            },
+            "compression": self.compression,
+            "pid": os.getpid(),
+        }
+
+
+def _safely(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        logger.exception("while stopping: %s", getattr(fn, "__qualname__", fn))

@@ -1,0 +1,599 @@
+"""The failover controller: the pure decision table, the DNS resource and the controller against moto.
+
+Nodes' service ports are real HTTP servers (``NodeService``) on 127.0.0.1, reached through the
+``service_endpoint`` seam; the netguard socket guard is on, so a mapping mistake fails instead of
+sending a packet anywhere but loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from regionha import failover, netguard
+from regionha.aws import Clients, tag_spec, tags
+from regionha.converge.dns import converge_private_zone, read_record, upsert_record
+from regionha.errors import ConfigurationError, TransientError
+from regionha.failover import (
+    ControllerSettings,
+    Decision,
+    Fence,
+    NodeHealth,
+    RetryPolicy,
+    Trigger,
+    activate,
+    claim_fence,
+    deactivate,
+    decide,
+    monitor,
+    read_fence,
+    run_controller,
+    trigger_from_event,
+)
+from regionha.local.nodes import NodeService
+from regionha.topology import Failover
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_REGION = "ap-southeast-1"
+T0 = 1_714_555_800.0  # 2024-05-01T09:30:00Z
+IDS = {"Server-A": "i-aaaa", "Server-B": "i-bbbb"}
+A_IP, B_IP = "10.0.110.10", "10.1.110.10"
+AMI = "ami-0123456789abcdef0"  # moto does not check it; looking up a real one takes seconds
+
+
+def with_failover(topology, **kwargs):
+    return topology.model_copy(update={"failover": Failover(**kwargs)})
+
+
+# --- the decision table ---------------------------------------------------------------------------
+
+
+def up(node: str) -> NodeHealth:
+    return NodeHealth(node, IDS[node], "running", True)
+
+
+def down(node: str, state: str = "stopped") -> NodeHealth:
+    return NodeHealth(node, IDS[node], state, None)
+
+
+def sick(node: str) -> NodeHealth:
+    """Instance running, service port not answering."""
+    return NodeHealth(node, IDS[node], "running", False, "ConnectionRefusedError")
+
+
+def ec2_event(node: str, state: str, at: float, event_id: str = "ev-1") -> Trigger:
+    return Trigger("instance_state", event_id, at, "ap-northeast-1", IDS[node], state)
+
+
+def check(at: float, event_id: str = "hc-1") -> Trigger:
+    return Trigger("health_check", event_id, at, STACK_REGION)
+
+
+NODES = {v: k for k, v in IDS.items()}
+FRESH = Fence()
+# Server-B took over at T0 because of event "ev-0".
+AFTER_FAILOVER = Fence(1, "Server-B", T0, "ev-0", "failover")
+
+CASES = [
+    # (id, failover settings, record, health A, health B, fence, trigger, expected action, target)
+    ("all healthy", {}, A_IP, up("Server-A"), up("Server-B"), FRESH, check(T0), "nothing", None),
+    ("active stopped", {}, A_IP, down("Server-A"), up("Server-B"), FRESH, ec2_event("Server-A", "stopped", T0),
+     "failover", "Server-B"),
+    ("active stopping", {}, A_IP, down("Server-A", "stopping"), up("Server-B"), FRESH,
+     ec2_event("Server-A", "stopping", T0), "failover", "Server-B"),
+    ("active terminated", {}, A_IP, down("Server-A", "terminated"), up("Server-B"), FRESH,
+     ec2_event("Server-A", "terminated", T0), "failover", "Server-B"),
+    ("active service down", {}, A_IP, sick("Server-A"), up("Server-B"), FRESH, check(T0), "failover", "Server-B"),
+    ("standby unhealthy", {}, A_IP, down("Server-A"), sick("Server-B"), FRESH, check(T0), "refuse", None),
+    ("both nodes down", {}, A_IP, down("Server-A"), down("Server-B"), FRESH, check(T0), "refuse", None),
+    ("standby down only", {}, A_IP, up("Server-A"), down("Server-B"), FRESH,
+     ec2_event("Server-B", "stopped", T0), "nothing", None),
+    ("no record", {}, None, up("Server-A"), up("Server-B"), FRESH, check(T0), "failover", "Server-A"),
+    ("record names a stranger", {}, "10.9.9.9", down("Server-A"), up("Server-B"), FRESH, check(T0),
+     "failover", "Server-B"),
+    ("foreign instance", {}, A_IP, down("Server-A"), up("Server-B"), FRESH,
+     Trigger("instance_state", "ev-9", T0, "ap-northeast-1", "i-nat", "stopped"), "ignore", None),
+    ("duplicate of the last cause", {}, B_IP, up("Server-A"), down("Server-B"), AFTER_FAILOVER,
+     ec2_event("Server-B", "stopped", T0 + 300, event_id="ev-0"), "ignore", None),
+    ("stale event", {}, B_IP, down("Server-A"), down("Server-B"), AFTER_FAILOVER,
+     ec2_event("Server-A", "stopped", T0 - 1), "ignore", None),
+    ("hold-down", {"hold_down_seconds": 60}, B_IP, up("Server-A"), down("Server-B"), AFTER_FAILOVER,
+     ec2_event("Server-B", "stopped", T0 + 30), "hold_down", "Server-A"),
+    ("hold-down passed", {"hold_down_seconds": 60}, B_IP, up("Server-A"), down("Server-B"), AFTER_FAILOVER,
+     check(T0 + 60), "failover", "Server-A"),
+    ("manual failback", {"failback": "manual"}, B_IP, up("Server-A"), up("Server-B"), AFTER_FAILOVER,
+     check(T0 + 3600), "nothing", None),
+    ("automatic failback", {"failback": "automatic"}, B_IP, up("Server-A"), up("Server-B"), AFTER_FAILOVER,
+     check(T0 + 3600), "failover", "Server-A"),
+    ("automatic failback held down", {"failback": "automatic"}, B_IP, up("Server-A"), up("Server-B"),
+     AFTER_FAILOVER, check(T0 + 10), "hold_down", "Server-A"),
+    ("late running after a newer failover", {"failback": "automatic"}, B_IP, up("Server-A"), up("Server-B"),
+     AFTER_FAILOVER, ec2_event("Server-A", "running", T0 - 20, event_id="ev-late"), "ignore", None),
+    ("external, active down", {"mode": "external"}, A_IP, down("Server-A"), up("Server-B"), FRESH,
+     check(T0), "observe", None),
+    ("external, active healthy", {"mode": "external"}, A_IP, up("Server-A"), up("Server-B"), FRESH,
+     check(T0), "observe", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "record", "a", "b", "fence", "trigger", "action", "target"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_decide(topology, settings, record, a, b, fence, trigger, action, target):
+    decision = decide(
+        with_failover(topology, **settings),
+        record_ip=record,
+        health={"Server-A": a, "Server-B": b},
+        fence=fence,
+        trigger=trigger,
+        instance_nodes=NODES,
+    )
+    assert (decision.action, decision.target) == (action, target), decision.reason
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "needed"),
+    [(down("Server-A"), up("Server-B"), True), (down("Server-A"), down("Server-B"), True),
+     (up("Server-A"), down("Server-B"), False)],
+)
+def test_external_mode_flags_only_an_unhealthy_record(topology, a, b, needed):
+    decision = decide(
+        with_failover(topology, mode="external"),
+        record_ip=A_IP,
+        health={"Server-A": a, "Server-B": b},
+        fence=FRESH,
+        trigger=check(T0),
+        instance_nodes=NODES,
+    )
+    assert decision.action == "observe" and decision.needed is needed
+
+
+def test_a_node_answering_as_another_is_not_healthy(topology, node_services, moto_world):
+    # Server-A's address answers, but as Server-B: the name would lead clients to the wrong node.
+    failover_endpoints = {"Server-A": node_services["Server-B"], "Server-B": node_services["Server-B"]}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(failover, "service_endpoint", lambda n: ("127.0.0.1", failover_endpoints[n.name].port))
+        health = failover.node_health(topology, failover.node_instances(topology, moto_world.clients))
+    assert not health["Server-A"].healthy and "answers as 'Server-B'" in health["Server-A"].detail
+    assert health["Server-B"].healthy
+
+
+@pytest.mark.parametrize("name", ["failover-ec2-stopped.json", "failover-health-check.json"])
+def test_sample_events_parse(name):
+    trigger = trigger_from_event(json.loads((ROOT / "events" / name).read_text()))
+    assert trigger.time == T0 + (60 if "health" in name else 0)
+    assert trigger.kind == ("health_check" if "health" in name else "instance_state")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [{"detail-type": "Object Created", "time": "2024-05-01T09:30:00Z", "id": "x"},
+     {"detail-type": failover.EC2_STATE_CHANGE, "time": "2024-05-01T09:30:00Z", "id": "x", "detail": {}},
+     {"detail-type": failover.SCHEDULED_EVENT, "time": "yesterday", "id": "x"},
+     {"no": "envelope"}],
+)
+def test_unusable_events_are_configuration_errors(event):
+    with pytest.raises(ConfigurationError):
+        trigger_from_event(event)
+
+
+def test_backoff_grows_within_bounds():
+    policy = RetryPolicy(attempts=6, base_seconds=0.5, cap_seconds=4)
+    for attempt, ceiling in enumerate([0.5, 1, 2, 4, 4, 4]):
+        for _ in range(20):
+            assert ceiling / 2 <= policy.delay(attempt) <= ceiling
+
+
+# --- the AWS world (moto) ---------------------------------------------------------------------------
+
+
+def template() -> dict:
+    from samtranslator.yaml_helper import yaml_parse
+
+    return yaml_parse((ROOT / "template.yaml").read_text())
+
+
+def create_table(logical_id: str, name: str) -> str:
+    """A table shaped exactly as template.yaml declares it."""
+    props = template()["Resources"][logical_id]["Properties"]
+    ddb = boto3.client("dynamodb", region_name=STACK_REGION)
+    ddb.create_table(
+        TableName=name,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props["BillingMode"],
+    )
+    if "TimeToLiveSpecification" in props:
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"])
+    return name
+
+
+@dataclass
+class World:
+    topology: object
+    clients: Clients
+    instances: dict[str, str]  # node name -> instance id
+    table: str
+
+    def ec2(self, node: str):
+        return boto3.client("ec2", region_name=self.topology.region_of(self.topology.node(node).vpc))
+
+
+def build_world(topology, clients: Clients) -> World:
+    """The nodes' VPCs, subnets and instances, the private zone with the record on the primary, the
+    state table: what the build leaves behind, made directly with the same tags."""
+    dep = topology.deployment
+    instances = {}
+    for node in topology.nodes:
+        vpc = topology.vpc(node.vpc)
+        ec2 = boto3.client("ec2", region_name=vpc.region)
+        vpc_id = ec2.create_vpc(CidrBlock=str(vpc.cidr), TagSpecifications=tag_spec("vpc", dep, vpc.name))["Vpc"][
+            "VpcId"
+        ]
+        subnet = vpc.subnet(node.subnet)
+        subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=str(subnet.cidr), AvailabilityZone=subnet.az)[
+            "Subnet"
+        ]["SubnetId"]
+        instances[node.name] = ec2.run_instances(
+            ImageId=AMI,
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=subnet_id,
+            PrivateIpAddress=str(node.ip),
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [*tags(dep, node.name), {"Key": "regionha:role", "Value": "node"}]}
+            ],
+        )["Instances"][0]["InstanceId"]
+    converge_private_zone(topology, clients, "run-1")
+    upsert_record(topology, clients, str(topology.primary.ip))
+    return World(topology, clients, instances, create_table("StateTable", "regionha-state"))
+
+
+@pytest.fixture
+def local_only():
+    """Local mode and the socket guard: anything but loopback raises instead of leaving the machine."""
+    netguard.enable_local_mode()
+    netguard.install_socket_guard()
+    yield
+    netguard.uninstall_socket_guard()
+    netguard.disable_local_mode()
+
+
+@pytest.fixture
+def node_services(local_only, monkeypatch):
+    """A real HTTP service per node on 127.0.0.1, where the controller's port checks go."""
+    from regionha.topology import load_topology
+
+    services = {n.name: NodeService(n.name, "127.0.0.1", 0) for n in load_topology().nodes}
+    for s in services.values():
+        s.start()
+    monkeypatch.setattr(failover, "service_endpoint", lambda node: ("127.0.0.1", services[node.name].port))
+    yield services
+    for s in services.values():
+        s.stop()
+
+
+@pytest.fixture
+def metrics_to_cloudwatch(monkeypatch):
+    monkeypatch.setenv("REGIONHA_METRICS_SINK", "cloudwatch")
+
+
+@pytest.fixture
+def moto_world(call_counter, topology) -> World:
+    return build_world(topology, Clients())
+
+
+def stop_node(world: World, services: dict[str, NodeService], node: str) -> None:
+    world.ec2(node).stop_instances(InstanceIds=[world.instances[node]])
+    services[node].stop()
+
+
+def start_node(world: World, services: dict[str, NodeService], node: str) -> None:
+    world.ec2(node).start_instances(InstanceIds=[world.instances[node]])
+    services[node].start()
+
+
+def metric_sums(deployment: str) -> dict[str, float]:
+    """Sum of every regionha metric the controller published with PutMetricData."""
+    cw = boto3.client("cloudwatch", region_name=STACK_REGION)
+    now = datetime.now(UTC)
+    sums: dict[str, float] = {}
+    for m in cw.list_metrics(Namespace="regionha")["Metrics"]:
+        assert m["Dimensions"] == [{"Name": "Deployment", "Value": deployment}]
+        data = cw.get_metric_data(
+            MetricDataQueries=[
+                {"Id": "m", "MetricStat": {"Metric": m, "Period": 60, "Stat": "Sum"}, "ReturnData": True}
+            ],
+            StartTime=now - timedelta(hours=1),
+            EndTime=now + timedelta(hours=1),
+        )["MetricDataResults"][0]["Values"]
+        sums[m["MetricName"]] = sum(data)
+    return sums
+
+
+def route53_writes(counter) -> list[tuple[str, str]]:
+    return [c for c in counter.mutating if c[0] == "route-53"]
+
+
+FAST = ControllerSettings(poll_seconds=0.01, wait_seconds=1, sleep=lambda s: None)
+
+
+def run(world: World, trigger: Trigger, settings: ControllerSettings = FAST, topology=None):
+    return run_controller(
+        topology or world.topology, world.clients, trigger, table=world.table, table_region=STACK_REGION,
+        settings=settings,
+    )
+
+
+def stopped_event(world: World, node: str, at: float, event_id: str = "ev-stop") -> Trigger:
+    return Trigger("instance_state", event_id, at, "ap-northeast-1", world.instances[node], "stopped")
+
+
+# --- the DNS resource -------------------------------------------------------------------------------
+
+
+def test_monitor_never_writes(moto_world, call_counter):
+    before, writes = len(call_counter.calls), len(call_counter.mutating)
+    status_a = monitor(moto_world.topology, moto_world.clients, "Server-A")
+    status_b = monitor(moto_world.topology, moto_world.clients, "Server-B")
+    assert status_a.names_active and status_a.ttl_matches and status_a.ip == A_IP
+    assert not status_b.names_active and status_b.node == "Server-A"
+    assert ("route-53", "ListResourceRecordSets") in call_counter.calls[before:], "monitor must read Route 53"
+    assert call_counter.mutating[writes:] == []
+
+
+def test_deactivate_leaves_the_record_unless_asked(moto_world, call_counter):
+    topo, clients = moto_world.topology, moto_world.clients
+    writes = len(call_counter.mutating)
+    assert [o.action for o in deactivate(topo, clients, "Server-A")] == ["unchanged"]
+    assert [o.action for o in deactivate(topo, clients, "Server-B", delete=True)] == ["unchanged"]
+    assert len(call_counter.mutating) == writes and read_record(topo, clients)["ip"] == A_IP
+    assert [o.action for o in deactivate(topo, clients, "Server-A", delete=True)] == ["deleted"]
+    assert read_record(topo, clients) is None
+    assert [o.action for o in deactivate(topo, clients, "Server-A", delete=True)] == ["absent"]
+
+
+def test_activate_moves_the_record_and_is_idempotent(moto_world, call_counter):
+    topo, clients = moto_world.topology, moto_world.clients
+    assert [o.action for o in activate(topo, clients, "Server-B", poll_seconds=0.01)] == ["updated"]
+    writes = len(call_counter.mutating)
+    assert [o.action for o in activate(topo, clients, "Server-B", poll_seconds=0.01)] == ["unchanged"]
+    assert len(call_counter.mutating) == writes
+    assert read_record(topo, clients) == {"name": "sample.cluster.local.", "ip": B_IP, "ttl": 60}
+    with pytest.raises(ConfigurationError):
+        activate(topo, clients, "Server-C")
+
+
+def throttle(clients: Clients, operation: str, times: int | None, code: str = "Throttling"):
+    """Answer ``operation`` with a throttling error ``times`` times (None: always), before any HTTP
+    request, so botocore's own retries do not run and every attempt is ours."""
+    seen = {"n": 0}
+
+    def hook(**kwargs):
+        seen["n"] += 1
+        if times is None or seen["n"] <= times:
+            return (
+                None,
+                {"Error": {"Code": code, "Message": "Rate exceeded"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+            )
+        return None
+
+    clients.route53().meta.events.register(f"before-call.route53.{operation}", hook)
+    return seen
+
+
+@pytest.mark.parametrize("code", ["Throttling", "PriorRequestNotComplete"])
+def test_route53_throttling_is_retried_with_backoff(moto_world, code):
+    sleeps: list[float] = []
+    seen = throttle(moto_world.clients, "ChangeResourceRecordSets", 2, code)
+    policy = RetryPolicy(attempts=4, base_seconds=0.5, cap_seconds=8)
+    activate(moto_world.topology, moto_world.clients, "Server-B", poll_seconds=0.01, retry=policy, sleep=sleeps.append)
+    assert seen["n"] == 3
+    assert len(sleeps) == 2 and 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+
+
+def test_route53_throttling_retries_are_bounded(moto_world):
+    sleeps: list[float] = []
+    seen = throttle(moto_world.clients, "ChangeResourceRecordSets", None)
+    with pytest.raises(TransientError, match="still throttles after 3 attempts"):
+        activate(
+            moto_world.topology, moto_world.clients, "Server-B",
+            retry=RetryPolicy(attempts=3), sleep=sleeps.append,
+        )
+    assert seen["n"] == 3 and len(sleeps) == 2
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == A_IP
+
+
+def test_other_route53_errors_are_not_retried(moto_world):
+    seen = throttle(moto_world.clients, "ChangeResourceRecordSets", None, code="AccessDenied")
+    with pytest.raises(ClientError):
+        activate(moto_world.topology, moto_world.clients, "Server-B", sleep=lambda s: None)
+    assert seen["n"] == 1
+
+
+def test_insync_wait_is_bounded(moto_world):
+    # Route 53 answers PENDING and never reaches INSYNC.
+    r53 = moto_world.clients.route53()
+    polls = {"n": 0}
+
+    def pending_change(parsed, **kwargs):
+        parsed["ChangeInfo"]["Status"] = "PENDING"
+
+    def pending_poll(**kwargs):
+        polls["n"] += 1
+        return None, {"ChangeInfo": {"Id": "/change/C1", "Status": "PENDING", "SubmittedAt": "2024-01-01T00:00:00Z"}}
+
+    r53.meta.events.register("after-call.route53.ChangeResourceRecordSets", pending_change)
+    r53.meta.events.register("before-call.route53.GetChange", pending_poll)
+    with pytest.raises(TransientError, match="PENDING"):
+        activate(moto_world.topology, moto_world.clients, "Server-B", wait_seconds=0.05, poll_seconds=0.01)
+    assert polls["n"] == math.ceil(0.05 / 0.01)
+
+
+# --- the controller ---------------------------------------------------------------------------------
+
+
+def test_active_node_stops_record_moves_to_standby(moto_world, node_services, metrics_to_cloudwatch):
+    stop_node(moto_world, node_services, "Server-A")
+    result = run(moto_world, stopped_event(moto_world, "Server-A", T0), ControllerSettings(
+        poll_seconds=0.01, now=lambda: T0 + 4.5))
+    assert result.decision.action == "failover" and result.moved and result.generation == 1
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
+    assert (fence.generation, fence.active, fence.changed_at, fence.event_id) == (1, "Server-B", T0, "ev-stop")
+    assert metric_sums("regionha-ref") == {"FailoverStarted": 1, "FailoverCompleted": 1, "FailoverSeconds": 4.5}
+
+
+def test_metrics_go_to_emf_by_default(moto_world, node_services, capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "regionha")
+    stop_node(moto_world, node_services, "Server-A")
+    run(moto_world, stopped_event(moto_world, "Server-A", T0))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    names = [m["Name"] for line in lines for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
+    assert names == ["FailoverStarted", "FailoverCompleted", "FailoverSeconds"]
+    assert all(d["Dimensions"] == [["Deployment"]] for line in lines for d in line["_aws"]["CloudWatchMetrics"])
+    assert boto3.client("cloudwatch", region_name=STACK_REGION).list_metrics()["Metrics"] == []
+
+
+def test_standby_unhealthy_refuses_without_writing(moto_world, node_services, call_counter, metrics_to_cloudwatch):
+    stop_node(moto_world, node_services, "Server-A")
+    node_services["Server-B"].stop()  # instance running, service down
+    writes = len(call_counter.mutating)
+    result = run(moto_world, stopped_event(moto_world, "Server-A", T0))
+    assert result.decision.action == "refuse" and "Server-B service down" in result.decision.reason
+    assert [c for c in call_counter.mutating[writes:] if c[0] not in ("cloudwatch", "monitoring")] == []
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == A_IP
+    assert metric_sums("regionha-ref") == {"FailoverRefused": 1}
+
+
+def test_both_nodes_down(moto_world, node_services, call_counter, metrics_to_cloudwatch):
+    stop_node(moto_world, node_services, "Server-A")
+    stop_node(moto_world, node_services, "Server-B")
+    result = run(moto_world, Trigger("health_check", "hc-1", T0, STACK_REGION))
+    assert result.decision.action == "refuse"
+    assert result.decision.reason.endswith("(Server-A stopped; Server-B stopped)")
+    assert route53_writes(call_counter) == [("route-53", "ChangeResourceRecordSets")]  # the build's only
+    assert metric_sums("regionha-ref") == {"FailoverRefused": 1}
+
+
+def test_external_mode_never_writes_the_record(moto_world, node_services, call_counter, metrics_to_cloudwatch):
+    external = with_failover(moto_world.topology, mode="external")
+    stop_node(moto_world, node_services, "Server-A")
+    writes = len(call_counter.mutating)
+    for i, trigger in enumerate(
+        [stopped_event(moto_world, "Server-A", T0), Trigger("health_check", "hc", T0 + 60, STACK_REGION)]
+    ):
+        result = run(moto_world, trigger, topology=external)
+        assert result.decision.action == "observe" and result.decision.needed, i
+    assert [c for c in call_counter.mutating[writes:] if c[0] not in ("cloudwatch", "monitoring")] == []
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == A_IP
+    assert metric_sums("regionha-ref") == {"FailoverRefused": 2}
+
+
+def test_hold_down_then_move_back(moto_world, node_services):
+    topo = with_failover(moto_world.topology, hold_down_seconds=120)
+    stop_node(moto_world, node_services, "Server-A")
+    assert run(moto_world, stopped_event(moto_world, "Server-A", T0), topology=topo).moved
+    start_node(moto_world, node_services, "Server-A")
+    stop_node(moto_world, node_services, "Server-B")
+    held = run(moto_world, stopped_event(moto_world, "Server-B", T0 + 60, "ev-b"), topology=topo)
+    assert held.decision.action == "hold_down" and not held.moved
+    assert read_record(topo, moto_world.clients)["ip"] == B_IP
+    later = run(moto_world, Trigger("health_check", "hc", T0 + 120, STACK_REGION), topology=topo)
+    assert later.decision.action == "failover" and later.generation == 2
+    assert read_record(topo, moto_world.clients)["ip"] == A_IP
+
+
+def test_late_running_after_newer_failover_does_nothing(moto_world, node_services, call_counter):
+    topo = with_failover(moto_world.topology, failback="automatic", hold_down_seconds=60)
+    stop_node(moto_world, node_services, "Server-A")
+    assert run(moto_world, stopped_event(moto_world, "Server-A", T0), topology=topo).moved
+    start_node(moto_world, node_services, "Server-A")
+    writes = len(call_counter.mutating)
+    late = Trigger("instance_state", "ev-late", T0 - 30, "ap-northeast-1", moto_world.instances["Server-A"], "running")
+    result = run(moto_world, late, topology=topo)
+    assert result.decision.action == "ignore" and result.decision.reason.startswith("stale")
+    assert call_counter.mutating[writes:] == []
+    assert read_record(topo, moto_world.clients)["ip"] == B_IP
+    # The same live state, seen by a health check after the hold-down, fails back as configured.
+    back = run(moto_world, Trigger("health_check", "hc", T0 + 61, STACK_REGION), topology=topo)
+    assert back.decision.failback and back.moved and read_record(topo, moto_world.clients)["ip"] == A_IP
+
+
+def test_duplicate_event_moves_nothing_twice(moto_world, node_services, call_counter):
+    stop_node(moto_world, node_services, "Server-A")
+    event = stopped_event(moto_world, "Server-A", T0)
+    assert run(moto_world, event).moved
+    writes = len(call_counter.mutating)
+    again = run(moto_world, event)
+    assert again.decision.action == "ignore" and again.decision.reason.startswith("duplicate")
+    assert call_counter.mutating[writes:] == []
+
+
+def test_fencing_race_only_one_decider_moves_the_record(moto_world, node_services, call_counter, monkeypatch):
+    """Two deciders (the stopping and the stopped event) read the same fence and record, then both try
+    to take the next generation: exactly one wins and writes the record."""
+    stop_node(moto_world, node_services, "Server-A")
+    both_decided = threading.Barrier(2, timeout=10)
+    # DynamoDB applies conditional writes atomically; moto in threads does not promise it, so the
+    # two writes are serialised here, after both deciders have made their decision.
+    one_write_at_a_time = threading.Lock()
+    original = failover.claim_fence
+
+    def racing_claim(*args, **kwargs):
+        both_decided.wait()
+        with one_write_at_a_time:
+            return original(*args, **kwargs)
+
+    monkeypatch.setattr(failover, "claim_fence", racing_claim)
+    writes = len(route53_writes(call_counter))
+    results: dict[str, object] = {}
+
+    def decider(event_id: str, at: float) -> None:
+        results[event_id] = run(moto_world, stopped_event(moto_world, "Server-A", at, event_id))
+
+    threads = [threading.Thread(target=decider, args=(eid, T0)) for eid in ("ev-stopping", "ev-stopped")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    actions = sorted(r.decision.action for r in results.values())
+    assert actions == ["failover", "ignore"], [r.decision.reason for r in results.values()]
+    loser = next(r for r in results.values() if r.decision.action == "ignore")
+    assert loser.decision.reason == "lost the fencing race for generation 1" and not loser.moved
+    assert len(route53_writes(call_counter)) - writes == 1
+    fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
+    assert fence.generation == 1
+
+
+def test_claim_fence_is_conditional_on_the_generation(moto_world):
+    ddb = moto_world.clients.client("dynamodb", STACK_REGION)
+    seen = read_fence(ddb, moto_world.table, "regionha-ref")
+    kwargs = {"active": "Server-B", "changed_at": T0, "reason": "test"}
+    first = claim_fence(ddb, moto_world.table, "regionha-ref", seen, event_id="e1", **kwargs)
+    assert first == Fence(1, "Server-B", T0, "e1", "test")
+    assert claim_fence(ddb, moto_world.table, "regionha-ref", seen, event_id="e2", **kwargs) is None
+    second = claim_fence(ddb, moto_world.table, "regionha-ref", first, event_id="e3", **kwargs)
+    assert second is not None and second.generation == 2
+    assert claim_fence(ddb, moto_world.table, "regionha-ref", first, event_id="e4", **kwargs) is None
+    assert read_fence(ddb, moto_world.table, "regionha-ref").event_id == "e3"
+
+
+def test_manual_switch_is_fenced(moto_world):
+    result = failover.manual_switch(
+        moto_world.topology, moto_world.clients, "Server-B", table=moto_world.table, table_region=STACK_REGION,
+        settings=FAST,
+    )
+    assert result.generation == 1 and read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    assert isinstance(result.decision, Decision) and result.decision.target == "Server-B"
