@@ -88,7 +88,8 @@ def test_inbound_rule_on_the_canary_group_is_revoked(topology, function, client_
     group = canary_group(client_site["vpc"])
     boto3.client("ec2", region_name=SINGAPORE).authorize_security_group_ingress(
         GroupId=group["GroupId"],
-        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
 
     outcomes = place_canary(topology, Clients(), FUNCTION, "run-2")

@@ -12,9 +12,12 @@ Periods are one minute, the canary's default rate. Why the counts are what they 
 - after a failover the record names a stopped node until the failover's hold-down has passed, and
   on-prem caches may serve the old answer for up to the record's TTL (60 s): both are normal for a
   minute or two, so "failover failed" needs 3 of 3 minutes (TTL plus a grace);
-- the canary is silent when its heartbeat is missing 3 minutes in a row (missing data is breaching),
-  which covers a canary that errors, times out or is not scheduled; a single skipped minute (schedule
-  jitter) is not silence.
+- the canary is silent when its heartbeat is missing 3 minutes in a row, which covers a canary that
+  errors, times out or is not scheduled. The alarm is 1 of 1 with missing data breaching: CloudWatch
+  reads an evaluation range of a few periods (N + 2 in the local evaluator) and fills missing periods
+  only when the range holds fewer real datapoints than N, so with N = 1 it alarms once the whole
+  range is empty, and a single skipped minute (schedule jitter) is not silence. (3 of 3 would need
+  5 silent minutes for the same reason.)
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ FAILOVER_STALE_ANSWER = AlarmIntent(
     "FailoverStaleAnswerAlarm", "OnPremMatchesTruth", None, "Minimum", 3, 3, "missing", critical=True
 )
 CANARY_SILENT = AlarmIntent(
-    "CanarySilentAlarm", "CanaryHeartbeat", None, "Sum", 3, 3, "breaching", critical=True
+    "CanarySilentAlarm", "CanaryHeartbeat", None, "Sum", 1, 1, "breaching", critical=True
 )
 
 # ALARM when any critical alarm is in ALARM.

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from regionha import __version__
-from regionha.cli_local import register_local
 from regionha.cli_canary import register as register_canary
+from regionha.cli_local import register_local
 from regionha.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, _one_line, load_topology
 
 EXIT_OK = 0
