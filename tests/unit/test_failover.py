@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
+import moto  # noqa: F401  (registers moto's request hook for every boto3 session made later)
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
@@ -199,14 +200,17 @@ def test_backoff_grows_within_bounds():
 # --- the AWS world (moto) ---------------------------------------------------------------------------
 
 
-# Test-side clients come from a session of their own: cached across tests (creating a client costs
-# about 0.1 s) and invisible to ``call_counter``, which watches only the code under test.
-_HELPERS = boto3.session.Session()
+@functools.cache
+def _helper_session() -> boto3.session.Session:
+    # Made after moto is imported (see the imports), so moto's request hook is in every client.
+    return boto3.session.Session()
 
 
 @functools.cache
 def helper(service: str, region: str = STACK_REGION):
-    return _HELPERS.client(service, region_name=region)
+    """Test-side clients: from a session of their own, so ``call_counter`` sees only the code under
+    test, and cached across tests (making a client costs about 0.1 s)."""
+    return _helper_session().client(service, region_name=region)
 
 
 @functools.cache

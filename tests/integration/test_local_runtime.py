@@ -1,0 +1,188 @@
+"""The local runtime end to end: the real template, state machines, handlers and named on loopback.
+
+One runtime per module (start + build takes seconds); the tests run in file order and the last one
+stops it and checks that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+from regionha import netguard
+from regionha.canary import client_source
+from regionha.topology import load_topology
+
+pytestmark = pytest.mark.integration
+
+TTL = 3  # short, so that TTL expiry is observable within the test
+
+
+@pytest.fixture
+def aws_credentials() -> None:
+    """The runtime sets its own endpoint and fake credentials for the whole process."""
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    from regionha.local.runtime import LocalRuntime, local_topology
+
+    topology = load_topology()
+    topology = topology.model_copy(
+        update={"dns": topology.dns.model_copy(update={"record": topology.dns.record.model_copy(update={"ttl": TTL})})}
+    )
+    rt = LocalRuntime(local_topology(topology), compression=20.0)
+    rt.start()
+    try:
+        yield rt
+    finally:
+        rt.stop()
+
+
+def ask(server: str, *, source: str, timeout: float = 1.0) -> list[str] | str:
+    """A from the client site; the answer's addresses, or "timeout"."""
+    query = dns.message.make_query("sample.cluster.local.", dns.rdatatype.A)
+    try:
+        response = dns.query.udp(query, server, timeout=timeout, source=source)
+    except dns.exception.Timeout:
+        return "timeout"
+    return sorted(r.address for rrset in response.answer for r in rrset if rrset.rdtype == dns.rdatatype.A)
+
+
+def until(predicate, timeout: float, interval: float = 0.2):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def test_build_state_machine_runs_through_the_server(runtime):
+    execution = runtime.build()
+
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    sfn = runtime.clients.client("stepfunctions", runtime.region)
+    listed = sfn.list_executions(stateMachineArn=runtime.state_machine_arn("BuildStateMachine"))["executions"]
+    assert [e["name"] for e in listed] == [execution.name]
+    assert execution.output["record"]["ip"] == "10.0.110.10"
+    # The handlers really ran through Lambda Invoke: one invocation per task at least.
+    invoked = {i.function for i in runtime.aws.invocations}
+    assert {"regionha-ValidateTopologyFunction", "regionha-UpsertRecordFunction"} <= {
+        f.split(":")[-1] for f in invoked
+    }
+    runtime.settle()
+
+
+def test_every_path_answers_the_primary_from_the_client_site(runtime):
+    src = netguard.to_local(client_source(runtime.topology))
+    for path, where in runtime.dns_map().items():
+        host = where.split(":")[0]
+        assert until(lambda h=host: ask(h, source=src) == ["10.0.110.10"], 10), path
+
+
+def _deny_client(runtime, vpc: str, subnet: str, *, deny: bool) -> None:
+    """A network-ACL deny of the client network on a forwarder subnet, as the drill cuts a path."""
+    topology = runtime.topology
+    ec2 = runtime.clients.ec2(topology.region_of(vpc))
+    subnet_id = ec2.describe_subnets(
+        Filters=[{"Name": "tag:regionha:deployment", "Values": [topology.deployment]},
+                 {"Name": "tag:regionha:name", "Values": [subnet]}]
+    )["Subnets"][0]["SubnetId"]
+    acl = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])[
+        "NetworkAcls"
+    ][0]
+    if deny:
+        ec2.create_network_acl_entry(
+            NetworkAclId=acl["NetworkAclId"], RuleNumber=90, Protocol="-1", RuleAction="deny",
+            Egress=False, CidrBlock=str(topology.client.cidr),
+        )
+    else:
+        ec2.delete_network_acl_entry(NetworkAclId=acl["NetworkAclId"], RuleNumber=90, Egress=False)
+    runtime.settle()
+
+
+def test_a_cut_path_drops_silently_and_the_other_path_still_resolves(runtime):
+    src = netguard.to_local(client_source(runtime.topology))
+    onprem = runtime.dns_map()["onprem"].split(":")[0]
+    tokyo = runtime.dns_map()["tokyo-resolver/10.0.111.100"].split(":")[0]
+    osaka = runtime.dns_map()["osaka-bind"].split(":")[0]
+
+    _deny_client(runtime, "tokyo", "A3", deny=True)
+    try:
+        assert ask(tokyo, source=src) == "timeout"  # silent: no answer, no ICMP, no REFUSED
+        assert ask(osaka, source=src) == ["10.0.110.10"]
+        time.sleep(TTL + 0.5)  # let the on-prem cache expire, so its answer is fresh
+        assert until(lambda: ask(onprem, source=src, timeout=3.0) == ["10.0.110.10"], 15)
+    finally:
+        _deny_client(runtime, "tokyo", "A3", deny=False)
+
+    assert until(lambda: ask(tokyo, source=src) == ["10.0.110.10"], 5)
+    assert ask(osaka, source=src) == ["10.0.110.10"]
+
+
+def test_an_upsert_is_visible_through_bind_once_the_ttl_expires(runtime):
+    src = netguard.to_local(client_source(runtime.topology))
+    onprem = runtime.dns_map()["onprem"].split(":")[0]
+    assert until(lambda: ask(onprem, source=src) == ["10.0.110.10"], 10)  # cached now
+
+    from regionha.converge.dns import upsert_record
+
+    upsert_record(runtime.topology, runtime.clients, "10.1.110.10")
+    cached = ask(onprem, source=src)
+    moved = until(lambda: ask(onprem, source=src) == ["10.1.110.10"], TTL + 10)
+
+    assert cached == ["10.0.110.10"]  # the TTL is honoured: the old answer is served from cache first
+    assert moved
+    upsert_record(runtime.topology, runtime.clients, "10.0.110.10")
+
+
+def test_a_stopped_node_answers_nothing_and_comes_back_on_start(runtime):
+    import http.client
+
+    ec2 = runtime.clients.ec2("ap-northeast-1")
+    instance_id = ec2.describe_instances(
+        Filters=[{"Name": "tag:regionha:name", "Values": ["Server-A"]},
+                 {"Name": "instance-state-name", "Values": ["running"]}]
+    )["Reservations"][0]["Instances"][0]["InstanceId"]
+
+    def node_answers() -> str | None:
+        conn = http.client.HTTPConnection("127.0.110.10", 80, timeout=1)
+        try:
+            conn.request("GET", "/")
+            return conn.getresponse().read().decode().strip()
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    assert node_answers() == "Server-A"
+    ec2.stop_instances(InstanceIds=[instance_id])
+    runtime.settle()
+    assert node_answers() is None
+    ec2.start_instances(InstanceIds=[instance_id])
+    runtime.settle()
+    assert until(node_answers, 5) == "Server-A"
+
+
+def test_teardown_then_stop_leaves_nothing_behind(runtime):
+    named_pids = [p.pid for p in runtime.fleet.processes.values() if p.pid]
+    assert len(named_pids) == 2  # the Osaka forwarder and the on-prem resolver
+
+    execution = runtime.teardown()
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+
+    runtime.stop()
+
+    addresses = subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    assert "lo:rha" not in addresses
+    assert "htb" not in subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    for pid in named_pids:
+        assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+    assert not netguard.local_mode_enabled()
