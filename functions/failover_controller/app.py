@@ -50,7 +50,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     except TopologyError as e:
         logger.exception("inventory topology is invalid")
         raise ConfigurationError(str(e)) from e
-    settings = ControllerSettings(service_check=os.environ.get("NODE_SERVICE_CHECK", "true").lower() == "true")
+    settings = ControllerSettings(
+        service_check=os.environ.get("NODE_SERVICE_CHECK", "true").lower() == "true"
+    )
     result = run_controller(topology, aws, trigger, table=table, table_region=region, settings=settings)
     logger.info("failover controller", extra={"trigger": trigger.kind, "result": result.to_json()})
     return result.to_json()

@@ -8,6 +8,7 @@ path and node at once, logs one structured line per path and emits the metrics t
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -25,6 +26,15 @@ logger = Logger()
 tracer = Tracer()
 
 
+def _scheduled_time(event: Any) -> datetime | None:
+    """The schedule's time of a scheduled event: the local runtime's emulated clock stamps it there."""
+    text = EventBridgeEvent(event).get("time") if isinstance(event, dict) else None
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
@@ -35,7 +45,7 @@ def _env(name: str) -> str:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    scheduled = EventBridgeEvent(event).get("time") if isinstance(event, dict) else None
+    scheduled = _scheduled_time(event)
     deployment = _env("DEPLOYMENT")
     aws = clients()
     topology = canary.deployment_topology(aws, _env("STATE_TABLE"), stack_region(), deployment)
@@ -56,10 +66,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.info("canary node", extra={"deployment": deployment, "node": name, "ip": check.ip,
                                           "reachable": check.reachable, "answered_as": check.name,
                                           "error": check.error})
-    metrics.emit(canary.metrics(run))
+    # PutMetricData datapoints carry the schedule's time, so that an emulated clock's alarm periods
+    # see them; EMF lines are stamped now.
+    metrics.emit(canary.metrics(run), timestamp=scheduled)
     result = run.to_json()
-    logger.info("canary run", extra={"scheduled": scheduled, "duration_ms": result["duration_ms"],
-                                     "truth": result["truth"], "failover_healthy": run.failover_healthy,
+    logger.info("canary run", extra={"scheduled": scheduled.isoformat() if scheduled else None,
+                                     "duration_ms": result["duration_ms"], "truth": result["truth"],
+                                     "failover_healthy": run.failover_healthy,
                                      "all_succeeded": run.all_succeeded})
     return result
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
-
-import os
 
 from regionha.inventory import collect_inventory, save_inventory
 from regionha.payload import clients, stack_region, task_from_event
@@ -24,8 +23,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     task = task_from_event(event)
     aws = clients()
     inventory = collect_inventory(task.topology, aws)
-    save_inventory(aws, os.environ["STATE_TABLE"], stack_region(), inventory)
+    written = save_inventory(aws, os.environ["STATE_TABLE"], stack_region(), inventory)
     return {
+        "summary": {"updated" if written else "unchanged": 1},
         "deployment": inventory["deployment"],
         "vpcs": {n: v["id"] for n, v in inventory["vpcs"].items()},
         "instances": {n: i["state"] for n, i in inventory["instances"].items()},

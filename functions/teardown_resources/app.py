@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
-
-import os
 
 from regionha.converge import report
 from regionha.converge.dns import teardown_dns

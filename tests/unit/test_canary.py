@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -397,6 +398,30 @@ def test_handler_runs_the_canary_and_emits_metrics(
     assert emitted[("PathSuccess", (("Deployment", "regionha-ref"), ("Path", "osaka-bind")))] == 0.0
     assert emitted[("PathSuccess", (("Deployment", "regionha-ref"), ("Path", "onprem")))] == 1.0
     assert emitted[("CanaryHeartbeat", (("Deployment", "regionha-ref"),))] == 1.0
+
+
+def test_handler_puts_metrics_at_the_scheduled_time_with_the_cloudwatch_sink(
+    topology, site_factory, stack, handler, monkeypatch
+):
+    # The local runtime's way: PutMetricData, stamped with the (emulated) time of the schedule.
+    monkeypatch.setenv("REGIONHA_METRICS_SINK", "cloudwatch")
+    site = site_factory({"osaka-bind": drop()})
+    monkeypatch.setattr(canary, "run_canary", functools.partial(
+        run_canary, timeout=BOUND, servers=site.servers, node_addresses=site.node_addresses))
+    save_build(topology)
+    at = datetime.now(UTC).replace(second=30, microsecond=0) - timedelta(minutes=5)
+    event = json.loads((REPO / "events/canary-scheduled.json").read_text()) | {"time": at.isoformat()}
+
+    handler(event, LambdaContext())
+
+    cw = boto3.client("cloudwatch", region_name="ap-southeast-1")
+    for path, value in (("osaka-bind", 0.0), ("onprem", 1.0)):
+        stats = cw.get_metric_statistics(
+            Namespace="regionha", MetricName="PathSuccess", Statistics=["Minimum"], Period=60,
+            Dimensions=[{"Name": "Deployment", "Value": "regionha-ref"}, {"Name": "Path", "Value": path}],
+            StartTime=at - timedelta(seconds=30), EndTime=at + timedelta(seconds=30),
+        )["Datapoints"]
+        assert [d["Minimum"] for d in stats] == [value], path
 
 
 def test_handler_follows_the_record(topology, site_factory, stack, handler, monkeypatch):

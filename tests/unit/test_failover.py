@@ -85,46 +85,44 @@ FRESH = Fence()
 # Server-B took over at T0 because of event "ev-0".
 AFTER_FAILOVER = Fence(1, "Server-B", T0, "ev-0", "failover")
 
+A, B = "Server-A", "Server-B"
+# fmt: off
 CASES = [
     # (id, failover settings, record, health A, health B, fence, trigger, expected action, target)
-    ("all healthy", {}, A_IP, up("Server-A"), up("Server-B"), FRESH, check(T0), "nothing", None),
-    ("active stopped", {}, A_IP, down("Server-A"), up("Server-B"), FRESH, ec2_event("Server-A", "stopped", T0),
-     "failover", "Server-B"),
-    ("active stopping", {}, A_IP, down("Server-A", "stopping"), up("Server-B"), FRESH,
-     ec2_event("Server-A", "stopping", T0), "failover", "Server-B"),
-    ("active terminated", {}, A_IP, down("Server-A", "terminated"), up("Server-B"), FRESH,
-     ec2_event("Server-A", "terminated", T0), "failover", "Server-B"),
-    ("active service down", {}, A_IP, sick("Server-A"), up("Server-B"), FRESH, check(T0), "failover", "Server-B"),
-    ("standby unhealthy", {}, A_IP, down("Server-A"), sick("Server-B"), FRESH, check(T0), "refuse", None),
-    ("both nodes down", {}, A_IP, down("Server-A"), down("Server-B"), FRESH, check(T0), "refuse", None),
-    ("standby down only", {}, A_IP, up("Server-A"), down("Server-B"), FRESH,
-     ec2_event("Server-B", "stopped", T0), "nothing", None),
-    ("no record", {}, None, up("Server-A"), up("Server-B"), FRESH, check(T0), "failover", "Server-A"),
-    ("record names a stranger", {}, "10.9.9.9", down("Server-A"), up("Server-B"), FRESH, check(T0),
-     "failover", "Server-B"),
-    ("foreign instance", {}, A_IP, down("Server-A"), up("Server-B"), FRESH,
+    ("all healthy", {}, A_IP, up(A), up(B), FRESH, check(T0), "nothing", None),
+    ("active stopped", {}, A_IP, down(A), up(B), FRESH, ec2_event(A, "stopped", T0), "failover", B),
+    ("active stopping", {}, A_IP, down(A, "stopping"), up(B), FRESH, ec2_event(A, "stopping", T0),
+     "failover", B),
+    ("active terminated", {}, A_IP, down(A, "terminated"), up(B), FRESH, ec2_event(A, "terminated", T0),
+     "failover", B),
+    ("active service down", {}, A_IP, sick(A), up(B), FRESH, check(T0), "failover", B),
+    ("standby unhealthy", {}, A_IP, down(A), sick(B), FRESH, check(T0), "refuse", None),
+    ("both nodes down", {}, A_IP, down(A), down(B), FRESH, check(T0), "refuse", None),
+    ("standby down only", {}, A_IP, up(A), down(B), FRESH, ec2_event(B, "stopped", T0), "nothing", None),
+    ("no record", {}, None, up(A), up(B), FRESH, check(T0), "failover", A),
+    ("record names a stranger", {}, "10.9.9.9", down(A), up(B), FRESH, check(T0), "failover", B),
+    ("foreign instance", {}, A_IP, down(A), up(B), FRESH,
      Trigger("instance_state", "ev-9", T0, "ap-northeast-1", "i-nat", "stopped"), "ignore", None),
-    ("duplicate of the last cause", {}, B_IP, up("Server-A"), down("Server-B"), AFTER_FAILOVER,
-     ec2_event("Server-B", "stopped", T0 + 300, event_id="ev-0"), "ignore", None),
-    ("stale event", {}, B_IP, down("Server-A"), down("Server-B"), AFTER_FAILOVER,
-     ec2_event("Server-A", "stopped", T0 - 1), "ignore", None),
-    ("hold-down", {"hold_down_seconds": 60}, B_IP, up("Server-A"), down("Server-B"), AFTER_FAILOVER,
-     ec2_event("Server-B", "stopped", T0 + 30), "hold_down", "Server-A"),
-    ("hold-down passed", {"hold_down_seconds": 60}, B_IP, up("Server-A"), down("Server-B"), AFTER_FAILOVER,
-     check(T0 + 60), "failover", "Server-A"),
-    ("manual failback", {"failback": "manual"}, B_IP, up("Server-A"), up("Server-B"), AFTER_FAILOVER,
-     check(T0 + 3600), "nothing", None),
-    ("automatic failback", {"failback": "automatic"}, B_IP, up("Server-A"), up("Server-B"), AFTER_FAILOVER,
-     check(T0 + 3600), "failover", "Server-A"),
-    ("automatic failback held down", {"failback": "automatic"}, B_IP, up("Server-A"), up("Server-B"),
-     AFTER_FAILOVER, check(T0 + 10), "hold_down", "Server-A"),
-    ("late running after a newer failover", {"failback": "automatic"}, B_IP, up("Server-A"), up("Server-B"),
-     AFTER_FAILOVER, ec2_event("Server-A", "running", T0 - 20, event_id="ev-late"), "ignore", None),
-    ("external, active down", {"mode": "external"}, A_IP, down("Server-A"), up("Server-B"), FRESH,
-     check(T0), "observe", None),
-    ("external, active healthy", {"mode": "external"}, A_IP, up("Server-A"), up("Server-B"), FRESH,
-     check(T0), "observe", None),
+    ("duplicate of the last cause", {}, B_IP, up(A), down(B), AFTER_FAILOVER,
+     ec2_event(B, "stopped", T0 + 300, event_id="ev-0"), "ignore", None),
+    ("stale event", {}, B_IP, down(A), down(B), AFTER_FAILOVER, ec2_event(A, "stopped", T0 - 1),
+     "ignore", None),
+    ("hold-down", {"hold_down_seconds": 60}, B_IP, up(A), down(B), AFTER_FAILOVER,
+     ec2_event(B, "stopped", T0 + 30), "hold_down", A),
+    ("hold-down passed", {"hold_down_seconds": 60}, B_IP, up(A), down(B), AFTER_FAILOVER, check(T0 + 60),
+     "failover", A),
+    ("manual failback", {"failback": "manual"}, B_IP, up(A), up(B), AFTER_FAILOVER, check(T0 + 3600),
+     "nothing", None),
+    ("automatic failback", {"failback": "automatic"}, B_IP, up(A), up(B), AFTER_FAILOVER, check(T0 + 3600),
+     "failover", A),
+    ("automatic failback held down", {"failback": "automatic"}, B_IP, up(A), up(B), AFTER_FAILOVER,
+     check(T0 + 10), "hold_down", A),
+    ("late running after a newer failover", {"failback": "automatic"}, B_IP, up(A), up(B), AFTER_FAILOVER,
+     ec2_event(A, "running", T0 - 20, event_id="ev-late"), "ignore", None),
+    ("external, active down", {"mode": "external"}, A_IP, down(A), up(B), FRESH, check(T0), "observe", None),
+    ("external, active healthy", {"mode": "external"}, A_IP, up(A), up(B), FRESH, check(T0), "observe", None),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -146,8 +144,11 @@ def test_decide(topology, settings, record, a, b, fence, trigger, action, target
 
 @pytest.mark.parametrize(
     ("a", "b", "needed"),
-    [(down("Server-A"), up("Server-B"), True), (down("Server-A"), down("Server-B"), True),
-     (up("Server-A"), down("Server-B"), False)],
+    [
+        (down("Server-A"), up("Server-B"), True),
+        (down("Server-A"), down("Server-B"), True),
+        (up("Server-A"), down("Server-B"), False),
+    ],
 )
 def test_external_mode_flags_only_an_unhealthy_record(topology, a, b, needed):
     decision = decide(
@@ -180,10 +181,12 @@ def test_sample_events_parse(name):
 
 @pytest.mark.parametrize(
     "event",
-    [{"detail-type": "Object Created", "time": "2024-05-01T09:30:00Z", "id": "x"},
-     {"detail-type": failover.EC2_STATE_CHANGE, "time": "2024-05-01T09:30:00Z", "id": "x", "detail": {}},
-     {"detail-type": failover.SCHEDULED_EVENT, "time": "yesterday", "id": "x"},
-     {"no": "envelope"}],
+    [
+        {"detail-type": "Object Created", "time": "2024-05-01T09:30:00Z", "id": "x"},
+        {"detail-type": failover.EC2_STATE_CHANGE, "time": "2024-05-01T09:30:00Z", "id": "x", "detail": {}},
+        {"detail-type": failover.SCHEDULED_EVENT, "time": "yesterday", "id": "x"},
+        {"no": "envelope"},
+    ],
 )
 def test_unusable_events_are_configuration_errors(event):
     with pytest.raises(ConfigurationError):
@@ -254,9 +257,9 @@ def build_world(topology, clients: Clients) -> World:
     for node in topology.nodes:
         vpc = topology.vpc(node.vpc)
         ec2 = helper("ec2", vpc.region)
-        vpc_id = ec2.create_vpc(CidrBlock=str(vpc.cidr), TagSpecifications=tag_spec("vpc", dep, vpc.name))["Vpc"][
-            "VpcId"
-        ]
+        vpc_id = ec2.create_vpc(CidrBlock=str(vpc.cidr), TagSpecifications=tag_spec("vpc", dep, vpc.name))[
+            "Vpc"
+        ]["VpcId"]
         subnet = vpc.subnet(node.subnet)
         subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=str(subnet.cidr), AvailabilityZone=subnet.az)[
             "Subnet"
@@ -268,7 +271,10 @@ def build_world(topology, clients: Clients) -> World:
             SubnetId=subnet_id,
             PrivateIpAddress=str(node.ip),
             TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [*tags(dep, node.name), {"Key": "regionha:role", "Value": "node"}]}
+                {
+                    "ResourceType": "instance",
+                    "Tags": [*tags(dep, node.name), {"Key": "regionha:role", "Value": "node"}],
+                }
             ],
         )["Instances"][0]["InstanceId"]
     converge_private_zone(topology, clients, "run-1")
@@ -349,7 +355,11 @@ FAST = ControllerSettings(poll_seconds=0.01, wait_seconds=1, sleep=lambda s: Non
 
 def run(world: World, trigger: Trigger, settings: ControllerSettings = FAST, topology=None):
     return run_controller(
-        topology or world.topology, world.clients, trigger, table=world.table, table_region=STACK_REGION,
+        topology or world.topology,
+        world.clients,
+        trigger,
+        table=world.table,
+        table_region=STACK_REGION,
         settings=settings,
     )
 
@@ -401,7 +411,10 @@ def throttle(clients: Clients, operation: str, times: int | None, code: str = "T
     def hook(**kwargs):
         seen["n"] += 1
         if times is None or seen["n"] <= times:
-            error = {"Error": {"Code": code, "Message": "Rate exceeded"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+            error = {
+                "Error": {"Code": code, "Message": "Rate exceeded"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            }
             return AWSResponse("https://route53.amazonaws.com/", 400, {}, None), error
         return None
 
@@ -414,7 +427,14 @@ def test_route53_throttling_is_retried_with_backoff(moto_world, code):
     sleeps: list[float] = []
     seen = throttle(moto_world.clients, "ChangeResourceRecordSets", 2, code)
     policy = RetryPolicy(attempts=4, base_seconds=0.5, cap_seconds=8)
-    activate(moto_world.topology, moto_world.clients, "Server-B", poll_seconds=0.01, retry=policy, sleep=sleeps.append)
+    activate(
+        moto_world.topology,
+        moto_world.clients,
+        "Server-B",
+        poll_seconds=0.01,
+        retry=policy,
+        sleep=sleeps.append,
+    )
     assert seen["n"] == 3
     assert len(sleeps) == 2 and 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0
     assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
@@ -423,10 +443,13 @@ def test_route53_throttling_is_retried_with_backoff(moto_world, code):
 def test_route53_throttling_retries_are_bounded(moto_world):
     sleeps: list[float] = []
     seen = throttle(moto_world.clients, "ChangeResourceRecordSets", None)
-    with pytest.raises(TransientError, match="still throttles after 3 attempts"):
+    with pytest.raises(TransientError, match="still throttled after 3 attempts"):
         activate(
-            moto_world.topology, moto_world.clients, "Server-B",
-            retry=RetryPolicy(attempts=3), sleep=sleeps.append,
+            moto_world.topology,
+            moto_world.clients,
+            "Server-B",
+            retry=RetryPolicy(attempts=3),
+            sleep=sleeps.append,
         )
     assert seen["n"] == 3 and len(sleeps) == 2
     assert read_record(moto_world.topology, moto_world.clients)["ip"] == A_IP
@@ -464,13 +487,25 @@ def test_insync_wait_is_bounded(moto_world):
 
 def test_active_node_stops_record_moves_to_standby(moto_world, node_services, metrics_to_cloudwatch):
     stop_node(moto_world, node_services, "Server-A")
-    result = run(moto_world, stopped_event(moto_world, "Server-A", T0), ControllerSettings(
-        poll_seconds=0.01, now=lambda: T0 + 4.5))
+    result = run(
+        moto_world,
+        stopped_event(moto_world, "Server-A", T0),
+        ControllerSettings(poll_seconds=0.01, now=lambda: T0 + 4.5),
+    )
     assert result.decision.action == "failover" and result.moved and result.generation == 1
     assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
     fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
-    assert (fence.generation, fence.active, fence.changed_at, fence.event_id) == (1, "Server-B", T0, "ev-stop")
-    assert metric_sums("regionha-ref") == {"FailoverStarted": 1, "FailoverCompleted": 1, "FailoverSeconds": 4.5}
+    assert (fence.generation, fence.active, fence.changed_at, fence.event_id) == (
+        1,
+        "Server-B",
+        T0,
+        "ev-stop",
+    )
+    assert metric_sums("regionha-ref") == {
+        "FailoverStarted": 1,
+        "FailoverCompleted": 1,
+        "FailoverSeconds": 4.5,
+    }
 
 
 def test_metrics_go_to_emf_by_default(moto_world, node_services, capsys, monkeypatch):
@@ -480,11 +515,15 @@ def test_metrics_go_to_emf_by_default(moto_world, node_services, capsys, monkeyp
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
     names = [m["Name"] for line in lines for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
     assert names == ["FailoverStarted", "FailoverCompleted", "FailoverSeconds"]
-    assert all(d["Dimensions"] == [["Deployment"]] for line in lines for d in line["_aws"]["CloudWatchMetrics"])
+    assert all(
+        d["Dimensions"] == [["Deployment"]] for line in lines for d in line["_aws"]["CloudWatchMetrics"]
+    )
     assert helper("cloudwatch").list_metrics()["Metrics"] == []
 
 
-def test_standby_unhealthy_refuses_without_writing(moto_world, node_services, call_counter, metrics_to_cloudwatch):
+def test_standby_unhealthy_refuses_without_writing(
+    moto_world, node_services, call_counter, metrics_to_cloudwatch
+):
     stop_node(moto_world, node_services, "Server-A")
     node_services["Server-B"].stop()  # instance running, service down
     writes = len(call_counter.mutating)
@@ -506,7 +545,9 @@ def test_both_nodes_down(moto_world, node_services, call_counter, metrics_to_clo
     assert metric_sums("regionha-ref") == {"FailoverRefused": 1}
 
 
-def test_external_mode_never_writes_the_record(moto_world, node_services, call_counter, metrics_to_cloudwatch):
+def test_external_mode_never_writes_the_record(
+    moto_world, node_services, call_counter, metrics_to_cloudwatch
+):
     external = with_failover(moto_world.topology, mode="external")
     stop_node(moto_world, node_services, "Server-A")
     writes = len(call_counter.mutating)
@@ -540,7 +581,9 @@ def test_late_running_after_newer_failover_does_nothing(moto_world, node_service
     assert run(moto_world, stopped_event(moto_world, "Server-A", T0), topology=topo).moved
     start_node(moto_world, node_services, "Server-A")
     writes = len(call_counter.mutating)
-    late = Trigger("instance_state", "ev-late", T0 - 30, "ap-northeast-1", moto_world.instances["Server-A"], "running")
+    late = Trigger(
+        "instance_state", "ev-late", T0 - 30, "ap-northeast-1", moto_world.instances["Server-A"], "running"
+    )
     result = run(moto_world, late, topology=topo)
     assert result.decision.action == "ignore" and result.decision.reason.startswith("stale")
     assert call_counter.mutating[writes:] == []
@@ -611,7 +654,11 @@ def test_claim_fence_is_conditional_on_the_generation(moto_world):
 
 def test_manual_switch_is_fenced(moto_world):
     result = failover.manual_switch(
-        moto_world.topology, moto_world.clients, "Server-B", table=moto_world.table, table_region=STACK_REGION,
+        moto_world.topology,
+        moto_world.clients,
+        "Server-B",
+        table=moto_world.table,
+        table_region=STACK_REGION,
         settings=FAST,
     )
     assert result.generation == 1 and read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP

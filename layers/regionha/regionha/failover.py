@@ -51,7 +51,9 @@ EC2_STATE_CHANGE = "EC2 Instance State-change Notification"
 SCHEDULED_EVENT = "Scheduled Event"
 FENCE_SK = "failover"
 # Route 53's answers to "too fast": retried here after botocore's own retries gave up.
-THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"})
+THROTTLING_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"}
+)
 # When several instances carry a node's tags (a replaced one, terminated), the liveliest one counts.
 _STATE_RANK = {"running": 0, "pending": 1, "stopping": 2, "stopped": 3, "shutting-down": 4, "terminated": 5}
 
@@ -111,7 +113,7 @@ def activate(
                 raise
             if attempt + 1 >= retry.attempts:
                 raise TransientError(
-                    f"record {topology.dns.record.name}: Route 53 still throttles after {retry.attempts} attempts"
+                    f"record {topology.dns.record.name}: still throttled after {attempt + 1} attempts"
                 ) from e
             delay = retry.delay(attempt)
             logger.warning("Route 53 %s, retrying in %.2f s", _error_code(e), delay)
@@ -317,7 +319,9 @@ def screen(trigger: Trigger, fence: Fence, instance_nodes: Mapping[str, str]) ->
     if trigger.kind == "instance_state" and trigger.instance_id not in instance_nodes:
         return Decision("ignore", f"instance {trigger.instance_id} is not a cluster node")
     if fence.event_id is not None and trigger.id == fence.event_id:
-        return Decision("ignore", f"duplicate: event {trigger.id} already caused generation {fence.generation}")
+        return Decision(
+            "ignore", f"duplicate: event {trigger.id} already caused generation {fence.generation}"
+        )
     if fence.changed_at is not None and trigger.time < fence.changed_at:
         return Decision(
             "ignore",
@@ -354,7 +358,9 @@ def decide(
             and active != primary
             and primary in healthy
         ):
-            return _move(topology, fence, trigger, active, primary, f"automatic failback to {primary}", failback=True)
+            return _move(
+                topology, fence, trigger, active, primary, f"automatic failback to {primary}", failback=True
+            )
         action: Action = "observe" if policy.mode == "external" else "nothing"
         return Decision(action, f"the record names {active}, which is healthy", active)
 
@@ -362,10 +368,14 @@ def decide(
     standbys = [n for n in healthy if n != active]
     if policy.mode == "external":
         # The cluster software moves the record; regionha only says a move is overdue.
-        return Decision("observe", f"{named}; external mode, regionha does not write ({state})", active, needed=True)
+        return Decision(
+            "observe", f"{named}; external mode, regionha does not write ({state})", active, needed=True
+        )
     if not standbys:
         return Decision("refuse", f"{named}; no healthy standby ({state})", active, needed=True)
-    return _move(topology, fence, trigger, active, standbys[0], f"{named}; failover to {standbys[0]}", needed=True)
+    return _move(
+        topology, fence, trigger, active, standbys[0], f"{named}; failover to {standbys[0]}", needed=True
+    )
 
 
 def _move(
@@ -514,7 +524,9 @@ def node_health(
     which must answer with the node's own name. The port checks run at once."""
     per_try = timeout or topology.canary.timeout_seconds
     best = {n.name: (instances.get(n.name) or [None])[0] for n in topology.nodes}
-    to_check = [n for n in topology.nodes if service_check and best[n.name] and best[n.name]["state"] == "running"]
+    to_check = [
+        n for n in topology.nodes if service_check and best[n.name] and best[n.name]["state"] == "running"
+    ]
     checks = {}
     if to_check:
         with ThreadPoolExecutor(max_workers=len(to_check), thread_name_prefix="node-check") as pool:
@@ -606,7 +618,12 @@ def run_controller(
     record = read_record(topology, clients)
     record_ip = record["ip"] if record else None
     decision = decide(
-        topology, record_ip=record_ip, health=health, fence=fence, trigger=trigger, instance_nodes=instance_nodes
+        topology,
+        record_ip=record_ip,
+        health=health,
+        fence=fence,
+        trigger=trigger,
+        instance_nodes=instance_nodes,
     )
     logger.info("decision %s: %s", decision.action, decision.reason)
     dims = {"Deployment": deployment}
@@ -628,7 +645,10 @@ def run_controller(
     )
     if claimed is None:
         lost = Decision(
-            "ignore", f"lost the fencing race for generation {fence.generation + 1}", decision.active, decision.target
+            "ignore",
+            f"lost the fencing race for generation {fence.generation + 1}",
+            decision.active,
+            decision.target,
         )
         logger.info("%s", lost.reason)
         return ControllerResult(lost, fence.generation + 1, record_ip=record_ip, health=health)
@@ -652,7 +672,9 @@ def run_controller(
         settings,
         table_region,
     )
-    logger.info("record on %s (generation %d) %.1f s after the event", decision.target, claimed.generation, seconds)
+    logger.info(
+        "record on %s (generation %d) %.1f s after the event", decision.target, claimed.generation, seconds
+    )
     target_ip = str(_node(topology, decision.target).ip)
     return ControllerResult(decision, claimed.generation, True, seconds, target_ip, health)
 
@@ -677,16 +699,29 @@ def manual_switch(
     now = settings.now()
     decision = Decision("failover", f"{reason}: to {node}", fence.active, node)
     claimed = claim_fence(
-        dynamodb, table, topology.deployment, fence,
-        active=node, changed_at=now, event_id=f"manual-{uuid.uuid4()}", reason=decision.reason,
+        dynamodb,
+        table,
+        topology.deployment,
+        fence,
+        active=node,
+        changed_at=now,
+        event_id=f"manual-{uuid.uuid4()}",
+        reason=decision.reason,
     )
     if claimed is None:
         raise TransientError(f"another decider changed generation {fence.generation} meanwhile; try again")
     activate(
-        topology, clients, node,
-        wait_seconds=settings.wait_seconds, poll_seconds=settings.poll_seconds, retry=settings.retry, sleep=settings.sleep,
+        topology,
+        clients,
+        node,
+        wait_seconds=settings.wait_seconds,
+        poll_seconds=settings.poll_seconds,
+        retry=settings.retry,
+        sleep=settings.sleep,
     )
-    return ControllerResult(decision, claimed.generation, True, settings.now() - now, str(_node(topology, node).ip))
+    return ControllerResult(
+        decision, claimed.generation, True, settings.now() - now, str(_node(topology, node).ip)
+    )
 
 
 def _emit(points: list[metrics.Datapoint], settings: ControllerSettings, region: str) -> None:

@@ -127,8 +127,14 @@ def _zone(topology: Topology, clients: Clients) -> dict[str, Any] | None:
     return None
 
 
-def save_inventory(clients: Clients, table: str, region: str, inventory: dict[str, Any]) -> None:
-    """IAM: dynamodb:PutItem on the state table."""
+def save_inventory(clients: Clients, table: str, region: str, inventory: dict[str, Any]) -> bool:
+    """Write the inventory unless the saved one says the same; True if it wrote.
+
+    IAM: dynamodb:GetItem, dynamodb:PutItem on the state table.
+    """
+    saved = load_inventory(clients, table, region, inventory["deployment"])
+    if saved is not None and _same(saved, inventory):
+        return False  # a re-run with nothing changed writes nothing
     clients.client("dynamodb", region).put_item(
         TableName=table,
         Item={
@@ -137,6 +143,14 @@ def save_inventory(clients: Clients, table: str, region: str, inventory: dict[st
             "body": {"S": json.dumps(inventory, sort_keys=True)},
         },
     )
+    return True
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def strip(inv: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in inv.items() if k != "collected_at"}
+
+    return json.loads(json.dumps(strip(a), sort_keys=True)) == json.loads(json.dumps(strip(b), sort_keys=True))
 
 
 def load_inventory(clients: Clients, table: str, region: str, deployment: str) -> dict[str, Any] | None:

@@ -92,7 +92,11 @@ def emit(
 
 
 def _put_metric_data(
-    points: list[DatapointLike], namespace: str, cloudwatch: Any, region: str | None, timestamp: datetime | None
+    points: list[DatapointLike],
+    namespace: str,
+    cloudwatch: Any,
+    region: str | None,
+    timestamp: datetime | None,
 ) -> int:
     if cloudwatch is None:
         from regionha.aws import Clients
