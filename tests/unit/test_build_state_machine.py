@@ -35,17 +35,15 @@ def topology_input(**waits) -> dict:
     from regionha.topology import load_topology
 
     topology = load_topology()
-    topology = topology.model_copy(
-        update={"waits": topology.waits.model_copy(update={"poll_seconds": 0, **waits})}
-    )
+    topology = topology.model_copy(update={"waits": topology.waits.model_copy(update={"poll_seconds": 0, **waits})})
     return {"topology": topology.to_json()}
 
 
 def run(stack, logical_id: str, payload: dict, name: str) -> dict:
     sfn = boto3.client("stepfunctions", region_name=SINGAPORE)
-    arn = sfn.start_execution(
-        stateMachineArn=stack.physical_id(logical_id), name=name, input=json.dumps(payload)
-    )["executionArn"]
+    arn = sfn.start_execution(stateMachineArn=stack.physical_id(logical_id), name=name, input=json.dumps(payload))[
+        "executionArn"
+    ]
     deadline = time.monotonic() + 120
     while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
         assert time.monotonic() < deadline, "execution did not finish"
@@ -100,10 +98,14 @@ def test_build_converges_the_reference_deployment(stack):
     assert {n: v["CidrBlock"] for n, v in vpcs[OSAKA].items()} == {"osaka": "10.1.0.0/16"}
     assert {n: v["CidrBlock"] for n, v in vpcs[SINGAPORE].items()} == {"singapore": "10.2.0.0/16"}
     assert {n: s["CidrBlock"] for n, s in by_name(tokyo["subnets"]).items()} == {
-        "A1": "10.0.10.0/24", "A2": "10.0.110.0/24", "A3": "10.0.111.0/24"
+        "A1": "10.0.10.0/24",
+        "A2": "10.0.110.0/24",
+        "A3": "10.0.111.0/24",
     }
     assert {n: s["CidrBlock"] for n, s in by_name(osaka["subnets"]).items()} == {
-        "B1": "10.1.10.0/24", "B2": "10.1.110.0/24", "B3": "10.1.111.0/24"
+        "B1": "10.1.10.0/24",
+        "B2": "10.1.110.0/24",
+        "B3": "10.1.111.0/24",
     }
 
     # Peering tokyo-osaka: requested from Osaka, accepted in Tokyo, active.
@@ -124,20 +126,29 @@ def test_build_converges_the_reference_deployment(stack):
     for region in (TOKYO, OSAKA):
         for name, table in by_name(tagged(region)["route_tables"]).items():
             for route in table["Routes"]:
-                target = (route.get("GatewayId") or route.get("NetworkInterfaceId")
-                          or route.get("VpcPeeringConnectionId"))
+                target = (
+                    route.get("GatewayId") or route.get("NetworkInterfaceId") or route.get("VpcPeeringConnectionId")
+                )
                 rows[(name, route["DestinationCidrBlock"])] = target
     igw = {r: tagged(r)["internet_gateways"][0]["InternetGatewayId"] for r in (TOKYO, OSAKA)}
     pcx_id = pcx["VpcPeeringConnectionId"]
     expected = {
-        ("A1-rt", "0.0.0.0/0"): igw[TOKYO], ("A1-rt", "10.0.0.0/16"): "local", ("A1-rt", "10.1.0.0/16"): pcx_id,
-        ("A2-rt", "0.0.0.0/0"): nat_eni["nat-tokyo"], ("A2-rt", "10.0.0.0/16"): "local",
+        ("A1-rt", "0.0.0.0/0"): igw[TOKYO],
+        ("A1-rt", "10.0.0.0/16"): "local",
+        ("A1-rt", "10.1.0.0/16"): pcx_id,
+        ("A2-rt", "0.0.0.0/0"): nat_eni["nat-tokyo"],
+        ("A2-rt", "10.0.0.0/16"): "local",
         ("A2-rt", "10.1.0.0/16"): pcx_id,
-        ("A3-rt", "10.0.0.0/16"): "local", ("A3-rt", "10.1.0.0/16"): pcx_id,
-        ("B1-rt", "0.0.0.0/0"): igw[OSAKA], ("B1-rt", "10.1.0.0/16"): "local", ("B1-rt", "10.0.0.0/16"): pcx_id,
-        ("B2-rt", "0.0.0.0/0"): nat_eni["nat-osaka"], ("B2-rt", "10.1.0.0/16"): "local",
+        ("A3-rt", "10.0.0.0/16"): "local",
+        ("A3-rt", "10.1.0.0/16"): pcx_id,
+        ("B1-rt", "0.0.0.0/0"): igw[OSAKA],
+        ("B1-rt", "10.1.0.0/16"): "local",
+        ("B1-rt", "10.0.0.0/16"): pcx_id,
+        ("B2-rt", "0.0.0.0/0"): nat_eni["nat-osaka"],
+        ("B2-rt", "10.1.0.0/16"): "local",
         ("B2-rt", "10.0.0.0/16"): pcx_id,
-        ("B3-rt", "10.1.0.0/16"): "local", ("B3-rt", "10.0.0.0/16"): pcx_id,
+        ("B3-rt", "10.1.0.0/16"): "local",
+        ("B3-rt", "10.0.0.0/16"): pcx_id,
     }
     assert {k: rows.get(k) for k in expected} == expected
     assert ("A3-rt", "0.0.0.0/0") not in rows and ("B3-rt", "0.0.0.0/0") not in rows
@@ -146,7 +157,9 @@ def test_build_converges_the_reference_deployment(stack):
     for region in (TOKYO, OSAKA):
         sg = by_name(tagged(region)["security_groups"])["InboundEndpoint"]
         rules = sorted(
-            (p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"]) for p in sg["IpPermissions"] for r in p["IpRanges"]
+            (p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"])
+            for p in sg["IpPermissions"]
+            for r in p["IpRanges"]
         )
         assert rules == [("tcp", 53, 53, "10.2.10.0/24"), ("udp", 53, 53, "10.2.10.0/24")]
 
@@ -160,7 +173,9 @@ def test_build_converges_the_reference_deployment(stack):
         r for r in r53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"] if r["Type"] == "A"
     ]
     assert (record["Name"], record["TTL"], record["ResourceRecords"]) == (
-        "sample.cluster.local.", 60, [{"Value": "10.0.110.10"}]
+        "sample.cluster.local.",
+        60,
+        [{"Value": "10.0.110.10"}],
     )
 
     # The Resolver inbound endpoint: two IPs in A3 with the InboundEndpoint SG.
@@ -174,8 +189,12 @@ def test_build_converges_the_reference_deployment(stack):
 
     # Nodes and BIND servers: private IPs, no public IP, IMDSv2 required.
     instances = {n: i for r in REGIONS for n, i in by_name(tagged(r)["instances"]).items()}
-    for name, ip in {"Server-A": "10.0.110.10", "Server-B": "10.1.110.10",
-                     "osaka-bind": "10.1.111.10", "onprem-dns": "10.2.10.10"}.items():
+    for name, ip in {
+        "Server-A": "10.0.110.10",
+        "Server-B": "10.1.110.10",
+        "osaka-bind": "10.1.111.10",
+        "onprem-dns": "10.2.10.10",
+    }.items():
         assert instances[name]["PrivateIpAddress"] == ip
         assert not instances[name].get("PublicIpAddress"), name
         assert instances[name]["MetadataOptions"]["HttpTokens"] == "required"
@@ -201,7 +220,9 @@ def test_teardown_removes_everything_the_build_tagged(stack):
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     for region in REGIONS:
         assert {k: v for k, v in tagged(region).items() if v} == {}, region
-    assert [z for z in boto3.client("route53").list_hosted_zones()["HostedZones"] if z["Name"] == "cluster.local."] == []
+    assert [
+        z for z in boto3.client("route53").list_hosted_zones()["HostedZones"] if z["Name"] == "cluster.local."
+    ] == []
 
 
 def test_an_interrupted_build_is_rerun_and_converges_without_duplicates(stack, monkeypatch):

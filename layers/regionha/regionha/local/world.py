@@ -254,7 +254,9 @@ class World:
             if instance["State"]["Name"] != "running":
                 return _cut_everywhere(f"instance {instance['State']['Name']}")
             # Security groups belong to network interfaces: read the primary ENI's, as AWS applies them.
-            primary = [n for n in instance.get("NetworkInterfaces", []) if n.get("Attachment", {}).get("DeviceIndex", 0) == 0]
+            primary = [
+                n for n in instance.get("NetworkInterfaces", []) if n.get("Attachment", {}).get("DeviceIndex", 0) == 0
+            ]
             groups = primary[0].get("Groups", []) if primary else instance.get("SecurityGroups", [])
             group_ids = [g["GroupId"] for g in groups]
             subnet_id = instance["SubnetId"]
