@@ -44,9 +44,7 @@ def _ingress(ec2: Any, group_id: str) -> set[tuple[str, int, int, str]]:
 
 
 def _group_id(ec2: Any, topology: Topology, name: str) -> str:
-    (sg,) = ec2.describe_security_groups(Filters=deployment_filter(topology.deployment, name))[
-        "SecurityGroups"
-    ]
+    (sg,) = ec2.describe_security_groups(Filters=deployment_filter(topology.deployment, name))["SecurityGroups"]
     return sg["GroupId"]
 
 
@@ -76,12 +74,8 @@ def test_vpc_is_built_as_the_topology_says(topology: Topology, clients: Clients)
     ):
         assert ec2.describe_vpc_attribute(VpcId=vpc["VpcId"], Attribute=attribute)[key]["Value"] is True
 
-    subnets = {
-        tag_value(s, "regionha:name"): s for s in _tagged(ec2, "describe_subnets", "Subnets", topology)
-    }
-    assert {
-        n: (s["CidrBlock"], s["AvailabilityZone"], s["MapPublicIpOnLaunch"]) for n, s in subnets.items()
-    } == {
+    subnets = {tag_value(s, "regionha:name"): s for s in _tagged(ec2, "describe_subnets", "Subnets", topology)}
+    assert {n: (s["CidrBlock"], s["AvailabilityZone"], s["MapPublicIpOnLaunch"]) for n, s in subnets.items()} == {
         "A1": ("10.0.10.0/24", "ap-northeast-1a", True),
         "A2": ("10.0.110.0/24", "ap-northeast-1a", False),
         "A3": ("10.0.111.0/24", "ap-northeast-1a", False),
@@ -127,17 +121,13 @@ def test_stray_security_group_rule_is_revoked(topology: Topology, clients: Clien
     group_id = _group_id(ec2, topology, "InboundEndpoint")
     ec2.authorize_security_group_ingress(
         GroupId=group_id,
-        IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-        ],
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
 
     outcomes = converge_vpc(topology, "tokyo", clients, RUN)
 
     assert _by(outcomes, "security_group", "InboundEndpoint").action == "updated"
-    assert [o.action for o in outcomes if o.kind == "security_group_rule" and o.action != "unchanged"] == [
-        "deleted"
-    ]
+    assert [o.action for o in outcomes if o.kind == "security_group_rule" and o.action != "unchanged"] == ["deleted"]
     assert _ingress(ec2, group_id) == DNS_FROM_ONPREM
 
 
@@ -147,9 +137,7 @@ def test_missing_security_group_rule_is_added_back(topology: Topology, clients: 
     group_id = _group_id(ec2, topology, "InboundEndpoint")
     ec2.revoke_security_group_ingress(
         GroupId=group_id,
-        IpPermissions=[
-            {"IpProtocol": "udp", "FromPort": 53, "ToPort": 53, "IpRanges": [{"CidrIp": "10.2.10.0/24"}]}
-        ],
+        IpPermissions=[{"IpProtocol": "udp", "FromPort": 53, "ToPort": 53, "IpRanges": [{"CidrIp": "10.2.10.0/24"}]}],
     )
 
     outcomes = converge_vpc(topology, "tokyo", clients, RUN)
@@ -165,9 +153,9 @@ def test_drifted_subnet_association_and_vpc_attribute_are_fixed(topology: Topolo
     vpc_id = _by(outcomes, "vpc", "tokyo").id
     a2_id = _by(outcomes, "subnet", "A2").id
     a1_rt = _by(outcomes, "route_table", "A1-rt").id
-    (assoc,) = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [a2_id]}])[
-        "RouteTables"
-    ][0]["Associations"]
+    (assoc,) = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [a2_id]}])["RouteTables"][
+        0
+    ]["Associations"]
     ec2.replace_route_table_association(AssociationId=assoc["RouteTableAssociationId"], RouteTableId=a1_rt)
     ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": False})
     ec2.modify_subnet_attribute(SubnetId=a2_id, MapPublicIpOnLaunch={"Value": True})
@@ -177,13 +165,9 @@ def test_drifted_subnet_association_and_vpc_attribute_are_fixed(topology: Topolo
     assert _by(outcomes, "route_table_association", "A2-rt:A2").action == "updated"
     assert _by(outcomes, "vpc", "tokyo").action == "updated"
     assert _by(outcomes, "subnet", "A2").action == "updated"
-    (table,) = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [a2_id]}])[
-        "RouteTables"
-    ]
+    (table,) = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [a2_id]}])["RouteTables"]
     assert tag_value(table, "regionha:name") == "A2-rt"
-    assert ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute="enableDnsHostnames")["EnableDnsHostnames"][
-        "Value"
-    ]
+    assert ec2.describe_vpc_attribute(VpcId=vpc_id, Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]
     assert ec2.describe_subnets(SubnetIds=[a2_id])["Subnets"][0]["MapPublicIpOnLaunch"] is False
 
 

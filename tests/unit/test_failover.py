@@ -663,3 +663,11 @@ def test_manual_switch_is_fenced(moto_world):
     )
     assert result.generation == 1 and read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
     assert isinstance(result.decision, Decision) and result.decision.target == "Server-B"
+
+
+def test_unknown_metrics_sink_is_a_configuration_error(monkeypatch):
+    from regionha import metrics
+
+    monkeypatch.setenv("REGIONHA_METRICS_SINK", "statsd")
+    with pytest.raises(ConfigurationError, match="REGIONHA_METRICS_SINK"):
+        metrics.emit([metrics.Datapoint("FailoverStarted", 1.0)])

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from botocore.exceptions import ClientError
 
 from regionha import metrics
@@ -58,7 +59,7 @@ THROTTLING_CODES = frozenset(
 _STATE_RANK = {"running": 0, "pending": 1, "stopping": 2, "stopped": 3, "shutting-down": 4, "terminated": 5}
 
 Action = Literal["failover", "refuse", "nothing", "ignore", "hold_down", "observe"]
-TriggerKind = Literal["instance_state", "health_check", "manual"]
+TriggerKind = Literal["instance_state", "health_check"]
 
 
 # --- the DNS resource ---------------------------------------------------------------------------------
@@ -238,8 +239,6 @@ def _epoch(text: str) -> float:
 
 def trigger_from_event(event: Mapping[str, Any]) -> Trigger:
     """An EventBridge event (EC2 instance state change or scheduled event) as a Trigger."""
-    from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
-
     if not isinstance(event, Mapping) or "detail-type" not in event:
         raise ConfigurationError("expected an EventBridge event (with detail-type)")
     ev = EventBridgeEvent(dict(event))
@@ -582,7 +581,8 @@ class ControllerSettings:
     poll_seconds: float = 1.0
     retry: RetryPolicy = RetryPolicy()
     sleep: Callable[[float], None] = time.sleep
-    now: Callable[[], float] = time.time
+    # Event times come from the same clock (emulated in the local runtime, see metrics.now).
+    now: Callable[[], float] = field(default=lambda: metrics.now().timestamp())
     cloudwatch: Any = None  # for the PutMetricData sink
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import single_metric
@@ -32,6 +32,15 @@ def set_clock(now: Callable[[], datetime] | None) -> None:
     """Stamp PutMetricData datapoints with ``now()`` (the local runtime's clock); None: the real time."""
     global _clock
     _clock = now
+
+
+def now() -> datetime:
+    """The time datapoints are stamped with: the local runtime's clock when set, else the real time.
+
+    Durations measured from an event's own time (stamped by the same clock) use it too, so they stay
+    in one time domain under a compressed emulated clock.
+    """
+    return _clock() if _clock is not None else datetime.now(UTC)
 
 
 class DatapointLike(Protocol):

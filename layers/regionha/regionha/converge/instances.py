@@ -72,9 +72,7 @@ def find_ami(topology: Topology, region: str, clients: Any) -> str:
         raise
 
 
-def find_instances(
-    ec2: Any, deployment: str, name: str | None = None, filters: list | None = None
-) -> list[dict]:
+def find_instances(ec2: Any, deployment: str, name: str | None = None, filters: list | None = None) -> list[dict]:
     """This deployment's instances (every state, terminated included). IAM: ec2:DescribeInstances."""
     return [
         i
@@ -89,9 +87,7 @@ def find_instances(
 
 
 def primary_eni(instance: dict[str, Any]) -> dict[str, Any]:
-    return next(
-        n for n in instance["NetworkInterfaces"] if n.get("Attachment", {}).get("DeviceIndex", 0) == 0
-    )
+    return next(n for n in instance["NetworkInterfaces"] if n.get("Attachment", {}).get("DeviceIndex", 0) == 0)
 
 
 def converge_instance(
@@ -155,9 +151,7 @@ def _converge_instance(
     found_subnet = find_subnet(ec2, topology.deployment, vpc_id, subnet)
     found_sg = find_security_group(ec2, topology.deployment, vpc_id, security_group)
     if found_subnet is None or found_sg is None:
-        raise NotReadyError(
-            f"instance {name}: subnet {subnet} or security group {security_group} not built yet"
-        )
+        raise NotReadyError(f"instance {name}: subnet {subnet} or security group {security_group} not built yet")
     subnet_id, sg_id = found_subnet["SubnetId"], found_sg["GroupId"]
     instance_type = instance_type or topology.instances.instance_type
 
@@ -165,9 +159,7 @@ def _converge_instance(
     live = [i for i in instances if i["State"]["Name"] in LIVE_STATES]
     if len(live) > 1:
         ids = ", ".join(i["InstanceId"] for i in live)
-        raise ConfigurationError(
-            f"instance {name}: {len(live)} instances carry this name ({ids}); terminate the extra"
-        )
+        raise ConfigurationError(f"instance {name}: {len(live)} instances carry this name ({ids}); terminate the extra")
     if live:
         instance = live[0]
         changed = _fix_instance(
@@ -207,8 +199,7 @@ def _converge_instance(
         UserData=user_data,
         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
         TagSpecifications=[
-            {"ResourceType": kind, "Tags": instance_tags}
-            for kind in ("instance", "volume", "network-interface")
+            {"ResourceType": kind, "Tags": instance_tags} for kind in ("instance", "volume", "network-interface")
         ],
         ClientToken=idempotency_token(topology.deployment, name, run_id, str(terminated)),
     )["Instances"][0]
@@ -383,9 +374,7 @@ def _expected_instances(topology: Topology, roles: tuple[str, ...]) -> dict[str,
     if "node" in roles:
         expected.update({n.name: topology.region_of(n.vpc) for n in topology.nodes})
     if "bind" in roles:
-        expected.update(
-            {p.name: topology.region_of(p.vpc) for p in topology.forwarder_paths if p.kind == "bind"}
-        )
+        expected.update({p.name: topology.region_of(p.vpc) for p in topology.forwarder_paths if p.kind == "bind"})
         expected[topology.client.dns_server.name] = topology.region_of(topology.client.vpc)
     if "nat" in roles:
         expected.update({v.nat_instance.name: v.region for v in topology.vpcs if v.nat_instance})
@@ -402,16 +391,12 @@ def instance_states(topology: Topology, clients: Any, roles: tuple[str, ...] = R
     for region in dict.fromkeys(expected.values()):
         for i in find_instances(clients.ec2(region), topology.deployment):
             name = tag_value(i, TAG_NAME)
-            if name in states and (
-                states[name] in ("missing", "terminated") or i["State"]["Name"] in LIVE_STATES
-            ):
+            if name in states and (states[name] in ("missing", "terminated") or i["State"]["Name"] in LIVE_STATES):
                 states[name] = i["State"]["Name"]
     return states
 
 
-def wait_instances_running(
-    topology: Topology, clients: Any, names: list[str] | None = None
-) -> dict[str, str]:
+def wait_instances_running(topology: Topology, clients: Any, names: list[str] | None = None) -> dict[str, str]:
     """Wait, bounded by ``topology.waits``, until the named instances (default: all) run.
 
     Raises NotReadyError when the wait runs out and ConfigurationError for a missing instance.
@@ -460,8 +445,7 @@ def teardown_instances(
             ec2.terminate_instances(InstanceIds=to_terminate)
         _wait(ec2, "instance_terminated", [i["InstanceId"] for i in found], topology)
         outcomes += [
-            Outcome("instance", tag_value(i, TAG_NAME) or "", "deleted", i["InstanceId"], region)
-            for i in found
+            Outcome("instance", tag_value(i, TAG_NAME) or "", "deleted", i["InstanceId"], region) for i in found
         ]
     seen = {o.name for o in outcomes}
     outcomes += [

@@ -39,9 +39,7 @@ def only(found: list[dict[str, Any]], what: str, id_key: str) -> dict[str, Any] 
     """The single resource a lookup found; two with one logical name is a mess a human must sort out."""
     if len(found) > 1:
         ids = ", ".join(r[id_key] for r in found)
-        raise ConfigurationError(
-            f"{what}: {len(found)} resources carry this name ({ids}); delete the extra ones"
-        )
+        raise ConfigurationError(f"{what}: {len(found)} resources carry this name ({ids}); delete the extra ones")
     return found[0] if found else None
 
 
@@ -151,9 +149,7 @@ def converge_vpc(topology: Topology, vpc_name: str, clients: Any, run_id: str) -
 def _converge_vpc_itself(ec2: Any, deployment: str, vpc: Vpc) -> tuple[str, list[Outcome]]:
     found = find_vpc(ec2, deployment, vpc.name)
     if found is None:
-        created = ec2.create_vpc(
-            CidrBlock=str(vpc.cidr), TagSpecifications=tag_spec("vpc", deployment, vpc.name)
-        )
+        created = ec2.create_vpc(CidrBlock=str(vpc.cidr), TagSpecifications=tag_spec("vpc", deployment, vpc.name))
         vpc_id, action = created["Vpc"]["VpcId"], "created"
     else:
         vpc_id, action = found["VpcId"], "unchanged"
@@ -173,13 +169,9 @@ def _converge_vpc_itself(ec2: Any, deployment: str, vpc: Vpc) -> tuple[str, list
     return vpc_id, [Outcome("vpc", vpc.name, action, vpc_id, vpc.region)]
 
 
-def _converge_subnets(
-    ec2: Any, deployment: str, vpc: Vpc, vpc_id: str
-) -> tuple[dict[str, str], list[Outcome]]:
+def _converge_subnets(ec2: Any, deployment: str, vpc: Vpc, vpc_id: str) -> tuple[dict[str, str], list[Outcome]]:
     existing: dict[str, list[dict[str, Any]]] = {}
-    for s in paginate(
-        ec2, "describe_subnets", "Subnets", Filters=[vpc_filter(vpc_id), *deployment_filter(deployment)]
-    ):
+    for s in paginate(ec2, "describe_subnets", "Subnets", Filters=[vpc_filter(vpc_id), *deployment_filter(deployment)]):
         existing.setdefault(tag_value(s, TAG_NAME) or "", []).append(s)
     ids: dict[str, str] = {}
     outcomes = []
@@ -202,9 +194,7 @@ def _converge_subnets(
                     "cannot move: tear it down to rebuild it"
                 )
         if bool(found.get("MapPublicIpOnLaunch")) != subnet.public:
-            ec2.modify_subnet_attribute(
-                SubnetId=found["SubnetId"], MapPublicIpOnLaunch={"Value": subnet.public}
-            )
+            ec2.modify_subnet_attribute(SubnetId=found["SubnetId"], MapPublicIpOnLaunch={"Value": subnet.public})
             action = "updated" if action == "unchanged" else action
         ids[subnet.name] = found["SubnetId"]
         outcomes.append(Outcome("subnet", subnet.name, action, found["SubnetId"], vpc.region))
@@ -226,9 +216,7 @@ def _converge_internet_gateway(ec2: Any, deployment: str, vpc: Vpc, vpc_id: str)
     if vpc_id in attached:
         outcomes.append(Outcome("internet_gateway_attachment", name, "unchanged", igw_id, vpc.region))
     elif attached:
-        raise ConfigurationError(
-            f"internet gateway {name}: {igw_id} is attached to {attached[0]}, not to {vpc_id}"
-        )
+        raise ConfigurationError(f"internet gateway {name}: {igw_id} is attached to {attached[0]}, not to {vpc_id}")
     else:
         ec2.attach_internet_gateway(InternetGatewayId=igw_id, VpcId=vpc_id)
         outcomes.append(Outcome("internet_gateway_attachment", name, "created", igw_id, vpc.region))
@@ -244,16 +232,12 @@ def _converge_route_tables(
     tables = route_tables_by_name(ec2, deployment, vpc_id)
     for rt in vpc.route_tables:
         if rt.name in tables:
-            outcomes.append(
-                Outcome("route_table", rt.name, "unchanged", tables[rt.name]["RouteTableId"], vpc.region)
-            )
+            outcomes.append(Outcome("route_table", rt.name, "unchanged", tables[rt.name]["RouteTableId"], vpc.region))
         else:
             tables[rt.name] = ec2.create_route_table(
                 VpcId=vpc_id, TagSpecifications=tag_spec("route-table", deployment, rt.name)
             )["RouteTable"]
-            outcomes.append(
-                Outcome("route_table", rt.name, "created", tables[rt.name]["RouteTableId"], vpc.region)
-            )
+            outcomes.append(Outcome("route_table", rt.name, "created", tables[rt.name]["RouteTableId"], vpc.region))
     # Which table each subnet is explicitly associated with, ours or anyone's in this VPC.
     current: dict[str, tuple[str, str]] = {}
     for table in paginate(ec2, "describe_route_tables", "RouteTables", Filters=[vpc_filter(vpc_id)]):
@@ -310,9 +294,7 @@ def _rule_label(key: RuleKey) -> str:
     return f"{protocol}/{ports}<-{cidr}"
 
 
-def converge_security_group(
-    ec2: Any, deployment: str, region: str, vpc_id: str, sg: SecurityGroup
-) -> list[Outcome]:
+def converge_security_group(ec2: Any, deployment: str, region: str, vpc_id: str, sg: SecurityGroup) -> list[Outcome]:
     """One security group whose ingress is exactly the topology's; egress stays AWS's default.
 
     The group belongs to regionha (tagged), so every ingress rule in it is regionha's to manage:
@@ -348,9 +330,7 @@ def converge_security_group(
     stray += [rule_id for key in wanted for rule_id in existing.get(key, [])[1:]]
     if stray:
         ec2.revoke_security_group_ingress(GroupId=group_id, SecurityGroupRuleIds=stray)
-        rule_outcomes += [
-            Outcome("security_group_rule", f"{sg.name}:{rid}", "deleted", rid, region) for rid in stray
-        ]
+        rule_outcomes += [Outcome("security_group_rule", f"{sg.name}:{rid}", "deleted", rid, region) for rid in stray]
     for key in wanted:
         name = f"{sg.name}:{_rule_label(key)}"
         if existing.get(key):
@@ -433,9 +413,7 @@ def teardown_vpc(topology: Topology, vpc_name: str, clients: Any) -> list[Outcom
     expected += [("security_group", sg.name) for sg in vpc.security_groups]
     expected += [("subnet", s.name) for s in vpc.subnets]
     seen = {(o.kind, o.name) for o in outcomes}
-    outcomes += [
-        Outcome(kind, name, "absent", None, vpc.region) for kind, name in expected if (kind, name) not in seen
-    ]
+    outcomes += [Outcome(kind, name, "absent", None, vpc.region) for kind, name in expected if (kind, name) not in seen]
     return outcomes
 
 
@@ -462,20 +440,14 @@ def _teardown_vpc_contents(ec2: Any, deployment: str, vpc: Vpc, vpc_id: str) -> 
                     ec2.disassociate_route_table,
                     AssociationId=assoc["RouteTableAssociationId"],
                 )
-        delete_resource(
-            f"route table {rt['RouteTableId']}", ec2.delete_route_table, RouteTableId=rt["RouteTableId"]
-        )
+        delete_resource(f"route table {rt['RouteTableId']}", ec2.delete_route_table, RouteTableId=rt["RouteTableId"])
         outcomes.append(
             Outcome("route_table", tag_value(rt, TAG_NAME) or "", "deleted", rt["RouteTableId"], vpc.region)
         )
     for sg in paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=mine):
         delete_resource(f"security group {sg['GroupId']}", ec2.delete_security_group, GroupId=sg["GroupId"])
-        outcomes.append(
-            Outcome("security_group", tag_value(sg, TAG_NAME) or "", "deleted", sg["GroupId"], vpc.region)
-        )
+        outcomes.append(Outcome("security_group", tag_value(sg, TAG_NAME) or "", "deleted", sg["GroupId"], vpc.region))
     for subnet in paginate(ec2, "describe_subnets", "Subnets", Filters=mine):
         delete_resource(f"subnet {subnet['SubnetId']}", ec2.delete_subnet, SubnetId=subnet["SubnetId"])
-        outcomes.append(
-            Outcome("subnet", tag_value(subnet, TAG_NAME) or "", "deleted", subnet["SubnetId"], vpc.region)
-        )
+        outcomes.append(Outcome("subnet", tag_value(subnet, TAG_NAME) or "", "deleted", subnet["SubnetId"], vpc.region))
     return outcomes

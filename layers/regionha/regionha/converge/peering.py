@@ -43,9 +43,7 @@ def find_peering(topology: Topology, peering_name: str, clients: Any) -> dict[st
     found = live_peerings(ec2, topology.deployment, peering_name)
     if len(found) > 1:
         ids = ", ".join(p["VpcPeeringConnectionId"] for p in found)
-        raise ConfigurationError(
-            f"peering {peering_name}: {len(found)} live peerings carry this name ({ids})"
-        )
+        raise ConfigurationError(f"peering {peering_name}: {len(found)} live peerings carry this name ({ids})")
     return found[0] if found else None
 
 
@@ -113,9 +111,7 @@ def accept_peering(topology: Topology, peering_name: str, clients: Any) -> list[
     elif status == "initiating-request":
         raise NotReadyError(f"peering {peering_name}: {pcx_id} is still {status}")
     else:
-        raise ConfigurationError(
-            f"peering {peering_name}: {pcx_id} is {status} in {region}; request it again"
-        )
+        raise ConfigurationError(f"peering {peering_name}: {pcx_id} is {status} in {region}; request it again")
     # Tag the accepter's side too, so that the accepter region alone shows whose peering it is.
     if not _ours(pcx, topology.deployment, peering_name):
         ec2.create_tags(Resources=[pcx_id], Tags=tags(topology.deployment, peering_name))
@@ -136,8 +132,7 @@ def peering_status(topology: Topology, peering_name: str, clients: Any) -> str:
     dead = [
         pcx
         for pcx in paginate(ec2, "describe_vpc_peering_connections", "VpcPeeringConnections")
-        if _ours(pcx, topology.deployment, peering_name)
-        and pcx["Status"]["Code"] not in ("deleted", "deleting")
+        if _ours(pcx, topology.deployment, peering_name) and pcx["Status"]["Code"] not in ("deleted", "deleting")
     ]
     return dead[-1]["Status"]["Code"] if dead else "missing"
 
