@@ -1,0 +1,546 @@
+"""A drill's report as a self-contained HTML page (inline CSS and SVG, no script) and as SNS text.
+
+The input is the drill's report JSON (``status``, ``steps``, ``recovery_seconds``, ``timeline``,
+``faults``, ``alarms``, ``restore``, ``error``). Reports come from executions that may have been
+stopped half way, so every key may be missing or null: the page then says so instead of failing.
+Every piece of text from the report is escaped; the SVG is well-formed XML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+NODE_COLOURS = ("#2563eb", "#9333ea", "#0891b2", "#c026d3", "#4f46e5", "#0f766e")
+TIMEOUT_COLOUR = "#9ca3af"
+ERROR_COLOUR = "#dc2626"
+WRONG_COLOUR = "#f59e0b"
+PASS_COLOUR = "#15803d"
+FAIL_COLOUR = "#b91c1c"
+ERROR_OUTCOMES = ("servfail", "nxdomain", "noanswer", "refused", "network_error")
+
+# SVG geometry (user units; the picture scales to the page width).
+_WIDTH = 1200
+_LEFT = 230
+_RIGHT = 130
+_LANE = 34
+_LABEL_ROW = 15
+_CHAR = 6.3  # rough width of one 11px character, to keep marker labels apart
+_FAULT_WORDS = re.compile(r"fail|stop|cut|break|inject", re.IGNORECASE)
+_RESTORE_WORDS = re.compile(r"restore|heal|rejoin|failback|fail-back|uncut", re.IGNORECASE)
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _utc(epoch: float | None) -> str:
+    return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _status(report: dict[str, Any]) -> str:
+    status = str(report.get("status") or "UNKNOWN").upper()
+    return status if status in ("PASSED", "FAILED") else "UNKNOWN"
+
+
+def _duration(report: dict[str, Any]) -> float | None:
+    start, end = _num(report.get("started_at")), _num(report.get("ended_at"))
+    return end - start if start is not None and end is not None else None
+
+
+def _detail(detail: Any, limit: int = 160) -> str:
+    if detail is None or detail == "" or detail == {}:
+        return ""
+    text = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _recovery(report: dict[str, Any]) -> dict[str, float | None]:
+    return {str(k): _num(v) for k, v in _mapping(report.get("recovery_seconds")).items()}
+
+
+def failed_steps(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in _dicts(report.get("steps")) if s.get("ok") is not True]
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A few plain lines for SNS and terminals: verdict, recovery per path, failed steps, alarms, error."""
+    report = _mapping(report)
+    lines = [
+        f"regionha drill {_status(report)}: scenario {report.get('scenario') or '?'}, "
+        f"deployment {report.get('deployment') or '?'}, execution {report.get('execution') or '?'}, "
+        f"took {_seconds(_duration(report))}"
+    ]
+    recovery = _recovery(report)
+    if recovery:
+        lines.append("recovery: " + ", ".join(
+            f"{path} {_seconds(s) if s is not None else 'not recovered'}" for path, s in recovery.items()
+        ))
+    failed = failed_steps(report)
+    for step in failed:
+        detail = _detail(step.get("detail"), 200)
+        lines.append(f"failed step: {step.get('name') or '?'}" + (f": {detail}" if detail else ""))
+    bad_alarms = [
+        f"{name} (expected {_mapping(a).get('expected') or '?'}, saw "
+        f"{' → '.join(map(str, _mapping(a).get('seen') or [])) or 'nothing'})"
+        for name, a in _mapping(report.get("alarms")).items() if _mapping(a).get("ok") is not True
+    ]
+    if bad_alarms:
+        lines.append("alarm checks failed: " + "; ".join(bad_alarms))
+    restore = _mapping(report.get("restore"))
+    if restore and restore.get("ok") is False:
+        lines.append(f"RESTORE INCOMPLETE: {_detail(restore, 300)}")
+    if report.get("error"):
+        lines.append(f"error: {_detail(report['error'], 300)}")
+    return "\n".join(lines)
+
+
+def summary_subject(report: dict[str, Any]) -> str:
+    """An SNS subject (at most 100 characters, one line)."""
+    report = _mapping(report)
+    text = f"regionha drill {_status(report)}: {report.get('scenario') or '?'} on {report.get('deployment') or '?'}"
+    return " ".join(text.split())[:100]
+
+
+# -- the timeline picture ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A fault (a band from start to end) or, when derived from a step, a single line (end is None)."""
+
+    label: str
+    start: float
+    end: float | None
+    kind: str  # node | path | step
+    target: str | None
+    open_ended: bool = False  # a fault that was never restored
+
+
+def fault_markers(report: dict[str, Any], horizon: float) -> list[Marker]:
+    """The report's faults; without a ``faults`` list, lines at the steps that injected or restored one."""
+    faults = report.get("faults")
+    if isinstance(faults, list):
+        markers = []
+        for f in _dicts(faults):
+            start = _num(f.get("start"))
+            if start is None:
+                continue
+            end = _num(f.get("end"))
+            kind = str(f.get("kind") or "fault")
+            target = None if f.get("target") is None else str(f["target"])
+            verb = {"node": "down", "path": "cut"}.get(kind, kind)
+            markers.append(Marker(f"{target or '?'} {verb}", start, end if end is not None else horizon,
+                                  kind, target, open_ended=end is None))
+        return sorted(markers, key=lambda m: m.start)
+    markers = []
+    for step in _dicts(report.get("steps")):
+        start, name = _num(step.get("start")), str(step.get("name") or "")
+        if start is not None and (_FAULT_WORDS.search(name) or _RESTORE_WORDS.search(name)):
+            markers.append(Marker(name, start, None, "step", None))
+    return sorted(markers, key=lambda m: m.start)
+
+
+def _lanes(report: dict[str, Any]) -> list[str]:
+    lanes: list[str] = []
+    for sample in _dicts(report.get("timeline")):
+        path = sample.get("path")
+        if path is not None and str(path) not in lanes:
+            lanes.append(str(path))
+    for path in _recovery(report):
+        if path not in lanes:
+            lanes.append(path)
+    return lanes
+
+
+def _node_colours(report: dict[str, Any]) -> dict[str, str]:
+    nodes = sorted({str(s["node"]) for s in _dicts(report.get("timeline")) if s.get("node")})
+    return {n: NODE_COLOURS[i % len(NODE_COLOURS)] for i, n in enumerate(nodes)}
+
+
+def _sample_style(sample: dict[str, Any], colours: dict[str, str]) -> tuple[str, str, str]:
+    """(fill, stroke, legend key) of one sample's mark."""
+    outcome = str(sample.get("outcome") or "")
+    node = sample.get("node")
+    if outcome == "ok" and node and str(node) in colours:
+        colour = colours[str(node)]
+        if sample.get("node_reachable") is False:
+            return "#ffffff", colour, "down"  # named a node that does not answer: hollow
+        return colour, colour, str(node)
+    if outcome == "timeout":
+        return TIMEOUT_COLOUR, TIMEOUT_COLOUR, "timeout"
+    if outcome in ERROR_OUTCOMES:
+        return ERROR_COLOUR, ERROR_COLOUR, "error"
+    return WRONG_COLOUR, WRONG_COLOUR, "wrong"
+
+
+def _nice_step(span: float) -> float:
+    raw = span / 10
+    for step in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+        if step >= raw:
+            return step
+    return 3600 * math.ceil(raw / 3600)
+
+
+def _rows_for(items: Iterable[tuple[float, str]], max_rows: int = 4) -> list[int]:
+    """Greedy rows for labels at x positions so that none overlaps the one before it in its row."""
+    ends: list[float] = []
+    rows = []
+    for x, text in items:
+        width = len(text) * _CHAR + 8
+        for row, end in enumerate(ends):
+            if x >= end:
+                ends[row] = x + width
+                rows.append(row)
+                break
+        else:
+            if len(ends) < max_rows:
+                ends.append(x + width)
+                rows.append(len(ends) - 1)
+            else:
+                row = min(range(len(ends)), key=lambda r: ends[r])
+                ends[row] = max(ends[row], x + width)
+                rows.append(row)
+    return rows
+
+
+def _recovery_anchor(lane: str, seconds: float, samples: list[dict[str, Any]], starts: list[float]) -> float | None:
+    """The fault start the recovery was measured from: the one whose start + seconds lands on a good answer."""
+    if not starts:
+        return None
+    good = [t for s in samples if s.get("outcome") == "ok" and s.get("node_reachable") is not False
+            and (t := _num(s.get("t"))) is not None]
+    if not good:
+        return starts[0]
+
+    def miss(start: float) -> float:
+        return min(abs(start + seconds - t) for t in good)
+
+    return min(starts, key=miss)
+
+
+def timeline_svg(report: dict[str, Any]) -> str:
+    """One lane per path, time across; each probe a mark coloured by what the path answered."""
+    report = _mapping(report)
+    lanes = _lanes(report)
+    samples = [s for s in _dicts(report.get("timeline")) if _num(s.get("t")) is not None]
+    steps = [s for s in _dicts(report.get("steps")) if _num(s.get("start")) is not None]
+    times = [_num(s["t"]) for s in samples] + [_num(s["start"]) for s in steps]
+    times += [_num(s.get("end")) for s in steps]
+    for f in _dicts(report.get("faults")):
+        times += [_num(f.get("start")), _num(f.get("end"))]
+    known = [t for t in times if t is not None]
+    t0 = _num(report.get("started_at"))
+    t1 = _num(report.get("ended_at"))
+    t0 = min([t0, *known]) if t0 is not None else (min(known) if known else None)
+    t1 = max([t1, *known]) if t1 is not None else (max(known) if known else None)
+    if not lanes or t0 is None or t1 is None:
+        return '<p class="empty">No timeline was recorded.</p>'
+    span = max(t1 - t0, 1.0)
+    markers = fault_markers(report, t1)
+    colours = _node_colours(report)
+    plot_w = _WIDTH - _LEFT - _RIGHT
+
+    def x(t: float) -> float:
+        return _LEFT + (t - t0) / span * plot_w
+
+    label_items = []
+    for m in markers:
+        label_items.append((x(m.start), m.label))
+        if m.kind != "step" and not m.open_ended and m.end is not None:
+            label_items.append((x(m.end), f"restored {m.target or ''}".strip()))
+    label_items.sort(key=lambda item: item[0])
+    label_rows = _rows_for(label_items)
+    top = 12 + _LABEL_ROW * (max(label_rows) + 1 if label_rows else 0) + 6
+    lanes_bottom = top + _LANE * len(lanes)
+    steps_top = lanes_bottom + 8
+    axis_y = steps_top + (_LANE if steps else 0) + 4
+    legend_y = axis_y + 34
+    height = legend_y + 22
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {height}" width="100%" '
+        f'role="img" aria-label="timeline of every path\'s answers" class="timeline" '
+        f'font-family="system-ui, sans-serif" font-size="11">'
+    ]
+    # Lanes and their names.
+    for i, lane in enumerate(lanes):
+        y = top + i * _LANE
+        fill = "#f8fafc" if i % 2 == 0 else "#f1f5f9"
+        out.append(f'<rect x="{_LEFT}" y="{y}" width="{plot_w}" height="{_LANE}" fill="{fill}"/>')
+        out.append(f'<text x="{_LEFT - 8}" y="{y + _LANE / 2 + 4}" text-anchor="end" font-size="12" '
+                   f'class="lane">{_e(lane)}</text>')
+    # Fault bands under the marks, so the marks stay readable.
+    for m in markers:
+        if m.kind == "step":
+            continue
+        x0, x1 = x(m.start), x(m.end if m.end is not None else t1)
+        fill = "#fde68a" if m.kind == "node" else "#fecaca"
+        out.append(f'<rect x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 1):.1f}" height="{lanes_bottom - top}" '
+                   f'fill="{fill}" fill-opacity="0.45" class="fault"><title>{_e(m.label)}: {_utc(m.start)} → '
+                   f'{"not restored" if m.open_ended else _utc(m.end)}</title></rect>')
+        if m.kind == "path" and m.target:
+            for i, lane in enumerate(lanes):
+                if lane == m.target or lane.split("/", 1)[0] == m.target:
+                    y = top + i * _LANE
+                    out.append(f'<rect x="{x0:.1f}" y="{y + 1}" width="{max(x1 - x0, 1):.1f}" '
+                               f'height="{_LANE - 2}" fill="none" stroke="{ERROR_COLOUR}" '
+                               f'stroke-dasharray="4 3"/>')
+    # Samples: each mark reaches towards the next sample of its lane, so dense probing reads as a band.
+    by_lane: dict[str, list[dict[str, Any]]] = {lane: [] for lane in lanes}
+    for s in samples:
+        if s.get("path") is not None:
+            by_lane[str(s["path"])].append(s)
+    for i, lane in enumerate(lanes):
+        y = top + i * _LANE + 7
+        ordered = sorted(by_lane[lane], key=lambda s: _num(s["t"]))
+        for j, s in enumerate(ordered):
+            t = _num(s["t"])
+            nxt = _num(ordered[j + 1]["t"]) if j + 1 < len(ordered) else None
+            width = min(max((x(nxt) - x(t) - 1) if nxt is not None else 4, 2), 14)
+            fill, stroke, _ = _sample_style(s, colours)
+            tip = (f"{lane} +{t - t0:.1f} s: {s.get('outcome') or '?'}"
+                   f"{' ' + str(s['answer']) if s.get('answer') else ''}"
+                   f"{' (' + str(s['node']) + ')' if s.get('node') else ''}"
+                   f"{' node not answering' if s.get('node_reachable') is False else ''}")
+            out.append(f'<rect x="{x(t):.1f}" y="{y}" width="{width:.1f}" height="{_LANE - 18}" fill="{fill}" '
+                       f'stroke="{stroke}" stroke-width="1.2" class="sample"><title>{_e(tip)}</title></rect>')
+    # Recovery: a bracket from the fault to the first good answer, and the figure in the right margin.
+    starts = [m.start for m in markers]
+    recovery = _recovery(report)
+    for i, lane in enumerate(lanes):
+        y = top + i * _LANE
+        if lane not in recovery:
+            continue
+        seconds = recovery[lane]
+        if seconds is None:
+            text, colour = "not recovered", FAIL_COLOUR
+        else:
+            text, colour = f"recovered {seconds:.1f} s", "#111827"
+            anchor = _recovery_anchor(lane, seconds, by_lane[lane], starts)
+            if anchor is not None:
+                xa, xb, yb = x(anchor), x(anchor + seconds), y + _LANE - 5
+                out.append(f'<path d="M{xa:.1f} {yb - 3} V{yb} H{xb:.1f} V{yb - 3}" fill="none" '
+                           f'stroke="#111827" stroke-width="1.2" class="recovery"/>')
+                out.append(f'<text x="{(xa + xb) / 2:.1f}" y="{yb - 1}" text-anchor="middle" font-size="9" '
+                           f'stroke="#ffffff" stroke-width="3" paint-order="stroke" fill="#111827">'
+                           f'{seconds:.1f} s</text>')
+        out.append(f'<text x="{_WIDTH - _RIGHT + 8}" y="{y + _LANE / 2 + 4}" fill="{colour}" '
+                   f'class="recovery-figure">{_e(text)}</text>')
+    # Steps as a row of bars: which part of the drill ran when.
+    if steps:
+        out.append(f'<text x="{_LEFT - 8}" y="{steps_top + _LANE / 2 + 4}" text-anchor="end" font-size="12" '
+                   f'fill="#374151">steps</text>')
+        for k, s in enumerate(steps):
+            start = _num(s["start"])
+            end = _num(s.get("end"))
+            end = end if end is not None else t1
+            colour = PASS_COLOUR if s.get("ok") is True else FAIL_COLOUR
+            ys = steps_top + (4 if k % 2 == 0 else _LANE / 2)
+            x0, w = x(start), max(x(end) - x(start), 2)
+            name = str(s.get("name") or "?")
+            out.append(f'<rect x="{x0:.1f}" y="{ys}" width="{w:.1f}" height="{_LANE / 2 - 5}" fill="{colour}" '
+                       f'fill-opacity="0.75" class="step"><title>{_e(name)}: +{start - t0:.1f} s → '
+                       f'+{end - t0:.1f} s {"ok" if s.get("ok") is True else "FAILED"}</title></rect>')
+            if len(name) * 5.6 < w - 4:
+                out.append(f'<text x="{x0 + 3:.1f}" y="{ys + 9}" font-size="9" fill="#ffffff">{_e(name)}</text>')
+    # Marker lines and labels over everything.
+    labels = iter(zip(label_items, label_rows, strict=True))
+    positions = {}
+    for (lx, text), row in labels:
+        positions.setdefault((round(lx, 1), text), row)
+    bottom = axis_y
+    for m in markers:
+        lines = [(x(m.start), m.label, "#b45309" if m.kind == "node" else ERROR_COLOUR)]
+        if m.kind == "step":
+            lines = [(x(m.start), m.label, "#374151")]
+        elif not m.open_ended and m.end is not None:
+            lines.append((x(m.end), f"restored {m.target or ''}".strip(), PASS_COLOUR))
+        for lx, text, colour in lines:
+            row = positions.get((round(lx, 1), text), 0)
+            ly = 12 + row * _LABEL_ROW + 10
+            out.append(f'<line x1="{lx:.1f}" y1="{ly + 3}" x2="{lx:.1f}" y2="{bottom}" stroke="{colour}" '
+                       f'stroke-width="1.5" stroke-dasharray="{"5 3" if text.startswith("restored") else "none"}" '
+                       f'class="marker"/>')
+            out.append(f'<text x="{lx + 3:.1f}" y="{ly}" fill="{colour}" class="marker-label">{_e(text)}</text>')
+    # Time axis: seconds since the drill started.
+    out.append(f'<line x1="{_LEFT}" y1="{axis_y}" x2="{_LEFT + plot_w}" y2="{axis_y}" stroke="#6b7280"/>')
+    tick = _nice_step(span)
+    n = 0
+    while n * tick <= span + 1e-9:
+        tx = x(t0 + n * tick)
+        out.append(f'<line x1="{tx:.1f}" y1="{axis_y}" x2="{tx:.1f}" y2="{axis_y + 5}" stroke="#6b7280"/>')
+        out.append(f'<text x="{tx:.1f}" y="{axis_y + 17}" text-anchor="middle" fill="#4b5563">'
+                   f'+{n * tick:g} s</text>')
+        n += 1
+    # Legend: only what the picture uses, nodes first.
+    used = {_sample_style(s, colours)[2] for s in samples}
+    entries = [(node, c, c) for node, c in colours.items() if node in used]
+    entries += [(label, fill, stroke) for key, label, fill, stroke in (
+        ("down", "named a node that did not answer", "#ffffff", "#6b7280"),
+        ("timeout", "timeout", TIMEOUT_COLOUR, TIMEOUT_COLOUR),
+        ("error", "SERVFAIL / NXDOMAIN / no answer / refused / network error", ERROR_COLOUR, ERROR_COLOUR),
+        ("wrong", "wrong answer (no node)", WRONG_COLOUR, WRONG_COLOUR),
+    ) if key in used]
+    lx = _LEFT
+    for label, fill, stroke in entries:
+        out.append(f'<rect x="{lx}" y="{legend_y - 9}" width="12" height="12" fill="{fill}" stroke="{stroke}" '
+                   f'stroke-width="1.2"/>')
+        out.append(f'<text x="{lx + 17}" y="{legend_y + 1}" class="legend">{_e(label)}</text>')
+        lx += 17 + len(label) * _CHAR + 18
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# -- the page ------------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1240px;
+       color: #111827; padding: 0 16px; }
+.banner { border-radius: 8px; padding: 16px 20px; color: #fff; margin-bottom: 18px; }
+.banner.PASSED { background: #15803d; } .banner.FAILED { background: #b91c1c; }
+.banner.UNKNOWN { background: #4b5563; }
+.banner h1 { margin: 0 0 6px; font-size: 26px; } .banner p { margin: 0; opacity: .95; }
+h2 { font-size: 18px; margin: 26px 0 8px; border-bottom: 1px solid #e5e7eb; padding-bottom: 4px; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #e5e7eb; vertical-align: top; }
+th { background: #f3f4f6; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.ok { color: #15803d; font-weight: 600; } .bad { color: #b91c1c; font-weight: 600; }
+.detail { font-family: ui-monospace, monospace; font-size: 12px; color: #374151; word-break: break-word; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; }
+.card { border: 1px solid #e5e7eb; border-radius: 6px; padding: 8px 14px; min-width: 180px; }
+.card .v { font-size: 22px; font-weight: 600; } .card .k { font-size: 13px; color: #4b5563; }
+.error { background: #fef2f2; border: 1px solid #fecaca; padding: 8px 12px; border-radius: 6px; }
+.empty { color: #6b7280; font-style: italic; } pre { white-space: pre-wrap; font-size: 12px; }
+footer { margin-top: 28px; color: #6b7280; font-size: 12px; }
+"""
+
+
+def _rel(t: Any, t0: float | None) -> str:
+    value = _num(t)
+    if value is None:
+        return "-"
+    return f"+{value - t0:.1f}" if t0 is not None else f"{value:.1f}"
+
+
+def _steps_table(report: dict[str, Any], t0: float | None) -> str:
+    steps = _dicts(report.get("steps"))
+    if not steps:
+        return '<p class="empty">No steps ran.</p>'
+    rows = ["<table><thead><tr><th>#</th><th>step</th><th>result</th><th>start (s)</th><th>end (s)</th>"
+            "<th>took</th><th>detail</th></tr></thead><tbody>"]
+    for i, s in enumerate(steps, 1):
+        start, end = _num(s.get("start")), _num(s.get("end"))
+        took = _seconds(end - start) if start is not None and end is not None else "-"
+        result = '<span class="ok">ok</span>' if s.get("ok") is True else '<span class="bad">FAILED</span>'
+        rows.append(f'<tr><td class="num">{i}</td><td>{_e(s.get("name") or "?")}</td><td>{result}</td>'
+                    f'<td class="num">{_rel(start, t0)}</td><td class="num">{_rel(end, t0)}</td>'
+                    f'<td class="num">{took}</td><td class="detail">{_e(_detail(s.get("detail"), 300))}</td></tr>')
+    rows.append("</tbody></table>")
+    return "\n".join(rows)
+
+
+def _recovery_cards(report: dict[str, Any]) -> str:
+    recovery = _recovery(report)
+    if not recovery:
+        return '<p class="empty">No recovery was measured.</p>'
+    cards = []
+    for path, seconds in recovery.items():
+        value = f"{seconds:.1f} s" if seconds is not None else '<span class="bad">not recovered</span>'
+        cards.append(f'<div class="card"><div class="v">{value}</div><div class="k">{_e(path)}</div></div>')
+    return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _alarms_table(report: dict[str, Any]) -> str:
+    alarms = _mapping(report.get("alarms"))
+    if not alarms:
+        return '<p class="empty">No alarm checks.</p>'
+    rows = ["<table><thead><tr><th>alarm</th><th>expected</th><th>states seen</th><th>check</th></tr>"
+            "</thead><tbody>"]
+    for name, check in alarms.items():
+        check = _mapping(check)
+        seen = check.get("seen") if isinstance(check.get("seen"), list) else []
+        verdict = '<span class="ok">ok</span>' if check.get("ok") is True else '<span class="bad">FAILED</span>'
+        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(check.get('expected') or '?')}</td>"
+                    f"<td>{_e(' → '.join(map(str, seen)) or 'nothing')}</td><td>{verdict}</td></tr>")
+    rows.append("</tbody></table>")
+    return "\n".join(rows)
+
+
+def _restore_section(report: dict[str, Any]) -> str:
+    restore = report.get("restore")
+    if not restore:
+        return '<p class="empty">No restore record.</p>'
+    if isinstance(restore, dict):
+        rows = ["<table><tbody>"]
+        for key, value in restore.items():
+            shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+            rows.append(f'<tr><th>{_e(key)}</th><td class="detail">{_e(_detail(shown, 600))}</td></tr>')
+        rows.append("</tbody></table>")
+        return "\n".join(rows)
+    return f"<pre>{_e(_detail(restore, 2000))}</pre>"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The whole report as one HTML page with no external asset and no script."""
+    report = _mapping(report)
+    status = _status(report)
+    t0 = _num(report.get("started_at"))
+    scenario, deployment = report.get("scenario") or "?", report.get("deployment") or "?"
+    failed = failed_steps(report)
+    error = report.get("error")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>regionha drill {status}: {_e(scenario)} on {_e(deployment)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f'<header class="banner {status}"><h1>Drill {status}</h1>',
+        f"<p>scenario <b>{_e(scenario)}</b> · deployment <b>{_e(deployment)}</b> · execution "
+        f"<b>{_e(report.get('execution') or '?')}</b></p>",
+        f"<p>started {_e(_utc(t0))} · took {_e(_seconds(_duration(report)))} · "
+        f"{len(_dicts(report.get('steps')))} steps, {len(failed)} failed</p></header>",
+    ]
+    if error:
+        parts.append(f'<div class="error"><b>error:</b> <span class="detail">{_e(_detail(error, 2000))}</span></div>')
+    parts += [
+        "<h2>Recovery per path</h2>",
+        _recovery_cards(report),
+        "<h2>Timeline</h2>",
+        '<p class="detail">Each mark is one probe of a path, coloured by the node it named; shaded bands are '
+        "faults, dashed lines restores; brackets measure fault → first answer naming a node that answers.</p>",
+        timeline_svg(report),
+        "<h2>Steps</h2>",
+        _steps_table(report, t0),
+        "<h2>Alarm checks</h2>",
+        _alarms_table(report),
+        "<h2>Restore</h2>",
+        _restore_section(report),
+        f"<footer>regionha drill report · ended {_e(_utc(_num(report.get('ended_at'))))}</footer>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
