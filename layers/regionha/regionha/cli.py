@@ -20,6 +20,7 @@ from typing import Any
 
 from regionha import __version__
 from regionha.cli_canary import register as register_canary
+from regionha.cli_drill import register as register_drill
 from regionha.cli_local import register_local
 from regionha.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, _one_line, load_topology
 
@@ -96,7 +97,9 @@ def register_topology(subparsers: Subparsers) -> None:
     show.set_defaults(handler=cmd_topology_show)
 
 
-COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (register_topology, register_canary, register_local)
+COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (
+    register_topology, register_canary, register_local, register_drill
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -154,7 +154,8 @@ def fault_markers(report: dict[str, Any], horizon: float) -> list[Marker]:
             kind = str(f.get("kind") or "fault")
             target = None if f.get("target") is None else str(f["target"])
             verb = {"node": "down", "path": "cut"}.get(kind, kind)
-            markers.append(Marker(f"{target or '?'} {verb}", start, end if end is not None else horizon,
+            label = f"{target or '?'} {verb}" + (" (not restored)" if end is None else "")
+            markers.append(Marker(label, start, end if end is not None else horizon,
                                   kind, target, open_ended=end is None))
         return sorted(markers, key=lambda m: m.start)
     markers = []
@@ -346,7 +347,7 @@ def timeline_svg(report: dict[str, Any]) -> str:
                 xa, xb, yb = x(anchor), x(anchor + seconds), y + _LANE - 5
                 out.append(f'<path d="M{xa:.1f} {yb - 3} V{yb} H{xb:.1f} V{yb - 3}" fill="none" '
                            f'stroke="#111827" stroke-width="1.2" class="recovery"/>')
-                out.append(f'<text x="{(xa + xb) / 2:.1f}" y="{yb - 1}" text-anchor="middle" font-size="9" '
+                out.append(f'<text x="{(xa + xb) / 2:.1f}" y="{yb - 1}" text-anchor="middle" font-size="10" '
                            f'stroke="#ffffff" stroke-width="3" paint-order="stroke" fill="#111827">'
                            f'{seconds:.1f} s</text>')
         out.append(f'<text x="{_WIDTH - _RIGHT + 8}" y="{y + _LANE / 2 + 4}" fill="{colour}" '
@@ -435,6 +436,7 @@ th { background: #f3f4f6; font-weight: 600; } td.num { text-align: right; font-v
 .card { border: 1px solid #e5e7eb; border-radius: 6px; padding: 8px 14px; min-width: 180px; }
 .card .v { font-size: 22px; font-weight: 600; } .card .k { font-size: 13px; color: #4b5563; }
 .error { background: #fef2f2; border: 1px solid #fecaca; padding: 8px 12px; border-radius: 6px; }
+.note { font-size: 13px; color: #4b5563; margin: 0 0 6px; }
 .empty { color: #6b7280; font-style: italic; } pre { white-space: pre-wrap; font-size: 12px; }
 footer { margin-top: 28px; color: #6b7280; font-size: 12px; }
 """
@@ -531,7 +533,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Recovery per path</h2>",
         _recovery_cards(report),
         "<h2>Timeline</h2>",
-        '<p class="detail">Each mark is one probe of a path, coloured by the node it named; shaded bands are '
+        '<p class="note">Each mark is one probe of a path, coloured by the node it named; shaded bands are '
         "faults, dashed lines restores; brackets measure fault → first answer naming a node that answers.</p>",
         timeline_svg(report),
         "<h2>Steps</h2>",

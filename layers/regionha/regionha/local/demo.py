@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from regionha import netguard
+from regionha.aws import deployment_filter
 from regionha.canary import client_source, run_canary, truth_from_record
 from regionha.converge.dns import read_record
+from regionha.local.runtime import STACK_NAME
 from regionha.topology import Topology
 
 
@@ -88,6 +90,53 @@ class Demo:
         ok = truth.node == topology.primary.name and all(p.success for p in run.paths)
         return ok, {"truth": truth.ip, "node": truth.node, "paths": {p.path: p.success for p in run.paths}}
 
+    def canary(self) -> tuple[bool, dict[str, Any]]:
+        """The scheduled canary for a few emulated minutes: a clean run raises no alarm; a cut path's
+        alarm goes to ALARM and back to OK after restore while the critical alarm stays OK."""
+        rt = self.runtime
+        topology: Topology = rt.topology
+        since = rt.clock.now()
+        runs_before = len(_canary_runs(rt))
+        rt.wait_emulated(CLEAN_MINUTES)
+        runs = len(_canary_runs(rt)) - runs_before
+        fired = [t for t in rt.alarm_transitions(since) if t["new"] == "ALARM"]
+        self.say(f"  clean run: {runs} scheduled canary runs in {CLEAN_MINUTES} emulated minutes, "
+                 f"{len(fired)} alarms fired")
+        detail: dict[str, Any] = {"clean_runs": runs, "clean_alarms_fired": fired}
+        ok = runs >= CLEAN_MINUTES - 1 and not fired
+
+        names = [p.name for p in topology.forwarder_paths]
+        path = CUT_PATH if CUT_PATH in names else names[-1]
+        alarm = path_alarm_name(path)
+        critical = f"{STACK_NAME}-critical"
+        self.say(f"  cutting forwarder path {path} (network ACL deny from the client network)")
+        cut_at = rt.clock.now()
+        set_path_cut(rt, path, cut=True)
+        try:
+            alarmed = rt.wait_alarm(alarm, "ALARM", minutes=6)
+            states = rt.alarm_states()
+            self.say(f"  {alarm}: {states.get(alarm)}; {critical}: {states.get(critical)}")
+        finally:
+            set_path_cut(rt, path, cut=False)
+        restored = rt.wait_alarm(alarm, "OK", minutes=6)
+        after = rt.alarm_states()
+        critical_fired = [t for t in rt.alarm_transitions(cut_at) if t["alarm"] == critical and t["new"] == "ALARM"]
+        self.say(f"  restored: {alarm}: {after.get(alarm)}; critical fired: {bool(critical_fired)}")
+        detail.update(
+            {
+                "cut_path": path,
+                "path_alarm": alarm,
+                "path_alarm_fired": alarmed,
+                "path_alarm_ok_after_restore": restored,
+                "critical_fired": critical_fired,
+                "transitions": rt.alarm_transitions(since),
+            }
+        )
+        self.report["canary"] = detail
+        return ok and alarmed and restored and not critical_fired, {
+            k: v for k, v in detail.items() if k != "transitions"
+        }
+
     def teardown(self) -> tuple[bool, dict[str, Any]]:
         execution = self.runtime.teardown()
         self.report["teardown"] = execution.to_json()
@@ -100,6 +149,7 @@ class Demo:
         try:
             if self.phases[-1].ok and self.phase("build (build state machine)", self.build):
                 self.phase("resolve through every forwarder path", self.resolve)
+                self.phase("canary: scheduled runs, alarms on a cut path", self.canary)
             if self.phases[-1].name != "start the local runtime" or self.phases[-1].ok:
                 self.phase("teardown (teardown state machine)", self.teardown)
         finally:
@@ -111,6 +161,45 @@ class Demo:
             "onprem": netguard.to_local(str(self.runtime.topology.client.dns_server.ip)),
         }
         return self.report
+
+
+CLEAN_MINUTES = 4
+CUT_PATH = "osaka-bind"
+
+
+def path_alarm_name(path_label: str) -> str:
+    """The per-path alarm's name, as template.yaml names it."""
+    return f"{STACK_NAME}-path-down-{path_label.replace('/', '-')}"
+
+
+def _canary_runs(rt: Any) -> list[Any]:
+    return [d for d in rt.schedules.log.all() if "Canary" in d.rule and d.ok]
+
+
+def set_path_cut(rt: Any, path_name: str, *, cut: bool) -> None:
+    """Deny (or allow again) the client network on a forwarder path's subnet network ACL."""
+    topology: Topology = rt.topology
+    path = next(p for p in topology.forwarder_paths if p.name == path_name)
+    subnets = {e.subnet for e in path.ips} if path.kind == "resolver_endpoint" else {path.subnet}
+    ec2 = rt.clients.ec2(topology.region_of(path.vpc))
+    for subnet in sorted(subnets):
+        found = ec2.describe_subnets(Filters=deployment_filter(topology.deployment, subnet))["Subnets"]
+        subnet_id = found[0]["SubnetId"]
+        acl = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])[
+            "NetworkAcls"
+        ][0]
+        if cut:
+            ec2.create_network_acl_entry(
+                NetworkAclId=acl["NetworkAclId"], RuleNumber=DEMO_RULE, Protocol="-1", RuleAction="deny",
+                Egress=False, CidrBlock=str(topology.client.cidr),
+            )
+        else:
+            ec2.delete_network_acl_entry(NetworkAclId=acl["NetworkAclId"], RuleNumber=DEMO_RULE, Egress=False)
+    rt.settle()
+
+
+# Below the default network ACL's allow-all rule 100: entries are evaluated in rule-number order.
+DEMO_RULE = 91
 
 
 def _summaries(output: Any) -> dict[str, int]:

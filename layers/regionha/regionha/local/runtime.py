@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -423,6 +424,52 @@ class LocalRuntime:
         """Apply the AWS-side state now instead of at the next reconcile round."""
         self.world.reconcile()
         self.fleet.reconcile()
+
+    # -- alarms --------------------------------------------------------------------------------------
+
+    def alarm_states(self) -> dict[str, str]:
+        """Every alarm's state: metric alarms from CloudWatch, composites from the evaluator (moto
+        cannot store composite alarms)."""
+        cw = self.clients.client("cloudwatch", self.region)
+        states = {}
+        for page in cw.get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm"]):
+            states.update({a["AlarmName"]: a["StateValue"] for a in page["MetricAlarms"]})
+        states.update({c["AlarmName"]: c["StateValue"] for c in self.alarms.describe_composite_alarms(self.region)})
+        return states
+
+    def alarm_transitions(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """State updates of every alarm (oldest first), in emulated time, since ``since``."""
+        out = []
+        for name in self.alarm_states():
+            for item in self.alarms.history(name, self.region, "StateUpdate"):
+                if since is None or item["Timestamp"] >= since:
+                    data = json.loads(item.get("HistoryData") or "{}")
+                    out.append(
+                        {
+                            "alarm": name,
+                            "time": item["Timestamp"].isoformat(),
+                            "old": (data.get("oldState") or {}).get("stateValue"),
+                            "new": (data.get("newState") or {}).get("stateValue"),
+                        }
+                    )
+        return sorted(out, key=lambda t: t["time"])
+
+    def wait_emulated(self, minutes: float, *, timeout: float = 120.0) -> None:
+        """Sleep until ``minutes`` of emulated time have passed (bounded in real time)."""
+        end = self.clock.now() + timedelta(minutes=minutes)
+        deadline = time.monotonic() + timeout
+        while self.clock.now() < end and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def wait_alarm(self, name: str, state: str, *, minutes: float, timeout: float = 120.0) -> bool:
+        """Wait, bounded in emulated minutes, until alarm ``name`` is in ``state``."""
+        end = self.clock.now() + timedelta(minutes=minutes)
+        deadline = time.monotonic() + timeout
+        while self.clock.now() < end and time.monotonic() < deadline:
+            if self.alarm_states().get(name) == state:
+                return True
+            time.sleep(0.1)
+        return self.alarm_states().get(name) == state
 
     # -- what users see --------------------------------------------------------------------------------
 
