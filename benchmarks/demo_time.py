@@ -1,0 +1,42 @@
+"""Benchmark: the local demo's wall time and each phase's time (and, once the drill runs in the demo,
+its recovery seconds per path). Prints figures; asserts nothing. Needs root, like the demo.
+
+    python benchmarks/demo_time.py [--runs N] [--compression X]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from regionha.local.demo import Demo
+from regionha.local.runtime import LocalRuntime, local_topology
+from regionha.topology import load_topology
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--compression", type=float, default=20.0)
+    args = parser.parse_args()
+    totals, phases, recovery = [], {}, {}
+    for i in range(args.runs):
+        runtime = LocalRuntime(local_topology(load_topology()), compression=args.compression)
+        report = Demo(runtime, lambda _: None).run()
+        totals.append(report["seconds"])
+        for p in report["phases"]:
+            phases.setdefault(p["name"], []).append(p["seconds"])
+        for path, seconds in ((report.get("drill") or {}).get("recovery_seconds") or {}).items():
+            recovery.setdefault(path, []).append(seconds)
+        print(f"run {i + 1}: {'PASSED' if report['ok'] else 'FAILED'} in {report['seconds']:.1f} s", flush=True)
+    print(f"\ndemo wall time: median {statistics.median(totals):.1f} s over {len(totals)} run(s)")
+    for name, values in phases.items():
+        print(f"  {name:<48} median {statistics.median(values):6.2f} s  max {max(values):6.2f} s")
+    for path, values in recovery.items():
+        print(f"  recovery {path:<39} median {statistics.median(values):6.2f} s  max {max(values):6.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
