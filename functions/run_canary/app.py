@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from regionha import canary, metrics
 from regionha.errors import ConfigurationError, TransientError
 from regionha.payload import clients, stack_region
+from regionha.topology import parse_topology
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -47,14 +48,20 @@ def _env(name: str) -> str:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     scheduled = _scheduled_time(event)
     deployment = _env("DEPLOYMENT")
-    aws = clients()
-    topology = canary.deployment_topology(aws, _env("STATE_TABLE"), stack_region(), deployment)
-    try:
-        truth = canary.read_truth(topology, aws)
-    except (ClientError, BotoCoreError) as e:
-        # No run without the truth: every path would look wrong. The missing heartbeat says so.
-        logger.exception("cannot read the record from Route 53")
-        raise TransientError(f"reading {topology.dns.record.name} from Route 53 failed: {e}") from e
+    if isinstance(event, dict) and isinstance(event.get("topology"), dict) and "truth" in event:
+        # Dispatched (the normal case): everything read outside the VPC, no AWS API call from here.
+        topology = parse_topology(event["topology"], "dispatched topology")
+        truth = canary.Truth(**{k: event["truth"].get(k) for k in ("ip", "ttl", "node")})
+    else:
+        # Invoked directly (console, CLI, a function outside any VPC): read them ourselves.
+        aws = clients()
+        topology = canary.deployment_topology(aws, _env("STATE_TABLE"), stack_region(), deployment)
+        try:
+            truth = canary.read_truth(topology, aws)
+        except (ClientError, BotoCoreError) as e:
+            # No run without the truth: every path would look wrong. The missing heartbeat says so.
+            logger.exception("cannot read the record from Route 53")
+            raise TransientError(f"reading {topology.dns.record.name} from Route 53 failed: {e}") from e
     if truth.ip is None:
         logger.warning("the record does not exist: every path fails",
                        extra={"record": topology.dns.record.name})

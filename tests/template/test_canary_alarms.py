@@ -74,9 +74,14 @@ def test_canary_function_is_scheduled_and_knows_its_deployment(resources):
     assert fn["Type"] == "AWS::Serverless::Function"
     assert props["CodeUri"] == "functions/run_canary/"
     assert props["Environment"]["Variables"]["DEPLOYMENT"] == {"Ref": "Deployment"}
-    (event,) = props["Events"].values()
+    # The schedule starts the dispatcher (outside any VPC), which runs the canary inside the client network.
+    dispatch = resources["DispatchCanaryFunction"]["Properties"]
+    assert "Events" not in props
+    (event,) = dispatch["Events"].values()
     assert event == {"Type": "Schedule", "Properties": {"Schedule": {"Ref": "CanaryRate"},
                                                         "Description": "Run the canary", "Enabled": True}}
+    assert dispatch["Environment"]["Variables"]["CANARY_FUNCTION"] == {"Ref": "RunCanaryFunction"}
+    assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "RunCanaryFunction"}}} in dispatch["Policies"]
     # A run is bounded by the probe timeout; the function timeout must leave room and stay below the rate.
     assert TOPOLOGY.canary.timeout_seconds * 5 <= props["Timeout"] < 60
     policies = props["Policies"]
@@ -94,7 +99,7 @@ def test_schedule_translates_to_a_rule_targeting_the_function():
 
     translated = translate(TEMPLATE).template["Resources"]
     (rule,) = [r for r in translated.values() if r["Type"] == "AWS::Events::Rule"
-               and r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["RunCanaryFunction", "Arn"]}]
+               and r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["DispatchCanaryFunction", "Arn"]}]
     assert rule["Properties"]["ScheduleExpression"] == {"Ref": "CanaryRate"}
 
 

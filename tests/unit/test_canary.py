@@ -479,3 +479,19 @@ def test_cli_exits_1_when_a_path_fails(site_factory, capsys):
 def test_cli_bad_overrides_exit_2(site_factory, capsys, extra):
     assert main([*cli_args(site_factory()), *extra]) == 2
     assert "regionha canary run:" in capsys.readouterr().err
+
+
+def test_a_dispatched_run_makes_no_aws_call(topology, site_factory, stack, handler, monkeypatch, call_counter):
+    """Inside the client VPC the canary reaches no AWS API: the dispatcher hands it topology and truth."""
+    site = site_factory()
+    monkeypatch.setattr(canary, "run_canary", functools.partial(
+        run_canary, timeout=BOUND, servers=site.servers, node_addresses=site.node_addresses))
+    monkeypatch.setenv("REGIONHA_METRICS_SINK", "emf")
+    event = {"topology": topology.to_json(), "truth": {"ip": A_IP, "ttl": 60, "node": "Server-A"},
+             "time": "2026-11-25T10:00:00Z"}
+
+    result = handler(event, LambdaContext())
+
+    assert result["truth"] == {"ip": A_IP, "ttl": 60, "node": "Server-A"}
+    assert all(p["outcome"] == "ok" for p in result["paths"])
+    assert call_counter.calls == []

@@ -197,6 +197,7 @@ def test_failed_report_shows_what_failed() -> None:
     assert "no path reached Server-B" in text and "WaitTimeoutError" in text
     labels = _texts(_svg(page))
     assert labels.count("not recovered") == 4
+    assert "tokyo-resolver cut (not restored)" in labels
     assert "restored tokyo-resolver" not in labels  # the unrestored fault runs to the end, no restore line
     summary = summary_text(report)
     assert summary.startswith("regionha drill FAILED: scenario acceptance")

@@ -1,0 +1,57 @@
+"""DispatchCanary: read what the canary needs from AWS APIs, then run it inside the client network.
+
+Scheduled by EventBridge. The canary itself runs in the client VPC (placed there by the build), where
+it can reach the forwarder paths but, like any VPC Lambda without a NAT or endpoints, no AWS API.
+So this function (outside any VPC) reads the topology from the inventory and the truth from Route 53
+and invokes the canary synchronously with both; the canary only probes and emits EMF metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+
+from regionha import canary
+from regionha.errors import ConfigurationError, TransientError
+from regionha.payload import clients, stack_region
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is not set (see template.yaml)")
+    return value
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    aws = clients()
+    deployment = _env("DEPLOYMENT")
+    topology = canary.deployment_topology(aws, _env("STATE_TABLE"), stack_region(), deployment)
+    truth = canary.read_truth(topology, aws)
+    payload = {
+        "topology": topology.to_json(),
+        "truth": {"ip": truth.ip, "ttl": truth.ttl, "node": truth.node},
+        # The schedule's time: metrics are stamped with it (the local runtime's emulated clock).
+        "time": event.get("time") if isinstance(event, dict) else None,
+    }
+    response = aws.client("lambda", stack_region()).invoke(
+        FunctionName=_env("CANARY_FUNCTION"), InvocationType="RequestResponse", Payload=json.dumps(payload)
+    )
+    body = json.loads(response["Payload"].read() or b"null")
+    if response.get("FunctionError"):
+        # No heartbeat this minute: the canary-silent alarm says so.
+        raise TransientError(f"canary run failed: {body}")
+    logger.info("canary dispatched", extra={"truth": payload["truth"], "all_succeeded": body.get("all_succeeded")})
+    return {"truth": payload["truth"], "duration_ms": body.get("duration_ms"),
+            "paths": {p["path"]: p.get("success") for p in body.get("paths", [])}}

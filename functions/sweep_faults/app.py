@@ -1,0 +1,48 @@
+"""SweepFaults: restore drill faults that outlived their expiry or their execution, release stale locks.
+
+Scheduled by EventBridge. A drill execution stopped from the console runs no restore; its faults
+stay recorded in the state table, and this puts them back within one schedule period.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Tracer
+from botocore.exceptions import ClientError
+
+from regionha import drill, drill_faults
+from regionha.payload import clients, stack_region
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = Logger()
+tracer = Tracer()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    aws, region = clients(), stack_region()
+    env = drill.DrillEnv.from_environ()
+    sfn = aws.client("stepfunctions", region)
+
+    def execution_status(arn: str) -> str | None:
+        try:
+            return sfn.describe_execution(executionArn=arn)["status"]
+        except ClientError:
+            # Unknown (deleted history, another account): only the expiry decides.
+            logger.warning("cannot describe execution", extra={"execution": arn})
+            return None
+
+    swept = drill_faults.sweep(aws, env.table, region, execution_status=execution_status)
+    locks = drill.sweep_locks(aws, env, execution_status=execution_status)
+    for item in swept:
+        (logger.info if item["restored"] else logger.error)("fault swept", extra=item)
+    if os.environ.get("NOTICES_TOPIC") and any(not s["restored"] for s in swept):
+        aws.client("sns", region).publish(
+            TopicArn=os.environ["NOTICES_TOPIC"], Subject="CRITICAL: regionha fault sweeper could not restore",
+            Message="\n".join(f"- {s['fault']}: {s.get('error')}" for s in swept if not s["restored"]))
+    return {"swept": swept, "locks_released": locks}
