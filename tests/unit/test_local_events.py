@@ -357,3 +357,26 @@ def test_event_bus_put_delivers_custom_events_to_enabled_matching_rules(moto_aws
     bus.put({"source": "regionha.drill", "detail-type": "Drill", "region": REGION, "detail": {"phase": "heal"}})
     assert [d.rule for d in deliveries] == ["drill"]
     assert _drain(url) == [{"phase": "cut-A"}]
+
+
+def test_a_rule_targeting_another_regions_bus_forwards_the_event_there(moto_aws):
+    """EC2 sends state changes only to its own region's bus; a forwarding rule carries them to the stack's."""
+    clock = ManualClock(T0)
+    far = "ap-northeast-3"  # the node's region; REGION's bus is the stack's
+    url, arn = _queue("forwarded")
+    boto3.client("events", region_name=far).put_rule(
+        Name="forward-ec2", EventPattern=json.dumps({"source": ["aws.ec2"]})
+    )
+    boto3.client("events", region_name=far).put_targets(
+        Rule="forward-ec2", Targets=[{"Id": "bus", "Arn": f"arn:aws:events:{REGION}:123456789012:event-bus/default"}]
+    )
+    events = boto3.client("events", region_name=REGION)
+    events.put_rule(Name="ec2-here", EventPattern=json.dumps({"source": ["aws.ec2"], "region": [far]}))
+    events.put_targets(Rule="ec2-here", Targets=[{"Id": "q", "Arn": arn, "InputPath": "$.detail"}])
+
+    EventBus(Clients(), clock).put(
+        {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "region": far,
+         "detail": {"instance-id": "i-1", "state": "stopped"}}
+    )
+
+    assert _drain(url) == [{"instance-id": "i-1", "state": "stopped"}]

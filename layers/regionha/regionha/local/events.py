@@ -516,6 +516,14 @@ def send_to_target(clients: Clients, target_arn: str, payload: str) -> None:
         raise ConfigurationError(f"target service {service!r} is not emulated by the local runtime")
 
 
+def _event_bus_region(arn: str) -> str | None:
+    """The region of an event bus ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME), else None."""
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "events" and parts[5].startswith("event-bus/"):
+        return parts[3]
+    return None
+
+
 def _paged(call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     token: str | None = None
     while True:
@@ -532,6 +540,9 @@ def _enabled(rule: dict[str, Any]) -> bool:
 
 class _RuleTargets:
     """Reads rules and their targets and delivers to them; shared by the bus and the schedule runner."""
+
+    # Set by the EventBus: how an event reaches another region's default bus.
+    forward: Callable[[str, dict[str, Any]], Any] | None = None
 
     def __init__(self, clients: Clients, log: DeliveryLog | None):
         self.clients = clients
@@ -551,7 +562,12 @@ class _RuleTargets:
             payload = ""
             try:
                 payload = render_input(target, event, rule["Arn"])
-                send_to_target(self.clients, target["Arn"], payload)
+                bus_region = _event_bus_region(target["Arn"])
+                if bus_region is not None and self.forward is not None:
+                    # Another bus (cross-region forwarding): the event itself goes on, to that bus's rules.
+                    self.forward(bus_region, event)
+                else:
+                    send_to_target(self.clients, target["Arn"], payload)
                 d = Delivery(rule["Name"], rule["Arn"], target["Id"], target["Arn"], at, True, None, event, payload)
             except Exception as e:  # a failed target is a recorded delivery, as in EventBridge metrics
                 logger.warning("delivery of %s to %s failed: %s", rule["Name"], target["Arn"], e)
@@ -579,8 +595,10 @@ class EventBus(_RuleTargets):
         self.clock = clock or CompressedClock()
         self.bus = bus
         self.account = account
+        self.forward = lambda region, event: self.put(event, bus_region=region)
 
-    def put(self, event: dict[str, Any]) -> list[Delivery]:
+    def put(self, event: dict[str, Any], *, bus_region: str | None = None) -> list[Delivery]:
+        """Deliver to the matching rules of ``bus_region``'s bus (default: the event's own region)."""
         if "region" not in event or "source" not in event or "detail-type" not in event:
             raise ConfigurationError("an event needs at least region, source and detail-type")
         now = self.clock.now()
@@ -593,7 +611,7 @@ class EventBus(_RuleTargets):
             "detail": {},
             **event,
         }
-        region = full["region"]
+        region = bus_region or full["region"]
         out: list[Delivery] = []
         for rule in self.rules(region, self.bus):
             if not _enabled(rule) or not rule.get("EventPattern"):
