@@ -143,9 +143,17 @@ def test_an_upsert_is_visible_through_bind_once_the_ttl_expires(runtime):
     upsert_record(runtime.topology, runtime.clients, "10.0.110.10")
 
 
-def test_a_stopped_node_answers_nothing_and_comes_back_on_start(runtime):
+def test_stopping_the_active_node_fails_over_and_the_onprem_resolver_follows(runtime):
+    """Built-in mode: the EC2 stop reaches the failover controller through the forwarded state-change
+    event; the record moves to the healthy standby and the on-prem resolver answers it once the TTL
+    has run out. The stopped node answers nothing; started again, it comes back (failback is manual)."""
     import http.client
 
+    from regionha.converge.dns import read_record
+    from regionha.failover import manual_switch
+
+    src = netguard.to_local(client_source(runtime.topology))
+    onprem = runtime.dns_map()["onprem"].split(":")[0]
     ec2 = runtime.clients.ec2("ap-northeast-1")
     instance_id = ec2.describe_instances(
         Filters=[{"Name": "tag:regionha:name", "Values": ["Server-A"]},
@@ -163,12 +171,26 @@ def test_a_stopped_node_answers_nothing_and_comes_back_on_start(runtime):
             conn.close()
 
     assert node_answers() == "Server-A"
+    assert until(lambda: ask(onprem, source=src) == ["10.0.110.10"], 10)
+
     ec2.stop_instances(InstanceIds=[instance_id])
     runtime.settle()
+
     assert node_answers() is None
+    record = until(lambda: (read_record(runtime.topology, runtime.clients) or {}).get("ip") == "10.1.110.10", 20)
+    assert record, "the failover controller did not move the record"
+    assert until(lambda: ask(onprem, source=src) == ["10.1.110.10"], TTL + 10)
+    invoked = {i.function.split(":")[-1] for i in runtime.aws.invocations}
+    assert "regionha-FailoverControllerFunction" in invoked
+
     ec2.start_instances(InstanceIds=[instance_id])
     runtime.settle()
     assert until(node_answers, 5) == "Server-A"
+    # Failback is manual by default: the record stays on Server-B until an operator moves it.
+    assert read_record(runtime.topology, runtime.clients)["ip"] == "10.1.110.10"
+    manual_switch(runtime.topology, runtime.clients, "Server-A",
+                  table=runtime.stack.physical_id("StateTable"), table_region=runtime.region)
+    assert read_record(runtime.topology, runtime.clients)["ip"] == "10.0.110.10"
 
 
 def test_teardown_then_stop_leaves_nothing_behind(runtime):
