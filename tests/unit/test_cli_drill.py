@@ -130,7 +130,7 @@ def test_cut_path_sends_the_path(sfn: Any, capsys) -> None:
     assert "scenario cut-path" in capsys.readouterr().out
     execution = sfn.list_executions(stateMachineArn=arn)["executions"][0]
     assert json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"]) == {
-        "scenario": "cut-path", "path": "osaka-bind"}
+        "scenario": "cut-path", "region_path": "osaka-bind"}
 
 
 def test_a_drill_ending_in_fail_is_reported_from_its_history(sfn: Any, tmp_path: Path, capsys) -> None:
@@ -147,6 +147,55 @@ def test_a_drill_ending_in_fail_is_reported_from_its_history(sfn: Any, tmp_path:
     assert "ExecutionFailed: DrillFailed: ObserveFailover timed out" in out
     assert "regionha drill FAILED" in out
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "FAILED"
+
+
+def drill_like_machine(sfn: Any, verdict: dict[str, Any]) -> str:
+    """The drill's tail: Report leaves a verdict (and the S3 pointer) at $.report, then Succeed or Fail."""
+    return machine(sfn, "drill", {
+        "Report": {"Type": "Pass", "Result": verdict, "ResultPath": "$.report", "Next": "DecideOutcome"},
+        "DecideOutcome": {"Type": "Choice", "Default": "DrillFailed", "Choices": [
+            {"Variable": "$.report.status", "StringEquals": "PASSED", "Next": "DrillPassed"}]},
+        "DrillPassed": {"Type": "Succeed"},
+        "DrillFailed": {"Type": "Fail", "Error": "DrillFailed", "Cause": "its report says why"},
+    }, "Report")
+
+
+@pytest.fixture
+def stored(sfn: Any) -> Any:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="drill-reports", CreateBucketConfiguration={"LocationConstraint": REGION})
+    return s3
+
+
+@pytest.mark.parametrize(("status", "code"), [("PASSED", 0), ("FAILED", 1)])
+def test_the_report_is_read_from_where_the_report_state_stored_it(
+        sfn: Any, stored: Any, tmp_path: Path, capsys, status: str, code: int) -> None:
+    report = canned_report(status)
+    stored.put_object(Bucket="drill-reports", Key="reports/regionha/drill-x.json", Body=json.dumps(report))
+    arn = drill_like_machine(sfn, {"status": status, "recovery_seconds": report["recovery_seconds"],
+                                   "json": "s3://drill-reports/reports/regionha/drill-x.json"})
+
+    exit_code = main(start("--state-machine-arn", arn, "--json", str(tmp_path / "r.json"),
+                           "--html", str(tmp_path / "r.html")))
+
+    out = capsys.readouterr().out
+    assert exit_code == code
+    assert f"regionha drill {status}: scenario acceptance" in out
+    assert json.loads((tmp_path / "r.json").read_text()) == report  # the stored report, not the verdict
+    assert "FailNode" in (tmp_path / "r.html").read_text()
+
+
+def test_without_a_stored_report_the_verdict_is_reported(sfn: Any, stored: Any, capsys) -> None:
+    arn = drill_like_machine(sfn, {"status": "PASSED", "recovery_seconds": {"osaka-bind@Server-B": 3.25},
+                                   "json": "s3://drill-reports/reports/regionha/missing.json"})
+
+    code = main(start("--state-machine-arn", arn))
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "cannot read the report s3://drill-reports/reports/regionha/missing.json" in captured.err
+    assert "regionha drill PASSED" in captured.out and "osaka-bind@Server-B 3.2 s" in captured.out
+    assert "only the verdict is known" in captured.out
 
 
 def test_an_execution_without_report_exits_1_with_its_error(sfn: Any, tmp_path: Path, capsys) -> None:
@@ -228,13 +277,12 @@ def test_drill_report_renders_a_finished_execution(sfn: Any, tmp_path: Path, cap
     assert "osaka-bind" in page and "11.5 s" in page
 
 
-def test_drill_report_falls_back_to_the_stored_report(sfn: Any, tmp_path: Path, capsys) -> None:
+def test_drill_report_falls_back_to_the_stored_report(sfn: Any, stored: Any, tmp_path: Path, capsys) -> None:
     # Stopped from the console: no output, no report in the history, but the drill stored one in S3.
     arn = machine(sfn, "drill", {"Stopped": {"Type": "Fail", "Error": "Aborted", "Cause": "stopped"}}, "Stopped")
     execution = sfn.start_execution(stateMachineArn=arn, name="drill-stopped")["executionArn"]
     finished(sfn, execution)
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket="drill-reports", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3 = stored
     s3.put_object(Bucket="drill-reports", Key="reports/regionha/drill-other.json",
                   Body=json.dumps(canned_report("PASSED")))
     s3.put_object(Bucket="drill-reports", Key="reports/regionha/drill-stopped.json",
@@ -316,6 +364,14 @@ def test_progress_names_the_state_a_task_failed_in() -> None:
          "lambdaFunctionFailedEventDetails": {"error": "ConfigurationError", "cause": "no NACL\nfor B3"}},
         {"type": "TaskStateExited", "timestamp": started + timedelta(seconds=3.5),
          "stateExitedEventDetails": {"name": "CutPath"}},
+        {"type": "TaskStateEntered", "timestamp": started + timedelta(seconds=4),
+         "stateEnteredEventDetails": {"name": "Restore"}},
+        {"type": "LambdaFunctionFailed", "timestamp": started + timedelta(seconds=5),
+         "lambdaFunctionFailedEventDetails": {"error": "DrillAborted", "cause": json.dumps({
+             "errorType": "DrillAborted", "errorMessage": "critical alarm went to ALARM",
+             "stackTrace": ["  File \"app.py\", line 1"]})}},
+        {"type": "ExecutionFailed", "timestamp": started + timedelta(seconds=6),
+         "executionFailedEventDetails": {"error": "DrillFailed"}},
     ]
 
     for event in events:
@@ -325,6 +381,9 @@ def test_progress_names_the_state_a_task_failed_in() -> None:
         "    +2.0s  enter CutPath",
         "    +3.0s  LambdaFunctionFailed in CutPath: ConfigurationError: no NACL for B3",
         "    +3.5s  exit  CutPath (1.5 s)",
+        "    +4.0s  enter Restore",
+        "    +5.0s  LambdaFunctionFailed in Restore: DrillAborted: critical alarm went to ALARM",
+        "    +6.0s  ExecutionFailed: DrillFailed",
     ]
 
 

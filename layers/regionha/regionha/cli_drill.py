@@ -5,9 +5,11 @@ or the ``DrillStateMachineArn`` output of the CloudFormation stack) or in a runn
 (``--local-state``, the file ``regionha local up`` writes), follows its history until it ends and
 prints the report's summary. ``report`` renders the report of a finished execution.
 
-The report is the execution's output. An execution that ends in a ``Fail`` state has no output, so
-the report is then looked for in the outputs of its last states, and (with ``--bucket``) in the S3
-object ``reports/<deployment>/<execution name>.json`` that the drill stores.
+The drill's ``Report`` state puts the report JSON in S3 and leaves ``{"status", "recovery_seconds",
+"json": "s3://..."}`` at ``$.report``; an execution that ends in ``DrillFailed`` has no output at all.
+So the report is looked for in the execution output, then in the outputs of its states (newest
+first): a whole report inline, else the S3 object the ``json`` pointer names, else (``--bucket``)
+``reports/<deployment>/<execution name>.json``, else the bare status and recovery figures.
 
 Exit codes: 0 the drill PASSED, 1 it FAILED (or ended without a report, or is still running when the
 wait runs out), 2 the command could not run (bad arguments, no state machine, no such execution).
@@ -143,14 +145,14 @@ def stack_state_machine(cloudformation: Any, stack: str) -> str:
 
 
 def drill_input(args: argparse.Namespace) -> dict[str, Any]:
-    """The execution input: the scenario, and for ``cut-path`` the path to cut."""
+    """The execution input: the scenario, and for ``cut-path`` the path to cut (``region_path``)."""
     if args.scenario == "cut-path" and not args.path:
         raise InvalidInput("--scenario cut-path needs --path NAME (the forwarder path to cut)")
     if args.path and args.scenario != "cut-path":
         raise InvalidInput(f"--path applies to --scenario cut-path only, not {args.scenario}")
     payload: dict[str, Any] = {"scenario": args.scenario}
     if args.path:
-        payload["path"] = args.path
+        payload["region_path"] = args.path
     return payload
 
 
@@ -236,8 +238,10 @@ class Progress:
             self._say(f"{self._at(event)}  execution SUCCEEDED")
         elif kind.endswith(("Failed", "TimedOut", "Aborted")):
             where = f" in {self._current}" if self._current and not kind.startswith("Execution") else ""
+            from regionha.drill_report import error_text
+
             error, cause = details.get("error"), details.get("cause")
-            text = ": ".join(_one_line(p) for p in (error, cause) if p)
+            text = error_text({"Error": error, "Cause": cause}) if error or cause else ""
             self._say(f"{self._at(event)}  {kind}{where}" + (f": {text}" if text else ""))
 
 
@@ -264,26 +268,44 @@ def follow(sfn: Any, execution_arn: str, bound: float, say: Callable[[str], None
 # -- the report ----------------------------------------------------------------------------------------
 
 
-def _looks_like_report(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("status") in ("PASSED", "FAILED") and (
-        "steps" in value or "scenario" in value)
-
-
-def report_in(value: Any, depth: int = 2) -> dict[str, Any] | None:
-    """The report itself, or one nested a level or two down (``{"report": ...}``, a Lambda ``Payload``)."""
+def _parsed(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            return json.loads(value)
         except ValueError:
             return None
-    if _looks_like_report(value):
-        return value
-    if depth > 0 and isinstance(value, dict):
-        for nested in value.values():
-            found = report_in(nested, depth - 1)
-            if found is not None:
-                return found
-    return None
+    return value
+
+
+def _nested(value: Any, depth: int = 2) -> Iterator[dict[str, Any]]:
+    """The value and the objects a level or two down (``{"report": ...}``, a Lambda ``Payload``)."""
+    value = _parsed(value)
+    if isinstance(value, dict):
+        yield value
+        if depth > 0:
+            for nested in value.values():
+                yield from _nested(nested, depth - 1)
+
+
+def _verdict(value: dict[str, Any]) -> bool:
+    return value.get("status") in ("PASSED", "FAILED")
+
+
+def report_in(value: Any) -> dict[str, Any] | None:
+    """A whole report: a verdict with steps, scenario or timeline."""
+    return next((v for v in _nested(value) if _verdict(v) and ("steps" in v or "scenario" in v
+                                                                or "timeline" in v)), None)
+
+
+def pointer_in(value: Any) -> str | None:
+    """The ``s3://bucket/key`` of a stored report, as the Report state leaves it."""
+    return next((v["json"] for v in _nested(value) if _verdict(v) and isinstance(v.get("json"), str)
+                 and v["json"].startswith("s3://")), None)
+
+
+def verdict_in(value: Any) -> dict[str, Any] | None:
+    """A bare verdict (the Report state's summary, or MarkReportFailed's ``{"status": "FAILED"}``)."""
+    return next((v for v in _nested(value) if _verdict(v)), None)
 
 
 def _history_outputs(sfn: Any, execution_arn: str) -> Iterator[Any]:
@@ -295,24 +317,54 @@ def _history_outputs(sfn: Any, execution_arn: str) -> Iterator[Any]:
                 yield details[key]
 
 
+def _s3_object(clients: Any, region: str, url: str) -> dict[str, Any] | None:
+    """A report stored at ``s3://bucket/key``. IAM: s3:GetObject."""
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    try:
+        body = clients.client("s3", region).get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except ClientError as e:
+        print(f"regionha drill: cannot read the report {url}: {e}", file=sys.stderr)
+        return None
+    return report_in(body)
+
+
 def _s3_report(clients: Any, region: str, bucket: str, name: str) -> dict[str, Any] | None:
     """``reports/<deployment>/<name>.json`` in the bucket. IAM: s3:ListBucket, s3:GetObject."""
     s3 = clients.client("s3", region)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="reports/"):
         for item in page.get("Contents") or []:
             if item["Key"].endswith(f"/{name}.json"):
-                return report_in(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode())
+                return _s3_object(clients, region, f"s3://{bucket}/{item['Key']}")
     return None
 
 
 def find_report(target: Target, desc: dict[str, Any], bucket: str | None = None) -> dict[str, Any] | None:
-    """The execution's report: its output, else the newest state output or failure that holds one."""
-    report = report_in(desc.get("output"))
-    if report is None:
-        report = next(filter(None, map(report_in, _history_outputs(target.sfn, desc["executionArn"]))), None)
-    if report is None and bucket:
+    """The execution's report (see the module docstring for where it is looked for)."""
+    verdict = None
+
+    def places() -> Iterator[Any]:
+        yield desc.get("output")
+        yield from _history_outputs(target.sfn, desc["executionArn"])
+
+    for value in places():
+        report = report_in(value)
+        if report is None and (url := pointer_in(value)):
+            report = _s3_object(target.clients, target.region, url)
+        if report is not None:
+            return report
+        verdict = verdict or verdict_in(value)
+    if bucket:
         report = _s3_report(target.clients, target.region, bucket, desc["name"])
-    return report
+        if report is not None:
+            return report
+    if verdict is not None:
+        # Only the verdict survived (no bucket, or the report could not be stored): say so in the report.
+        return {"status": verdict["status"], "execution": desc["name"],
+                "recovery_seconds": verdict.get("recovery_seconds") or {},
+                "error": verdict.get("error") or "only the verdict is known: the full report was not stored"}
+    return None
 
 
 def write_outputs(report: dict[str, Any], json_path: Path | None, html_path: Path | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -42,6 +43,8 @@ def _say(text: str) -> None:
 
 
 def _runtime(args: argparse.Namespace) -> Any:
+    # The handlers log every step as JSON; on a terminal the phases say enough (set it to INFO to see).
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     from regionha.local.runtime import LocalRuntime, local_topology
 
     topology = local_topology(load_topology(args.topology))

@@ -28,7 +28,7 @@ ERROR_OUTCOMES = ("servfail", "nxdomain", "noanswer", "refused", "network_error"
 # SVG geometry (user units; the picture scales to the page width).
 _WIDTH = 1200
 _LEFT = 230
-_RIGHT = 130
+_RIGHT = 150
 _LANE = 34
 _LABEL_ROW = 15
 _CHAR = 6.3  # rough width of one 11px character, to keep marker labels apart
@@ -79,8 +79,74 @@ def _detail(detail: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def error_text(value: Any, limit: int = 300) -> str:
+    """An error as one line: a Step Functions ``{"Error", "Cause"}`` whose cause is a Lambda error JSON
+    becomes ``Error: errorMessage`` (its stack trace dropped); anything else its JSON."""
+    if isinstance(value, str):
+        parsed = _maybe_json(value)
+        if isinstance(parsed, dict) and "errorMessage" in parsed:
+            return _detail(f"{parsed.get('errorType') or 'Error'}: {parsed['errorMessage']}", limit)
+        return _detail(" ".join(value.split()), limit)
+    if isinstance(value, dict):
+        name = value.get("Error") or value.get("error")
+        cause = value.get("Cause") if "Cause" in value else value.get("cause")
+        if name is not None or cause is not None:
+            text = error_text(cause, limit) if cause is not None else ""
+            if name and text.startswith(f"{name}: "):
+                return text
+            return _detail(": ".join(str(p) for p in (name, text) if p), limit)
+    return _detail(value, limit)
+
+
+def _maybe_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _recovery(report: dict[str, Any]) -> dict[str, float | None]:
     return {str(k): _num(v) for k, v in _mapping(report.get("recovery_seconds")).items()}
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One measured recovery: a path (canary label) answered ``node`` ``seconds`` after the fault."""
+
+    key: str  # as in recovery_seconds: ``path`` or ``path@node``
+    path: str
+    node: str | None
+    seconds: float | None
+    step: str | None = None
+
+
+def recoveries(report: dict[str, Any]) -> list[Recovery]:
+    """``recovery_seconds`` as (path, node, seconds), with the measuring step from ``recovery`` when given."""
+    steps = {(str(r.get("path")), str(r.get("node"))): str(r["step"])
+             for r in _dicts(report.get("recovery")) if r.get("step") is not None}
+    out = []
+    for key, seconds in _recovery(report).items():
+        path, at, node = key.rpartition("@")
+        path, node = (path, node) if at and path else (key, None)
+        out.append(Recovery(key, path, node, seconds, steps.get((path, str(node)))))
+    return out
+
+
+def _recovery_caption(r: Recovery) -> str:
+    return f"{r.path} → {r.node}" if r.node else r.path
+
+
+def _transitions(seen: Any) -> list[str]:
+    """Alarm states as seen, each run of one state once: OK, OK, ALARM, OK -> OK, ALARM, OK."""
+    out: list[str] = []
+    for state in seen if isinstance(seen, list) else []:
+        if not out or out[-1] != str(state):
+            out.append(str(state))
+    return out
+
+
+def _names(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else ""
 
 
 def failed_steps(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,18 +170,23 @@ def summary_text(report: dict[str, Any]) -> str:
     for step in failed:
         detail = _detail(step.get("detail"), 200)
         lines.append(f"failed step: {step.get('name') or '?'}" + (f": {detail}" if detail else ""))
+    not_run = _names(report.get("not_run"))
+    if not_run:
+        lines.append(f"not run: {not_run}")
     bad_alarms = [
         f"{name} (expected {_mapping(a).get('expected') or '?'}, saw "
-        f"{' → '.join(map(str, _mapping(a).get('seen') or [])) or 'nothing'})"
+        f"{' → '.join(_transitions(_mapping(a).get('seen'))) or 'nothing'})"
         for name, a in _mapping(report.get("alarms")).items() if _mapping(a).get("ok") is not True
     ]
     if bad_alarms:
         lines.append("alarm checks failed: " + "; ".join(bad_alarms))
     restore = _mapping(report.get("restore"))
     if restore and restore.get("ok") is False:
-        lines.append(f"RESTORE INCOMPLETE: {_detail(restore, 300)}")
+        broken = _names(restore.get("left_broken")) or error_text(restore.get("error") or restore)
+        lines.append(f"RESTORE INCOMPLETE: {broken}" + (
+            f" ({error_text(restore['error'])})" if restore.get("error") and restore.get("left_broken") else ""))
     if report.get("error"):
-        lines.append(f"error: {_detail(report['error'], 300)}")
+        lines.append(f"error: {error_text(report['error'])}")
     return "\n".join(lines)
 
 
@@ -172,9 +243,9 @@ def _lanes(report: dict[str, Any]) -> list[str]:
         path = sample.get("path")
         if path is not None and str(path) not in lanes:
             lanes.append(str(path))
-    for path in _recovery(report):
-        if path not in lanes:
-            lanes.append(path)
+    for r in recoveries(report):
+        if r.path not in lanes:
+            lanes.append(r.path)
     return lanes
 
 
@@ -183,20 +254,25 @@ def _node_colours(report: dict[str, Any]) -> dict[str, str]:
     return {n: NODE_COLOURS[i % len(NODE_COLOURS)] for i, n in enumerate(nodes)}
 
 
-def _sample_style(sample: dict[str, Any], colours: dict[str, str]) -> tuple[str, str, str]:
-    """(fill, stroke, legend key) of one sample's mark."""
+def _sample_style(sample: dict[str, Any], colours: dict[str, str]) -> tuple[str, str, set[str]]:
+    """(fill, stroke, legend keys) of one sample's mark.
+
+    The colour is the node the answer named; hollow when that node did not answer; an amber strip
+    on top (drawn by the caller) when the answer was not the record's value.
+    """
     outcome = str(sample.get("outcome") or "")
     node = sample.get("node")
-    if outcome == "ok" and node and str(node) in colours:
+    stale = {"stale"} if outcome == "wrong_answer" else set()
+    if node and str(node) in colours and outcome in ("ok", "wrong_answer"):
         colour = colours[str(node)]
         if sample.get("node_reachable") is False:
-            return "#ffffff", colour, "down"  # named a node that does not answer: hollow
-        return colour, colour, str(node)
+            return "#ffffff", colour, {str(node), "down"} | stale
+        return colour, colour, {str(node)} | stale
     if outcome == "timeout":
-        return TIMEOUT_COLOUR, TIMEOUT_COLOUR, "timeout"
+        return TIMEOUT_COLOUR, TIMEOUT_COLOUR, {"timeout"}
     if outcome in ERROR_OUTCOMES:
-        return ERROR_COLOUR, ERROR_COLOUR, "error"
-    return WRONG_COLOUR, WRONG_COLOUR, "wrong"
+        return ERROR_COLOUR, ERROR_COLOUR, {"error"}
+    return WRONG_COLOUR, WRONG_COLOUR, {"wrong"}
 
 
 def _nice_step(span: float) -> float:
@@ -229,19 +305,27 @@ def _rows_for(items: Iterable[tuple[float, str]], max_rows: int = 4) -> list[int
     return rows
 
 
-def _recovery_anchor(lane: str, seconds: float, samples: list[dict[str, Any]], starts: list[float]) -> float | None:
-    """The fault start the recovery was measured from: the one whose start + seconds lands on a good answer."""
-    if not starts:
+def _recovery_anchor(r: Recovery, samples: list[dict[str, Any]], starts: list[float],
+                     step_starts: dict[str, float]) -> float | None:
+    """The fault start a recovery was measured from.
+
+    Recovery runs from a fault to the first answer naming the node while that node answers, so the
+    right fault is the one whose start plus the recovery lands on the first such answer after it
+    (faults after the measuring step's start are not candidates when the report names the step).
+    """
+    if not starts or r.seconds is None:
         return None
-    good = [t for s in samples if s.get("outcome") == "ok" and s.get("node_reachable") is not False
-            and (t := _num(s.get("t"))) is not None]
-    if not good:
-        return starts[0]
+    if r.step is not None and r.step in step_starts:
+        starts = [t for t in starts if t <= step_starts[r.step] + 1e-6] or starts
+    good = sorted(t for s in samples if s.get("outcome") == "ok" and s.get("node_reachable") is not False
+                  and (r.node is None or s.get("node") == r.node) and (t := _num(s.get("t"))) is not None)
 
     def miss(start: float) -> float:
-        return min(abs(start + seconds - t) for t in good)
+        first = next((t for t in good if t >= start), None)
+        return math.inf if first is None else abs(start + r.seconds - first)
 
-    return min(starts, key=miss)
+    best = min(starts, key=miss)
+    return best if miss(best) < math.inf else max(starts)
 
 
 def timeline_svg(report: dict[str, Any]) -> str:
@@ -323,35 +407,46 @@ def timeline_svg(report: dict[str, Any]) -> str:
             t = _num(s["t"])
             nxt = _num(ordered[j + 1]["t"]) if j + 1 < len(ordered) else None
             width = min(max((x(nxt) - x(t) - 1) if nxt is not None else 4, 2), 14)
-            fill, stroke, _ = _sample_style(s, colours)
-            tip = (f"{lane} +{t - t0:.1f} s: {s.get('outcome') or '?'}"
+            fill, stroke, keys = _sample_style(s, colours)
+            tip = (f"{lane} +{t - t0:.1f} s: {s.get('outcome') or '?'}"  # a tooltip, no script needed
                    f"{' ' + str(s['answer']) if s.get('answer') else ''}"
                    f"{' (' + str(s['node']) + ')' if s.get('node') else ''}"
                    f"{' node not answering' if s.get('node_reachable') is False else ''}")
             out.append(f'<rect x="{x(t):.1f}" y="{y}" width="{width:.1f}" height="{_LANE - 18}" fill="{fill}" '
                        f'stroke="{stroke}" stroke-width="1.2" class="sample"><title>{_e(tip)}</title></rect>')
-    # Recovery: a bracket from the fault to the first good answer, and the figure in the right margin.
-    starts = [m.start for m in markers]
-    recovery = _recovery(report)
+            if "stale" in keys:
+                out.append(f'<rect x="{x(t):.1f}" y="{y - 5}" width="{width:.1f}" height="3" fill="{WRONG_COLOUR}" '
+                           f'class="stale"/>')
+    # Recovery: a bracket from the fault to the first good answer, and the figures in the right margin.
+    starts = [m.start for m in markers if m.kind != "step" or _FAULT_WORDS.search(m.label)]
+    step_starts: dict[str, float] = {}
+    for st in steps:
+        for key in ("id", "name"):
+            if st.get(key) is not None:
+                step_starts.setdefault(str(st[key]), _num(st["start"]))
+    per_lane: dict[str, list[Recovery]] = {}
+    for r in recoveries(report):
+        per_lane.setdefault(r.path, []).append(r)
     for i, lane in enumerate(lanes):
         y = top + i * _LANE
-        if lane not in recovery:
-            continue
-        seconds = recovery[lane]
-        if seconds is None:
-            text, colour = "not recovered", FAIL_COLOUR
-        else:
-            text, colour = f"recovered {seconds:.1f} s", "#111827"
-            anchor = _recovery_anchor(lane, seconds, by_lane[lane], starts)
-            if anchor is not None:
-                xa, xb, yb = x(anchor), x(anchor + seconds), y + _LANE - 5
-                out.append(f'<path d="M{xa:.1f} {yb - 3} V{yb} H{xb:.1f} V{yb - 3}" fill="none" '
-                           f'stroke="#111827" stroke-width="1.2" class="recovery"/>')
-                out.append(f'<text x="{(xa + xb) / 2:.1f}" y="{yb - 1}" text-anchor="middle" font-size="10" '
-                           f'stroke="#ffffff" stroke-width="3" paint-order="stroke" fill="#111827">'
-                           f'{seconds:.1f} s</text>')
-        out.append(f'<text x="{_WIDTH - _RIGHT + 8}" y="{y + _LANE / 2 + 4}" fill="{colour}" '
-                   f'class="recovery-figure">{_e(text)}</text>')
+        found = per_lane.get(lane, [])
+        for k, r in enumerate(found[:2]):  # the margin holds two lines; the cards list them all
+            who = f" → {r.node}" if r.node else ""
+            if r.seconds is None:
+                text, colour = f"not recovered{who}", FAIL_COLOUR
+            else:
+                text, colour = f"{r.seconds:.1f} s{who}", "#111827"
+                anchor = _recovery_anchor(r, by_lane[lane], starts, step_starts)
+                if anchor is not None:
+                    xa, xb, yb = x(anchor), x(anchor + r.seconds), y + _LANE - 5
+                    out.append(f'<path d="M{xa:.1f} {yb - 3} V{yb} H{xb:.1f} V{yb - 3}" fill="none" '
+                               f'stroke="#111827" stroke-width="1.2" class="recovery"/>')
+                    out.append(f'<text x="{(xa + xb) / 2:.1f}" y="{yb - 1}" text-anchor="middle" font-size="10" '
+                               f'stroke="#ffffff" stroke-width="3" paint-order="stroke" fill="#111827">'
+                               f'{r.seconds:.1f} s</text>')
+            ty = y + _LANE / 2 + 4 if len(found) == 1 else y + 14 + k * 13
+            out.append(f'<text x="{_WIDTH - _RIGHT + 8}" y="{ty}" fill="{colour}" '
+                       f'class="recovery-figure">{_e(text)}</text>')
     # Steps as a row of bars: which part of the drill ran when.
     if steps:
         out.append(f'<text x="{_LEFT - 8}" y="{steps_top + _LANE / 2 + 4}" text-anchor="end" font-size="12" '
@@ -399,13 +494,14 @@ def timeline_svg(report: dict[str, Any]) -> str:
                    f'+{n * tick:g} s</text>')
         n += 1
     # Legend: only what the picture uses, nodes first.
-    used = {_sample_style(s, colours)[2] for s in samples}
+    used = set().union(*(_sample_style(s, colours)[2] for s in samples))
     entries = [(node, c, c) for node, c in colours.items() if node in used]
     entries += [(label, fill, stroke) for key, label, fill, stroke in (
         ("down", "named a node that did not answer", "#ffffff", "#6b7280"),
+        ("stale", "answer was not the record (amber top)", "#ffffff", WRONG_COLOUR),
         ("timeout", "timeout", TIMEOUT_COLOUR, TIMEOUT_COLOUR),
         ("error", "SERVFAIL / NXDOMAIN / no answer / refused / network error", ERROR_COLOUR, ERROR_COLOUR),
-        ("wrong", "wrong answer (no node)", WRONG_COLOUR, WRONG_COLOUR),
+        ("wrong", "an address of no node", WRONG_COLOUR, WRONG_COLOUR),
     ) if key in used]
     lx = _LEFT
     for label, fill, stroke in entries:
@@ -429,7 +525,9 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24
 h2 { font-size: 18px; margin: 26px 0 8px; border-bottom: 1px solid #e5e7eb; padding-bottom: 4px; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #e5e7eb; vertical-align: top; }
-th { background: #f3f4f6; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f4f6; font-weight: 600; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.step { min-width: 16em; }
 .ok { color: #15803d; font-weight: 600; } .bad { color: #b91c1c; font-weight: 600; }
 .detail { font-family: ui-monospace, monospace; font-size: 12px; color: #374151; word-break: break-word; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; }
@@ -459,37 +557,44 @@ def _steps_table(report: dict[str, Any], t0: float | None) -> str:
         start, end = _num(s.get("start")), _num(s.get("end"))
         took = _seconds(end - start) if start is not None and end is not None else "-"
         result = '<span class="ok">ok</span>' if s.get("ok") is True else '<span class="bad">FAILED</span>'
-        rows.append(f'<tr><td class="num">{i}</td><td>{_e(s.get("name") or "?")}</td><td>{result}</td>'
+        rows.append(f'<tr><td class="num">{i}</td><td class="step">{_e(s.get("name") or "?")}</td><td>{result}</td>'
                     f'<td class="num">{_rel(start, t0)}</td><td class="num">{_rel(end, t0)}</td>'
                     f'<td class="num">{took}</td><td class="detail">{_e(_detail(s.get("detail"), 300))}</td></tr>')
     rows.append("</tbody></table>")
+    not_run = _names(report.get("not_run"))
+    if not_run:
+        rows.append(f'<p class="bad">not run: {_e(not_run)}</p>')
     return "\n".join(rows)
 
 
 def _recovery_cards(report: dict[str, Any]) -> str:
-    recovery = _recovery(report)
-    if not recovery:
+    found = recoveries(report)
+    if not found:
         return '<p class="empty">No recovery was measured.</p>'
     cards = []
-    for path, seconds in recovery.items():
-        value = f"{seconds:.1f} s" if seconds is not None else '<span class="bad">not recovered</span>'
-        cards.append(f'<div class="card"><div class="v">{value}</div><div class="k">{_e(path)}</div></div>')
+    for r in found:
+        value = f"{r.seconds:.1f} s" if r.seconds is not None else '<span class="bad">not recovered</span>'
+        cards.append(f'<div class="card"><div class="v">{value}</div><div class="k">{_e(_recovery_caption(r))}'
+                     f'</div></div>')
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
 def _alarms_table(report: dict[str, Any]) -> str:
     alarms = _mapping(report.get("alarms"))
+    note = _mapping(report.get("alarm_proof")).get("note")
     if not alarms:
-        return '<p class="empty">No alarm checks.</p>'
+        return '<p class="empty">No alarm checks.</p>' + (f'<p class="note">{_e(note)}</p>' if note else "")
     rows = ["<table><thead><tr><th>alarm</th><th>expected</th><th>states seen</th><th>check</th></tr>"
             "</thead><tbody>"]
     for name, check in alarms.items():
         check = _mapping(check)
-        seen = check.get("seen") if isinstance(check.get("seen"), list) else []
+        seen = _transitions(check.get("seen"))
         verdict = '<span class="ok">ok</span>' if check.get("ok") is True else '<span class="bad">FAILED</span>'
         rows.append(f"<tr><td>{_e(name)}</td><td>{_e(check.get('expected') or '?')}</td>"
                     f"<td>{_e(' → '.join(map(str, seen)) or 'nothing')}</td><td>{verdict}</td></tr>")
     rows.append("</tbody></table>")
+    if note:
+        rows.append(f'<p class="note">{_e(note)}</p>')
     return "\n".join(rows)
 
 
@@ -498,9 +603,14 @@ def _restore_section(report: dict[str, Any]) -> str:
     if not restore:
         return '<p class="empty">No restore record.</p>'
     if isinstance(restore, dict):
-        rows = ["<table><tbody>"]
+        rows = ['<p class="error"><b>Restore is incomplete: something is left broken.</b></p>']
+        rows = rows if restore.get("ok") is False else []
+        rows.append("<table><tbody>")
         for key, value in restore.items():
-            shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+            if key == "error":
+                shown = error_text(value, 600)
+            else:
+                shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
             rows.append(f'<tr><th>{_e(key)}</th><td class="detail">{_e(_detail(shown, 600))}</td></tr>')
         rows.append("</tbody></table>")
         return "\n".join(rows)
@@ -528,7 +638,8 @@ def render_html(report: dict[str, Any]) -> str:
         f"{len(_dicts(report.get('steps')))} steps, {len(failed)} failed</p></header>",
     ]
     if error:
-        parts.append(f'<div class="error"><b>error:</b> <span class="detail">{_e(_detail(error, 2000))}</span></div>')
+        parts.append(f'<div class="error"><b>error:</b> <span class="detail">{_e(error_text(error, 2000))}'
+                     '</span></div>')
     parts += [
         "<h2>Recovery per path</h2>",
         _recovery_cards(report),

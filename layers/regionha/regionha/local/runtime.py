@@ -268,7 +268,6 @@ class LocalRuntime:
                 netguard.LOCAL_ENV: "1",
                 "REGIONHA_METRICS_SINK": "cloudwatch",
                 "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
             }.items():
