@@ -593,13 +593,12 @@ class Drill:
                     if set(expected_alarms) <= seen or time.monotonic() - reached_at >= self.settings.alarm_timeout:
                         break
                 elif time.monotonic() - started >= timeout:
-                    missing = {label: f"want {want}, saw {_brief(last.get(label))}" for label, want in expect.items()
-                               if not (label in last and meets(want, last[label]))}
-                    raise DrillStepFailed(f"{step}: not reached within {timeout:g} s: {missing}")
+                    break
                 self.sleep(max(0.0, self.settings.poll_interval - (time.monotonic() - round_started)))
-            else:
-                if reached_at is None:
-                    raise DrillStepFailed(f"{step}: not reached within {max_rounds} rounds")
+            if reached_at is None:
+                missing = {label: f"want {want}, saw {_brief(last.get(label))}" for label, want in expect.items()
+                           if not (label in last and meets(want, last[label]))}
+                raise DrillStepFailed(f"{step}: not reached within {timeout:g} s: {missing}")
         finally:
             self._save_timeline(step, samples)
         recovery = {}
@@ -769,14 +768,14 @@ class Drill:
     def _restore_faults(self, selected: list[dict[str, Any]], step: str) -> tuple[list[dict[str, Any]], list[str]]:
         """Restore each fault (independently), wait for stopped nodes to be healthy, forget the restored.
         Returns (what was done, what is left broken)."""
-        assert self.settings is not None
+        bounds = self.bounds
         record = self.load()
         done, broken = [], []
         for fault in sorted(selected, key=lambda f: f["kind"] != faults.PATH):  # paths first: quick and safe
             try:
                 outcome = faults.restore_fault(self.clients, fault)
                 if fault["kind"] == faults.NODE:
-                    health = self._wait_healthy(fault["target"], self.settings.rejoin_timeout)
+                    health = self._wait_healthy(fault["target"], bounds.rejoin_timeout)
                     outcome["health"] = _health_text(health)
                     if not health["healthy"]:
                         broken.append(f"node {fault['target']} not healthy: {_health_text(health)}")
@@ -795,12 +794,16 @@ class Drill:
                 broken.append(f"{faults.describe_fault(fault)}: {type(e).__name__}: {e}")
         return done, broken
 
+    @property
+    def bounds(self) -> DrillSettings:
+        """The drill's settings, or the defaults when preflight never accepted an input."""
+        return self.settings or DrillSettings(deployment=self.deployment)
+
     def _wait_healthy(self, node: str, timeout: float) -> dict[str, Any]:
-        assert self.settings is not None
         deadline = time.monotonic() + timeout
         health = self.node_health(node)
         while not health["healthy"] and time.monotonic() < deadline:
-            self.sleep(self.settings.poll_interval)
+            self.sleep(self.bounds.poll_interval)
             health = self.node_health(node)
         return health
 
@@ -861,17 +864,19 @@ class Drill:
             return {"action": "none", "record": primary}
         if topology.failover.mode != "builtin":
             return {"action": "left to the cluster software (external mode)", "record": truth.node}
-        health = self._wait_healthy(primary, self.settings.rejoin_timeout if self.settings else 60)
+        health = self._wait_healthy(primary, self.bounds.rejoin_timeout)
         if not health["healthy"]:
             raise TransientError(f"failback: {primary} is not healthy: {_health_text(health)}")
         self._switch(primary)
         return {"action": "moved", "from": truth.node, "to": primary}
 
-    def restore_failed(self, error: Any) -> dict[str, Any]:
+    def restore_failed(self, error: Any, step_error: Any = None) -> dict[str, Any]:
         """Restore itself died: say loudly what is still recorded as broken."""
         left = [faults.describe_fault(f) for f in self.store.faults(self.execution)]
         broken = left or ["restore failed before it could check the faults"]
         record = self.load()
+        if step_error and not record.get("error"):
+            record["error"] = step_error
         record["restore"] = {"ok": False, "left_broken": broken, "error": error}
         self.save()
         self.notify_critical(broken, error)
@@ -935,7 +940,7 @@ class Drill:
         points = [metrics.Datapoint("DrillPassed", float(report["status"] == PASSED), "Count", dims)]
         points += [metrics.Datapoint("RecoverySeconds", r["seconds"], "Seconds", dims | {"Path": r["path"]})
                    for r in record.get("recovery", [])]
-        metrics.emit(points, region=self.env.region)
+        metrics.emit(points, region=self.env.region, cloudwatch=self.clients.client("cloudwatch", self.env.region))
         return out
 
     def release(self) -> dict[str, Any]:
@@ -1101,7 +1106,7 @@ def run_action(action: str, event: Mapping[str, Any], clients: Clients, env: Dri
     if action == "restore":
         return drill.restore(state.get("error"))
     if action == "restore_failed":
-        return drill.restore_failed(state.get("restore_error"))
+        return drill.restore_failed(state.get("restore_error"), state.get("error"))
     if action == "check_alarms":
         return drill.check_alarms()
     if action == "report":

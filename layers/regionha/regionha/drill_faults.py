@@ -9,7 +9,11 @@ written **before** the fault is applied, with an expiry:
   or all traffic, from the client network) go onto the NACL of every subnet the path lives in, at rule
   numbers in a reserved range, so that they sort before the NACL's allow rules and can never be
   mistaken for someone else's entries. A rule number of the range already used by an entry that is
-  not exactly ours is refused, never overwritten. The NACL carries a ``regionha:drill`` tag while cut.
+  not exactly ours is refused, never overwritten; so is a cut that a lower-numbered allow entry would
+  shadow (it would not take). The NACL carries a ``regionha:drill`` tag while cut.
+
+  NACL entries are evaluated lowest number first, and a default NACL allows everything at rule 100:
+  the reserved range is therefore 60-99, below it (a range like 32000-32099 would never take effect).
 
 Restoring reads only the item: it removes exactly the entries it lists (only while they are still the
 ones we made), starts the instance (or runs the action's ``restore_commands``), then deletes the item.
@@ -20,6 +24,7 @@ is the sweeper's to restore: an execution stopped from the console leaves nothin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -37,9 +42,9 @@ if TYPE_CHECKING:
 
 FAULT_PREFIX = "fault#"
 NODE, PATH = "node", "path"
-# Reserved NACL rule numbers: low enough to be evaluated before the usual allow rules (100, 200, ...
-# are the console's defaults; 32766 is the last before the implicit deny), one block per forwarder path.
-RULE_FIRST, RULE_LAST, RULES_PER_PATH = 32000, 32099, 4
+# Reserved NACL rule numbers, one block per forwarder path: below 100, the default NACL's allow-all
+# and the console's first suggested number, because the lowest matching number decides.
+RULE_FIRST, RULE_LAST, RULES_PER_PATH = 60, 99, 4
 DNS_PORT = 53
 CUTS = ("dns", "all")
 DRILL_TAG = "regionha:drill"
@@ -347,16 +352,37 @@ def _inbound(ec2: Any, nacl: str) -> dict[int, dict[str, Any]] | None:
     return {int(e["RuleNumber"]): e for e in acls[0].get("Entries", []) if not e.get("Egress")}
 
 
+def _shadows(have: dict[str, Any], entry: dict[str, Any], cidr: str) -> bool:
+    """Would ``have`` (a lower-numbered entry) let DNS from ``cidr`` in before our deny is reached?"""
+    if have.get("Egress") or have.get("RuleAction") != "allow" or not have.get("CidrBlock"):
+        return False
+    if not ipaddress.ip_network(have["CidrBlock"], strict=False).overlaps(ipaddress.ip_network(cidr, strict=False)):
+        return False
+    protocol = str(have.get("Protocol"))
+    if protocol != "-1" and entry["protocol"] not in ("-1", protocol):
+        return False
+    ports = have.get("PortRange") or {}
+    return protocol == "-1" or ports.get("From") is None or ports["From"] <= DNS_PORT <= ports.get("To", 65535)
+
+
 def check_path_fault(clients: Clients, fault: dict[str, Any]) -> None:
-    """Refuse (ConfigurationError) when a reserved rule number is taken by an entry that is not ours."""
+    """Refuse (ConfigurationError) when a reserved rule number is taken by an entry that is not ours,
+    or when an allow entry numbered below ours would let the client's DNS through anyway."""
     ec2 = clients.ec2(fault["region"])
     for entry in fault["entries"]:
-        have = (_inbound(ec2, entry["nacl"]) or {}).get(entry["rule"])
+        entries = _inbound(ec2, entry["nacl"]) or {}
+        have = entries.get(entry["rule"])
         if have is not None and not _ours(have, entry, fault["cidr"]):
             raise ConfigurationError(
                 f"network ACL {entry['nacl']}: rule {entry['rule']} (reserved for regionha drills, "
                 f"{RULE_FIRST}-{RULE_LAST}) is taken by another entry: {have.get('RuleAction')} "
                 f"{have.get('CidrBlock')} protocol {have.get('Protocol')}; remove it or move it"
+            )
+        shadow = [n for n, e in entries.items() if n < entry["rule"] and _shadows(e, entry, fault["cidr"])]
+        if shadow:
+            raise ConfigurationError(
+                f"network ACL {entry['nacl']}: rule {min(shadow)} allows {fault['cidr']} before the drill's deny "
+                f"at {entry['rule']}: the cut would not take; renumber that rule above {RULE_LAST}"
             )
 
 
