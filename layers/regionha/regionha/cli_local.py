@@ -35,6 +35,10 @@ def register_local(subparsers: Any) -> None:
         "demo", parents=[common], help="start → build → resolve through every path → teardown, with a report"
     )
     demo.add_argument("--json", type=Path, help="write the JSON report here")
+    demo.add_argument(
+        "--ttl", type=int, default=5,
+        help="record TTL for the demo (default 5 s, so that failovers show within seconds; 0 keeps the file's)",
+    )
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -47,7 +51,8 @@ def _runtime(args: argparse.Namespace) -> Any:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     from regionha.local.runtime import LocalRuntime, local_topology
 
-    topology = local_topology(load_topology(args.topology))
+    ttl = getattr(args, "ttl", None) or None
+    topology = local_topology(load_topology(args.topology), ttl=ttl)
     return LocalRuntime(topology, compression=args.compression, workdir=args.workdir, progress=_say)
 
 

@@ -43,14 +43,20 @@ def _quiet(_: str) -> None:
     pass
 
 
-def local_topology(topology: Topology, *, poll_seconds: int = 1, canary_timeout: float = 0.5) -> Topology:
-    """The topology as the local runtime runs it: short polls, a probe timeout fit for loopback."""
-    return topology.model_copy(
-        update={
-            "waits": topology.waits.model_copy(update={"poll_seconds": poll_seconds}),
-            "canary": topology.canary.model_copy(update={"timeout_seconds": canary_timeout}),
-        }
-    )
+def local_topology(
+    topology: Topology, *, poll_seconds: int = 1, canary_timeout: float = 0.5, ttl: int | None = None
+) -> Topology:
+    """The topology as the local runtime runs it: short polls, a probe timeout fit for loopback, and
+    optionally a shorter record TTL (the demo's, so that failovers show within seconds)."""
+    update: dict[str, Any] = {
+        "waits": topology.waits.model_copy(update={"poll_seconds": poll_seconds}),
+        "canary": topology.canary.model_copy(update={"timeout_seconds": canary_timeout}),
+    }
+    if ttl is not None:
+        update["dns"] = topology.dns.model_copy(
+            update={"record": topology.dns.record.model_copy(update={"ttl": ttl})}
+        )
+    return topology.model_copy(update=update)
 
 
 @dataclass
