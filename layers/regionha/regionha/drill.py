@@ -550,12 +550,13 @@ class Drill:
         return out
 
     def observe(self, step: str, expect: Mapping[str, str], *, measure: bool, timeout: float,
-                hold: bool = True) -> dict[str, Any]:
+                hold: bool = True, stop_on_critical: bool = True) -> dict[str, Any]:
         """Probe every ``poll_interval`` until every path meets its expectation, then hold the faults
         (bounded by ``alarm_timeout``) until the alarms they must fire are seen in ALARM.
 
-        Raises DrillStepFailed at ``timeout``, DrillAborted on the stop condition. Samples are saved
-        to the timeline whatever happens.
+        Raises DrillStepFailed at ``timeout``, DrillAborted on the stop condition (only while faults
+        are in place: undoing them must never stop half-way because an alarm has not cleared yet).
+        Samples are saved to the timeline whatever happens.
         """
         assert self.settings is not None
         record = self.load()
@@ -580,7 +581,7 @@ class Drill:
                         first_ok[label] = r.t
                 firing = self._critical_firing(r.alarms)
                 still_right = [s["path"] for s in r.samples if expect.get(s["path"]) != CUT and s["success"]]
-                if firing and still_right:
+                if stop_on_critical and firing and still_right:
                     raise DrillAborted(
                         f"{step}: critical alarm(s) {', '.join(firing)} went to ALARM while "
                         f"{', '.join(still_right)} still resolved correctly")
@@ -816,7 +817,7 @@ class Drill:
             raise DrillStepFailed(f"{spec['id']}: {'; '.join(broken)}")
         # Back to normal before the next fault: every path answers the record and its node answers.
         settled = self.observe(spec["id"], _expect(self.topology, TRUTH), measure=False,
-                               timeout=self.settings.step_timeout, hold=False)
+                               timeout=self.settings.step_timeout, hold=False, stop_on_critical=False)
         return {"restored": done, "settled": settled["last"]}
 
     def restore(self, error: Any = None) -> dict[str, Any]:
@@ -843,7 +844,7 @@ class Drill:
             if settings is not None and ran:
                 try:
                     settled = self.observe("restore", _expect(topology, TRUTH), measure=False,
-                                           timeout=settings.step_timeout, hold=False)
+                                           timeout=settings.step_timeout, hold=False, stop_on_critical=False)
                     result["paths"] = settled["last"]
                 except DrillStepFailed as e:
                     broken.append(str(e))
