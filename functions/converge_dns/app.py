@@ -32,33 +32,28 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if action == "endpoint":
         return report(converge_resolver_endpoint(task.topology, task.param("path"), aws, task.run_id))
     if action == "endpoint_status":
-        statuses = {
-            p.name: resolver_endpoint_status(task.topology, p.name, aws)
-            for p in task.topology.forwarder_paths
-            if p.kind == "resolver_endpoint"
-        }
-        return check_ready(
-            "resolver endpoints",
-            statuses,
-            ready="OPERATIONAL",
-            attempt=int(task.param("attempt", 0)),
-            max_polls=task.topology.waits.max_polls,
-            failed=FAILED,
-        )
+        return _wait_endpoints(task, "resolver endpoints", ready="OPERATIONAL", failed=FAILED)
     if action == "endpoints_gone":
         # Resolver deletes endpoints asynchronously; their ENIs hold subnets and SGs until then.
-        statuses = {
-            p.name: resolver_endpoint_status(task.topology, p.name, aws)
-            for p in task.topology.forwarder_paths
-            if p.kind == "resolver_endpoint"
-        }
-        return check_ready(
-            "resolver endpoint deletion",
-            statuses,
-            ready="missing",
-            attempt=int(task.param("attempt", 0)),
-            max_polls=task.topology.waits.max_polls,
-        )
+        return _wait_endpoints(task, "resolver endpoint deletion", ready="missing", failed=())
     raise ConfigurationError(
         f"action: unknown dns action {action!r} (zone, endpoint, endpoint_status, endpoints_gone)"
+    )
+
+
+def _wait_endpoints(task: Any, what: str, *, ready: str, failed: tuple[str, ...]) -> dict[str, Any]:
+    """One poll of a bounded wait on every Resolver endpoint path of the topology."""
+    aws = clients()
+    statuses = {
+        p.name: resolver_endpoint_status(task.topology, p.name, aws)
+        for p in task.topology.forwarder_paths
+        if p.kind == "resolver_endpoint"
+    }
+    return check_ready(
+        what,
+        statuses,
+        ready=ready,
+        attempt=int(task.param("attempt", 0)),
+        max_polls=task.topology.waits.max_polls,
+        failed=failed,
     )

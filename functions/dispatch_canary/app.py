@@ -9,14 +9,13 @@ and invokes the canary synchronously with both; the canary only probes and emits
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
 from regionha import canary
-from regionha.errors import ConfigurationError, TransientError
-from regionha.payload import clients, stack_region
+from regionha.errors import TransientError
+from regionha.payload import clients, require_env, stack_region
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -25,19 +24,12 @@ logger = Logger()
 tracer = Tracer()
 
 
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigurationError(f"environment variable {name} is not set (see template.yaml)")
-    return value
-
-
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     aws = clients()
-    deployment = _env("DEPLOYMENT")
-    topology = canary.deployment_topology(aws, _env("STATE_TABLE"), stack_region(), deployment)
+    deployment = require_env("DEPLOYMENT")
+    topology = canary.deployment_topology(aws, require_env("STATE_TABLE"), stack_region(), deployment)
     truth = canary.read_truth(topology, aws)
     payload = {
         "topology": topology.to_json(),
@@ -46,7 +38,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "time": event.get("time") if isinstance(event, dict) else None,
     }
     response = aws.client("lambda", stack_region()).invoke(
-        FunctionName=_env("CANARY_FUNCTION"), InvocationType="RequestResponse", Payload=json.dumps(payload)
+        FunctionName=require_env("CANARY_FUNCTION"), InvocationType="RequestResponse", Payload=json.dumps(payload)
     )
     body = json.loads(response["Payload"].read() or b"null")
     if response.get("FunctionError"):

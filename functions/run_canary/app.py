@@ -7,7 +7,6 @@ path and node at once, logs one structured line per path and emits the metrics t
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +15,8 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from botocore.exceptions import BotoCoreError, ClientError
 
 from regionha import canary, metrics
-from regionha.errors import ConfigurationError, TransientError
-from regionha.payload import clients, stack_region
+from regionha.errors import TransientError
+from regionha.payload import clients, require_env, stack_region
 from regionha.topology import parse_topology
 
 if TYPE_CHECKING:
@@ -36,18 +35,11 @@ def _scheduled_time(event: Any) -> datetime | None:
         return None
 
 
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigurationError(f"environment variable {name} is not set (see template.yaml)")
-    return value
-
-
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     scheduled = _scheduled_time(event)
-    deployment = _env("DEPLOYMENT")
+    deployment = require_env("DEPLOYMENT")
     if isinstance(event, dict) and isinstance(event.get("topology"), dict) and "truth" in event:
         # Dispatched (the normal case): everything read outside the VPC, no AWS API call from here.
         topology = parse_topology(event["topology"], "dispatched topology")
@@ -55,7 +47,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     else:
         # Invoked directly (console, CLI, a function outside any VPC): read them ourselves.
         aws = clients()
-        topology = canary.deployment_topology(aws, _env("STATE_TABLE"), stack_region(), deployment)
+        topology = canary.deployment_topology(aws, require_env("STATE_TABLE"), stack_region(), deployment)
         try:
             truth = canary.read_truth(topology, aws)
         except (ClientError, BotoCoreError) as e:
@@ -66,7 +58,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.warning("the record does not exist: every path fails",
                        extra={"record": topology.dns.record.name})
 
-    run = canary.run_canary(topology, truth, source=canary.client_source(topology))
+    timeout = event.get("timeout") if isinstance(event, dict) else None
+    run = canary.run_canary(topology, truth, timeout=timeout, source=canary.client_source(topology))
+    if isinstance(event, dict) and event.get("emit_metrics") is False:
+        # A drill probing through the canary at its own pace: its rounds are not the canary's minutes.
+        return run.to_json()
     for path in run.paths:
         logger.info("canary path", extra={"deployment": deployment, **path.to_json()})
     for name, check in run.nodes.items():

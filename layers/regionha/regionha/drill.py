@@ -475,7 +475,11 @@ class Drill:
         state = instance["State"]["Name"]
         health = {"node": node_name, "instance": instance["InstanceId"], "state": state, "reachable": False,
                   "answered_as": None}
-        if state == "running":
+        if state == "running" and os.environ.get("PROBE_FUNCTION"):
+            # The service port is only reachable from the client site: ask the canary there.
+            check = self._probe(canary.Truth(None, None, None))["nodes"][node_name]
+            health |= {"reachable": check["reachable"], "answered_as": check["name"], "error": check["error"]}
+        elif state == "running":
             host, port = PROBE_OVERRIDES.node_addresses.get(node_name, (None, node.port))
             check = canary.check_node(str(node.ip), port, self._probe_timeout() or self.topology.canary.timeout_seconds,
                                       connect_to=host)
@@ -483,19 +487,40 @@ class Drill:
         health["healthy"] = state == "running" and health["reachable"] and health["answered_as"] == node_name
         return health
 
+    def _probe(self, truth: canary.Truth) -> dict[str, Any]:
+        """One canary run's JSON, from the client site.
+
+        With ``PROBE_FUNCTION`` set (on AWS: the canary function, placed in the client network) the
+        probes run there, invoked synchronously; this function itself stays outside any VPC, where
+        the AWS APIs it drives are. Without it, they run here (tests, hosts on the client network).
+        IAM: lambda:InvokeFunction on the canary function.
+        """
+        topology = self.topology
+        function = os.environ.get("PROBE_FUNCTION")
+        if not function:
+            return canary.run_canary(
+                topology, truth, timeout=self._probe_timeout(), source=canary.client_source(topology),
+                servers=PROBE_OVERRIDES.servers or None, node_addresses=PROBE_OVERRIDES.node_addresses or None,
+            ).to_json()
+        payload = {"topology": topology.to_json(), "truth": {"ip": truth.ip, "ttl": truth.ttl, "node": truth.node},
+                   "timeout": self._probe_timeout(), "emit_metrics": False}
+        response = self.clients.client("lambda", self.env.region).invoke(
+            FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(payload))
+        body = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            raise TransientError(f"probing through {function} failed: {body}")
+        return body
+
     def sample(self, step: str) -> Round:
         """One round: the record, every path, the alarms."""
-        topology = self.topology
-        truth = canary.read_truth(topology, self.clients)
+        truth = canary.read_truth(self.topology, self.clients)
         t = time.time()
-        run = canary.run_canary(
-            topology, truth, timeout=self._probe_timeout(), source=canary.client_source(topology),
-            servers=PROBE_OVERRIDES.servers or None, node_addresses=PROBE_OVERRIDES.node_addresses or None)
+        run = self._probe(truth)
         samples = [
-            {"t": round(t, 3), "step": step, "path": p.path, "outcome": p.outcome,
-             "answer": p.answers[0] if p.answers else None, "node": p.node, "node_reachable": p.node_reachable,
-             "success": p.success, "latency_ms": p.latency_ms}
-            for p in run.paths
+            {"t": round(t, 3), "step": step, "path": p["path"], "outcome": p["outcome"],
+             "answer": p["answers"][0] if p["answers"] else None, "node": p["node"],
+             "node_reachable": p["node_reachable"], "success": p["success"], "latency_ms": p["latency_ms"]}
+            for p in run["paths"]
         ]
         return Round(t, samples, self.alarm_states(), truth.node)
 

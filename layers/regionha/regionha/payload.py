@@ -70,3 +70,11 @@ def clients() -> Clients:
 def stack_region() -> str:
     """The region the stack (state table, topics) lives in: the Lambda's own region."""
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "ap-southeast-1"
+
+
+def require_env(name: str) -> str:
+    """An environment variable the template sets; ConfigurationError (not retried) when it is missing."""
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is not set (see template.yaml)")
+    return value
