@@ -542,3 +542,19 @@ def test_report_shape_and_verdict():
 )
 def test_report_fails_for_any_missing_proof(changes):
     assert drill.compose_report(report_record(**changes), [])["status"] == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        ([{"t": 5, "alarm": "a", "state": "ALARM"}], True),  # went to ALARM during the cut
+        ([{"t": 1, "alarm": "a", "state": "ALARM"}], True),  # already in ALARM when the cut began
+        ([{"t": 1, "alarm": "a", "state": "ALARM"}, {"t": 2, "alarm": "a", "state": "OK"}], False),
+        ([{"t": 12, "alarm": "a", "state": "ALARM"}], False),  # only after the cut ended
+        ([{"t": 5, "alarm": "b", "state": "ALARM"}], False),  # another alarm
+    ],
+)
+def test_an_alarm_counts_as_fired_if_it_was_in_alarm_during_the_cut(log, expected):
+    from regionha.drill import _in_alarm_during
+
+    assert _in_alarm_during(log, "a", {"start": 3, "end": 10}) is expected

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -163,6 +164,9 @@ def deployment():
             arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             boto3.client("sns", region_name=STACK_REGION).subscribe(
                 TopicArn=stack.physical_id("NoticesTopic"), Protocol="sqs", Endpoint=arn)
+            # Probe in the drill function itself, so that the overrides below reach the fake world;
+            # probing through the canary function (PROBE_FUNCTION) runs in the local-runtime demo test.
+            os.environ.pop("PROBE_FUNCTION", None)  # handlers_in_process restores the environment
             clients = Clients()
             world = FakeWorld(topology, clients, stack.physical_id("StateTable"))
             drill.PROBE_OVERRIDES.servers = {label: ("127.0.0.1", s.port) for label, s in world.dns.items()}
