@@ -22,7 +22,7 @@ def main() -> int:
     args = parser.parse_args()
     totals, phases, recovery = [], {}, {}
     for i in range(args.runs):
-        runtime = LocalRuntime(local_topology(load_topology()), compression=args.compression)
+        runtime = LocalRuntime(local_topology(load_topology(), ttl=3), compression=args.compression)
         report = Demo(runtime, lambda _: None).run()
         totals.append(report["seconds"])
         for p in report["phases"]:

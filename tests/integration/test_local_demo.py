@@ -26,7 +26,7 @@ def aws_credentials() -> None:
 
 def test_the_demo_passes_with_an_acceptance_drill_report(tmp_path):
     lines: list[str] = []
-    runtime = LocalRuntime(local_topology(load_topology(), ttl=5))
+    runtime = LocalRuntime(local_topology(load_topology(), ttl=3))
 
     report = Demo(runtime, lines.append).run()
 

@@ -36,8 +36,8 @@ def register_local(subparsers: Any) -> None:
     )
     demo.add_argument("--json", type=Path, help="write the JSON report here")
     demo.add_argument(
-        "--ttl", type=int, default=5,
-        help="record TTL for the demo (default 5 s, so that failovers show within seconds; 0 keeps the file's)",
+        "--ttl", type=int, default=3,
+        help="record TTL for the demo (default 3 s, so that failovers show within seconds; 0 keeps the file's)",
     )
     demo.set_defaults(handler=cmd_demo)
 

@@ -44,10 +44,14 @@ def _quiet(_: str) -> None:
 
 
 def local_topology(
-    topology: Topology, *, poll_seconds: int = 1, canary_timeout: float = 0.5, ttl: int | None = None
+    topology: Topology, *, poll_seconds: int = 1, canary_timeout: float = 1.5, ttl: int | None = None
 ) -> Topology:
-    """The topology as the local runtime runs it: short polls, a probe timeout fit for loopback, and
-    optionally a shorter record TTL (the demo's, so that failovers show within seconds)."""
+    """The topology as the local runtime runs it: short polls and optionally a shorter record TTL.
+
+    Time compression distorts what runs in real time: BIND's forwarder fallback takes about 1.2 s
+    whatever the clock says, so the canary's probe timeout stays above that (else a legitimate
+    fallback reads as "unresolvable"); and the record TTL, real seconds in named's cache, must stay
+    well inside the stale-answer alarm's 3 emulated minutes (9 s at 20x)."""
     update: dict[str, Any] = {
         "waits": topology.waits.model_copy(update={"poll_seconds": poll_seconds}),
         "canary": topology.canary.model_copy(update={"timeout_seconds": canary_timeout}),
