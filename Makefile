@@ -14,9 +14,12 @@ demo: setup
 up: setup
 	$(VENV)/bin/regionha local up --state-file out/local-state.json
 
+# Unit and template tests on both cores; the local-runtime integration tests one at a time (they
+# share loopback addresses, port 53 and the tc qdisc on lo).
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not integration"
+	$(VENV)/bin/python -m pytest -q -m integration
 
 bench: setup
 	$(VENV)/bin/python benchmarks/demo_time.py
