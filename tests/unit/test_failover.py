@@ -671,3 +671,18 @@ def test_unknown_metrics_sink_is_a_configuration_error(monkeypatch):
     monkeypatch.setenv("REGIONHA_METRICS_SINK", "statsd")
     with pytest.raises(ConfigurationError, match="REGIONHA_METRICS_SINK"):
         metrics.emit([metrics.Datapoint("FailoverStarted", 1.0)])
+
+
+def test_port_checks_through_an_unreachable_probe_function_count_as_unhealthy(topology, moto_aws, monkeypatch):
+    """On AWS the canary function checks the ports from inside; if it cannot be asked, no node is
+    healthy, so the controller refuses instead of failing over blind."""
+    from regionha.failover import node_health
+
+    monkeypatch.setenv("PROBE_FUNCTION", "no-such-function")
+    monkeypatch.setenv("AWS_REGION", "ap-southeast-1")
+    instances = {n.name: [{"id": f"i-{n.name}", "state": "running"}] for n in topology.nodes}
+
+    health = node_health(topology, instances, timeout=0.5)
+
+    assert {h.service for h in health.values()} == {False}
+    assert all("probe function" in (h.detail or "") for h in health.values())

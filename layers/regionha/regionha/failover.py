@@ -21,7 +21,9 @@ health check re-evaluates the live state within one period.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -36,7 +38,7 @@ from botocore.exceptions import ClientError
 
 from regionha import metrics
 from regionha.aws import TAG_NAME, deployment_filter, tag_value
-from regionha.canary import check_node
+from regionha.canary import NodeCheck, check_node
 from regionha.converge import Outcome
 from regionha.converge import dns as converge_dns
 from regionha.converge.dns import read_record, upsert_record
@@ -527,7 +529,9 @@ def node_health(
         n for n in topology.nodes if service_check and best[n.name] and best[n.name]["state"] == "running"
     ]
     checks = {}
-    if to_check:
+    if to_check and os.environ.get("PROBE_FUNCTION"):
+        checks = _checks_through_probe_function(topology, {n.name for n in to_check}, per_try)
+    elif to_check:
         with ThreadPoolExecutor(max_workers=len(to_check), thread_name_prefix="node-check") as pool:
             futures = {n.name: pool.submit(check_node, *service_endpoint(n), per_try) for n in to_check}
             checks = {name: f.result() for name, f in futures.items()}
@@ -547,6 +551,35 @@ def node_health(
             n.name, inst["id"] if inst else None, inst["state"] if inst else None, service, detail
         )
     return health
+
+
+def _checks_through_probe_function(topology: Topology, names: set[str], timeout: float) -> dict[str, NodeCheck]:
+    """The service-port checks, made by the canary function (``PROBE_FUNCTION``) from the client network.
+
+    The controller stays outside any VPC, where the EC2, Route 53 and DynamoDB APIs are; the nodes'
+    ports are reachable only from inside (their security group admits the client network). A failed
+    invocation makes every check fail, which refuses a failover rather than making a blind one.
+    IAM: lambda:InvokeFunction on the canary function.
+    """
+    from regionha.aws import Clients
+
+    function = os.environ["PROBE_FUNCTION"]
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    payload = {"topology": topology.to_json(), "truth": {"ip": None, "ttl": None, "node": None},
+               "timeout": timeout, "emit_metrics": False}
+    try:
+        response = Clients().client("lambda", region).invoke(
+            FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(payload))
+        body = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            raise RuntimeError(f"{function}: {body}")
+        nodes = body["nodes"]
+    except Exception as e:  # any failure to probe leaves the node unknown, i.e. unhealthy
+        return {n: NodeCheck(str(topology.node(n).ip), False, None, 0.0, f"probe function: {e}") for n in names}
+    return {
+        n: NodeCheck(nodes[n]["ip"], nodes[n]["reachable"], nodes[n]["name"], nodes[n]["latency_ms"], nodes[n]["error"])
+        for n in names
+    }
 
 
 # --- the controller -----------------------------------------------------------------------------------
