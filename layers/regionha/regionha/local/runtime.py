@@ -44,13 +44,13 @@ def _quiet(_: str) -> None:
 
 
 def local_topology(
-    topology: Topology, *, poll_seconds: int = 1, canary_timeout: float = 1.5, ttl: int | None = None
+    topology: Topology, *, poll_seconds: int = 1, canary_timeout: float = 3.0, ttl: int | None = None
 ) -> Topology:
     """The topology as the local runtime runs it: short polls and optionally a shorter record TTL.
 
-    Time compression distorts what runs in real time: BIND's forwarder fallback takes about 1.2 s
-    whatever the clock says, so the canary's probe timeout stays above that (else a legitimate
-    fallback reads as "unresolvable"); and the record TTL, real seconds in named's cache, must stay
+    Time compression distorts what runs in real time: BIND's forwarder fallback takes about 1.2 s per
+    silent forwarder whatever the clock says (two Tokyo endpoint IPs can be silent at once), so the
+    canary's probe timeout stays above that (else a legitimate fallback reads as "unresolvable"); and the record TTL, real seconds in named's cache, must stay
     well inside the stale-answer alarm's 3 emulated minutes (9 s at 20x)."""
     update: dict[str, Any] = {
         "waits": topology.waits.model_copy(update={"poll_seconds": poll_seconds}),
