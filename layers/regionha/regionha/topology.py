@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from regionha.dnsname import canonical_name
+
 DEFAULT_TOPOLOGY = "reference.yaml"
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
@@ -94,23 +96,24 @@ class Peering(Model):
 
 
 class Record(Model):
+    # Stored as Route 53 stores it: lower case, trailing dot (regionha.dnsname.canonical_name).
     name: str
     ttl: int = 60
 
-    @field_validator("name")
-    @classmethod
-    def _fully_qualified(cls, v: str) -> str:
-        return v if v.endswith(".") else v + "."
+    _canonical = field_validator("name")(canonical_name)
 
 
 class Dns(Model):
+    # Stored canonical like the record name: "Cluster.Local" is "cluster.local.".
     zone: str
     zone_vpcs: list[Name] = Field(min_length=1)
     record: Record
 
+    _canonical = field_validator("zone")(canonical_name)
+
     @property
     def zone_fqdn(self) -> str:
-        return self.zone if self.zone.endswith(".") else self.zone + "."
+        return self.zone
 
 
 class EndpointIp(Model):
