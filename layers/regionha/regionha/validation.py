@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol, TypeVar
 
+from regionha.reachability import check_reachability
 from regionha.topology import (
     BindPath,
     Problem,
     ResolverEndpointPath,
     Route,
-    SecurityGroup,
     Subnet,
     Topology,
     Vpc,
@@ -93,8 +93,8 @@ def check_topology(topology: Topology) -> list[Problem]:
         _check_client,
         _check_nodes,
         _check_addresses,
-        _check_forwarder_security_groups,
         _check_instance_names,
+        check_reachability,
     )
     return list(chain.from_iterable(check(topology) for check in checks))
 
@@ -491,40 +491,6 @@ def _check_addresses(t: Topology) -> Iterator[Problem]:
                 placed.field,
                 f"{placed.ip} is reserved by AWS in subnet {subnet.name} ({subnet.cidr}): the first four "
                 "addresses and the last cannot be assigned",
-            )
-
-
-# --- security groups of the forwarder paths ------------------------------------------------------
-
-
-def _admits(group: SecurityGroup, protocol: str, port: int, source: Address) -> bool:
-    for rule in group.ingress:
-        if source not in rule.cidr:
-            continue
-        if rule.protocol == "all":
-            return True
-        # A tcp/udp rule without a port admits every port.
-        if rule.protocol == protocol and rule.port in (None, port):
-            return True
-    return False
-
-
-def _check_forwarder_security_groups(t: Topology) -> Iterator[Problem]:
-    """The on-prem DNS server must reach every forwarder path over UDP and TCP 53 (TCP for truncation)."""
-    vpcs = _vpcs(t)
-    source = t.client.dns_server.ip
-    for i, path in enumerate(t.forwarder_paths):
-        vpc = vpcs.get(path.vpc)
-        group = next((g for g in vpc.security_groups if g.name == path.security_group), None) if vpc else None
-        if group is None:
-            continue  # reported by _check_forwarder_paths
-        missing = [p.upper() for p in ("udp", "tcp") if not _admits(group, p, 53, source)]
-        if missing:
-            yield Problem(
-                f"forwarder_paths[{i}].security_group",
-                f"security group {group.name} of VPC {vpc.name} does not admit {' and '.join(missing)} 53 "
-                f"from the on-prem DNS server {source} (client.dns_server.ip): add an ingress rule whose "
-                "cidr contains it",
             )
 
 
