@@ -717,3 +717,35 @@ def test_reachability_is_judged_from_the_model_alone(topology) -> None:
     from regionha.reachability import check_reachability
 
     assert check_reachability(topology) == []
+
+
+# --- independent forwarder paths ------------------------------------------------------------------
+
+ONE_PATH = put("forwarder_paths", REFERENCE["forwarder_paths"][:1])
+BOTH_PATHS_IN_TOKYO = both(
+    put("forwarder_paths[1].vpc", "tokyo"),
+    put("forwarder_paths[1].subnet", "A3"),
+    put("forwarder_paths[1].ip", "10.0.111.10"),
+)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "fragment"),
+    [
+        pytest.param(ONE_PATH, "only one independent forwarder path (tokyo-resolver, in VPC tokyo)", id="one-path"),
+        pytest.param(
+            BOTH_PATHS_IN_TOKYO,
+            "only one independent forwarder path (tokyo-resolver, osaka-bind, all in VPC tokyo)",
+            id="two-paths-in-one-vpc",
+        ),
+    ],
+)
+def test_fewer_than_two_independent_paths_are_refused(mutation: Mutation, fragment: str) -> None:
+    problems = problems_after(mutation)
+    assert_problem(problems, "forwarder_paths", fragment)
+    assert_problem(problems, "forwarder_paths", "set dns.allow_single_path: true")
+
+
+@pytest.mark.parametrize("mutation", [ONE_PATH, BOTH_PATHS_IN_TOKYO], ids=["one-path", "two-paths-in-one-vpc"])
+def test_a_single_path_is_accepted_when_explicitly_allowed(mutation: Mutation) -> None:
+    assert problems_after(both(mutation, put("dns.allow_single_path", True))) == []

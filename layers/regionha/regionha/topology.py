@@ -108,6 +108,8 @@ class Dns(Model):
     zone: str
     zone_vpcs: list[Name] = Field(min_length=1)
     record: Record
+    # Accept fewer than two independent forwarder paths (in different VPCs): a lab, never production.
+    allow_single_path: bool = False
 
     _canonical = field_validator("zone")(canonical_name)
 

@@ -90,6 +90,7 @@ def check_topology(topology: Topology) -> list[Problem]:
         _check_routes,
         _check_dns,
         _check_forwarder_paths,
+        _check_independent_paths,
         _check_client,
         _check_nodes,
         _check_addresses,
@@ -400,6 +401,21 @@ def _check_forwarder_paths(t: Topology) -> Iterator[Problem]:
                     yield from _subnet_ref(vpc, f"{at}.ips[{j}].subnet", endpoint_ip.subnet)
         elif isinstance(path, BindPath) and vpc is not None:
             yield from _subnet_ref(vpc, f"{at}.subnet", path.subnet)
+
+
+def _check_independent_paths(t: Topology) -> Iterator[Problem]:
+    """The on-prem resolver needs a second way in when one path's VPC, link or forwarder fails."""
+    vpcs = {p.vpc for p in t.forwarder_paths if p.vpc in _vpcs(t)}  # unknown VPCs are reported above
+    if len(vpcs) >= 2 or t.dns.allow_single_path or len(vpcs) < len({p.vpc for p in t.forwarder_paths}):
+        return
+    names = ", ".join(p.name for p in t.forwarder_paths)
+    where = f"all in VPC {next(iter(vpcs))}" if len(t.forwarder_paths) > 1 else f"in VPC {next(iter(vpcs))}"
+    yield Problem(
+        "forwarder_paths",
+        f"only one independent forwarder path ({names}, {where}): one VPC, link or forwarder failing leaves "
+        "the zone unresolvable from on-prem; add a path in another VPC (another region), or set "
+        "dns.allow_single_path: true to accept that",
+    )
 
 
 def _check_client(t: Topology) -> Iterator[Problem]:
