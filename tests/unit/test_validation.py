@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from regionha.topology import DEFAULT_TOPOLOGY, Problem, TopologyError, load_topology, parse_topology
-from regionha.validation import AWS_REGIONS, check_topology
+from regionha.validation import AWS_REGIONS, check_topology, topology_warnings
 
 REFERENCE: dict[str, Any] = yaml.safe_load(
     resources.files("regionha.topologies").joinpath(DEFAULT_TOPOLOGY).read_text(encoding="utf-8")
@@ -749,3 +749,77 @@ def test_fewer_than_two_independent_paths_are_refused(mutation: Mutation, fragme
 @pytest.mark.parametrize("mutation", [ONE_PATH, BOTH_PATHS_IN_TOKYO], ids=["one-path", "two-paths-in-one-vpc"])
 def test_a_single_path_is_accepted_when_explicitly_allowed(mutation: Mutation) -> None:
     assert problems_after(both(mutation, put("dns.allow_single_path", True))) == []
+
+
+# --- warnings: valid, but likely to hurt -----------------------------------------------------------
+
+
+def warnings_after(mutation: Mutation) -> list[Problem]:
+    data = copy.deepcopy(REFERENCE)
+    mutation(data)
+    return topology_warnings(parse_topology(data))  # parse_topology raises if it is not valid
+
+
+def test_reference_warns_only_about_its_mdns_zone(topology) -> None:
+    assert [(w.field, w.message.split(",")[0]) for w in topology_warnings(topology)] == [
+        ("dns.zone", "zone cluster.local. is under local.")
+    ]
+    assert "RFC 6762" in topology_warnings(topology)[0].message
+
+
+@pytest.mark.parametrize(
+    ("zone", "record", "warned"),
+    [
+        ("local", "sample.local.", True),
+        ("Cluster.LOCAL.", "sample.cluster.local.", True),
+        ("cluster.internal", "sample.cluster.internal.", False),
+        ("cluster.localhost", "sample.cluster.localhost.", False),
+        ("notlocal", "sample.notlocal.", False),
+    ],
+)
+def test_zone_under_local_is_warned_about(zone: str, record: str, warned: bool) -> None:
+    found = warnings_after(both(put("dns.zone", zone), put("dns.record.name", record)))
+    assert [w.field for w in found if "Multicast DNS" in w.message] == (["dns.zone"] if warned else [])
+
+
+@pytest.mark.parametrize(
+    ("ttl", "budget", "warned"),
+    [(60, None, False), (300, None, False), (301, None, True), (120, 90, True), (90, 90, False)],
+)
+def test_ttl_longer_than_the_failover_budget_is_warned_about(ttl: int, budget: int | None, warned: bool) -> None:
+    mutation = put("dns.record.ttl", ttl)
+    if budget is not None:
+        mutation = both(mutation, put("failover", {"rto_budget_seconds": budget}))
+    found = [w for w in warnings_after(mutation) if w.field == "dns.record.ttl"]
+    assert len(found) == int(warned)
+    if warned:
+        shown = budget if budget is not None else 300
+        assert f"TTL {ttl} s is longer than the failover budget failover.rto_budget_seconds ({shown} s)" in (
+            found[0].message
+        )
+
+
+def test_paths_in_two_vpcs_of_one_region_are_warned_about() -> None:
+    # A fourth VPC in Tokyo's region, peered to the client site, takes the BIND path.
+    kyoto = copy.deepcopy(REFERENCE["vpcs"][1])
+    kyoto.update(name="tokyo2", region="ap-northeast-1", cidr="10.1.0.0/16")
+    for s in kyoto["subnets"]:
+        s["az"] = "ap-northeast-1a"
+    found = warnings_after(
+        both(
+            put("vpcs[1]", kyoto),
+            put("dns.zone_vpcs", ["tokyo", "tokyo2"]),
+            put("forwarder_paths[1].vpc", "tokyo2"),
+            put("nodes[1].vpc", "tokyo2"),
+            put("peerings", [{"name": "tokyo-osaka", "requester": "tokyo2", "accepter": "tokyo"},
+                             {"name": "onprem-tokyo", "requester": "singapore", "accepter": "tokyo"},
+                             {"name": "onprem-osaka", "requester": "singapore", "accepter": "tokyo2"}]),
+        )
+    )
+    assert [(w.field, w.message) for w in found if w.field == "forwarder_paths"] == [
+        ("forwarder_paths", "every forwarder path is in region ap-northeast-1: an outage of that region takes them all")
+    ]
+
+
+def test_budget_must_be_positive() -> None:
+    assert_problem(problems_after(put("failover", {"rto_budget_seconds": 0})), "failover.rto_budget_seconds", "")

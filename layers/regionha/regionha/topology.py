@@ -194,6 +194,9 @@ class Failover(Model):
     mode: Literal["builtin", "external"] = "builtin"
     failback: Literal["manual", "automatic"] = "manual"
     hold_down_seconds: int = Field(default=60, ge=0)
+    # Recovery time objective: seconds from a node failing to clients using the standby. Validation
+    # warns when the record's TTL alone exceeds it (docs/topology.md).
+    rto_budget_seconds: int = Field(default=300, ge=1)
 
 
 class Canary(Model):

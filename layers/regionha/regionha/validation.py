@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol, TypeVar
 
+from regionha.dnsname import canonical_name
 from regionha.reachability import check_reachability
 from regionha.topology import (
     BindPath,
@@ -73,12 +74,22 @@ MAX_TTL = 2**31 - 1
 # Route 53 Resolver: an endpoint needs at least two IPs; six is the per-endpoint quota.
 MIN_ENDPOINT_IPS, MAX_ENDPOINT_IPS = 2, 6
 
+# RFC 6762: names under local. are resolved by Multicast DNS on the link, not sent to DNS servers.
+MDNS_DOMAIN = "local."
+
 _ZONE_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Record labels may carry underscores (service names) and a leading wildcard.
 _RECORD_LABEL = re.compile(r"^[a-z0-9_-]{1,63}$")
 
 Address = ipaddress.IPv4Address
 Network = ipaddress.IPv4Network
+
+
+def topology_warnings(topology: Topology) -> list[Problem]:
+    """What works but is likely to hurt, for a topology ``check_topology`` accepts: each a ``Problem``
+    naming its field, to be shown as a warning, never refused. Pure."""
+    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region)
+    return list(chain.from_iterable(check(topology) for check in checks))
 
 
 def check_topology(topology: Topology) -> list[Problem]:
@@ -368,6 +379,37 @@ def _check_dns(t: Topology) -> Iterator[Problem]:
             yield Problem("dns.record.name", f"record {dns.record.name} is outside zone {dns.zone_fqdn}")
     if not 0 <= dns.record.ttl <= MAX_TTL:
         yield Problem("dns.record.ttl", f"TTL {dns.record.ttl} is outside Route 53's range 0..{MAX_TTL}")
+
+
+def _warn_mdns_zone(t: Topology) -> Iterator[Problem]:
+    zone = canonical_name(t.dns.zone)
+    if zone == MDNS_DOMAIN or zone.endswith("." + MDNS_DOMAIN):
+        yield Problem(
+            "dns.zone",
+            f"zone {zone} is under {MDNS_DOMAIN}, which RFC 6762 reserves for Multicast DNS: hosts running "
+            "mDNS (macOS, Avahi, systemd-resolved) may ask the local link instead of the DNS server and never "
+            "see the record; a zone under a domain you own avoids that",
+        )
+
+
+def _warn_ttl_over_budget(t: Topology) -> Iterator[Problem]:
+    ttl, budget = t.dns.record.ttl, t.failover.rto_budget_seconds
+    if ttl > budget:
+        yield Problem(
+            "dns.record.ttl",
+            f"TTL {ttl} s is longer than the failover budget failover.rto_budget_seconds ({budget} s): resolvers "
+            f"may keep answering with the failed node for up to {ttl} s after the record moves",
+        )
+
+
+def _warn_paths_in_one_region(t: Topology) -> Iterator[Problem]:
+    vpcs = _vpcs(t)
+    regions = {vpcs[p.vpc].region for p in t.forwarder_paths if p.vpc in vpcs}
+    if len(regions) == 1 and len({p.vpc for p in t.forwarder_paths}) > 1:
+        yield Problem(
+            "forwarder_paths",
+            f"every forwarder path is in region {regions.pop()}: an outage of that region takes them all",
+        )
 
 
 # --- forwarder paths, client, nodes --------------------------------------------------------------
