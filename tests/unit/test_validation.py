@@ -823,3 +823,34 @@ def test_paths_in_two_vpcs_of_one_region_are_warned_about() -> None:
 
 def test_budget_must_be_positive() -> None:
     assert_problem(problems_after(put("failover", {"rto_budget_seconds": 0})), "failover.rto_budget_seconds", "")
+
+
+# --- reserved names (issue 10: a path named onprem was reported as the on-prem resolver) ----------
+
+
+@pytest.mark.parametrize(
+    ("field", "name"),
+    [
+        ("forwarder_paths[1].name", "onprem"),
+        ("forwarder_paths[0].name", "OnPrem"),
+        ("forwarder_paths[1].name", "on-prem"),
+        ("forwarder_paths[0].name", "on_prem"),
+        ("nodes[1].name", "onprem"),
+        ("nodes[0].name", "Onprem"),
+    ],
+)
+def test_the_onprem_label_is_refused_as_a_path_or_node_name(field: str, name: str) -> None:
+    assert_problem(problems_after(put(field, name)), field, f"name {name!r} is reserved: 'onprem' labels")
+
+
+def test_the_onprem_label_is_the_canarys() -> None:
+    from regionha.canary import ONPREM, canary_targets
+    from regionha.topology import ONPREM as RESERVED
+
+    assert ONPREM == RESERVED
+    assert canary_targets(parse_topology(copy.deepcopy(REFERENCE)))[-1].forwarder == RESERVED
+
+
+@pytest.mark.parametrize("name", ["onprem-bind", "prem", "onpremise"])
+def test_names_merely_like_onprem_are_valid(name: str) -> None:
+    assert problems_after(put("forwarder_paths[1].name", name)) == []

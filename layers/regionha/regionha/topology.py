@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from regionha.dnsname import canonical_name
 
 DEFAULT_TOPOLOGY = "reference.yaml"
+# The canary's label (metric dimension Path, alarm names, drill --path) of the on-prem resolver: no
+# forwarder path or node may take it (validation refuses the name in any spelling).
+ONPREM = "onprem"
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 from regionha.dnsname import canonical_name
 from regionha.reachability import check_reachability
 from regionha.topology import (
+    ONPREM,
     BindPath,
     Problem,
     ResolverEndpointPath,
@@ -106,6 +107,7 @@ def check_topology(topology: Topology) -> list[Problem]:
         _check_nodes,
         _check_addresses,
         _check_instance_names,
+        _check_reserved_names,
         check_reachability,
     )
     return list(chain.from_iterable(check(topology) for check in checks))
@@ -573,3 +575,22 @@ def _check_instance_names(t: Topology) -> Iterator[Problem]:
         # Repeats within nodes or within forwarder paths are reported by their own checks.
         elif field.split("[", 1)[0] != first[name].split("[", 1)[0]:
             yield Problem(field, f"instance name {name!r} is already used by {first[name]}")
+
+
+def _reserved(name: str) -> bool:
+    # "OnPrem", "on-prem", "on_prem": CloudWatch dimensions, alarm names and people all read them alike.
+    return re.sub(r"[-_.]", "", name.lower()) == ONPREM
+
+
+def _check_reserved_names(t: Topology) -> Iterator[Problem]:
+    """The on-prem resolver is a canary target of its own, labelled ``onprem``: a forwarder path of that
+    name would be reported (and alarmed on) as the on-prem resolver, a node confused with it."""
+    named = [(f"forwarder_paths[{i}].name", "forwarder path", p.name) for i, p in enumerate(t.forwarder_paths)]
+    named += [(f"nodes[{i}].name", "node", n.name) for i, n in enumerate(t.nodes)]
+    for field, what, name in named:
+        if _reserved(name):
+            yield Problem(
+                field,
+                f"{what} name {name!r} is reserved: {ONPREM!r} labels the on-prem resolver in the canary's "
+                "results, metrics and alarms; choose another name",
+            )
