@@ -251,3 +251,32 @@ def test_a_deleted_peering_is_found_and_a_new_build_converges_it(built):
     assert ("peering-missing", "peering tokyo-osaka") in [(f.kind, f.resource) for f in found]
     build(stack)
     assert findings(built) == []
+
+
+def test_the_scheduled_function_publishes_a_metric_per_kind_and_the_alarm_watches_the_total(built, monkeypatch):
+    stack = built[0]
+    monkeypatch.setenv("REGIONHA_METRICS_SINK", "cloudwatch")
+    undo = drift_ttl()
+    try:
+        result = boto3.client("lambda", region_name=STACK_REGION).invoke(
+            FunctionName=stack.physical_id("AuditDeploymentFunction"),
+            Payload=json.dumps({"detail-type": "Scheduled Event", "source": "aws.events"}))
+    finally:
+        undo()
+    body = json.loads(result["Payload"].read())
+
+    assert "FunctionError" not in result, body
+    assert body["findings"] == [{"kind": "record-ttl", "resource": "record sample.cluster.local.",
+                                 "reason": "TTL 3600 s, expected 60 s"}]
+    cw = boto3.client("cloudwatch", region_name=STACK_REGION)
+    metrics = cw.list_metrics(Namespace="regionha", MetricName="AuditFindings")["Metrics"]
+    kinds = {d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "Kind"}
+    assert kinds == set(audit.KINDS)
+    (alarm,) = cw.describe_alarms(AlarmNames=["regionha-audit-drift"])["MetricAlarms"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == (
+        "regionha", "AuditFindings", [{"Name": "Deployment", "Value": DEP}])
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1.0)
+    total = cw.get_metric_statistics(Namespace="regionha", MetricName="AuditFindings",
+                                     Dimensions=[{"Name": "Deployment", "Value": DEP}], StartTime=time.time() - 600,
+                                     EndTime=time.time() + 600, Period=300, Statistics=["Maximum"])["Datapoints"]
+    assert [p["Maximum"] for p in total] == [1.0]
