@@ -280,3 +280,75 @@ def test_the_scheduled_function_publishes_a_metric_per_kind_and_the_alarm_watche
                                      Dimensions=[{"Name": "Deployment", "Value": DEP}], StartTime=time.time() - 600,
                                      EndTime=time.time() + 600, Period=300, Statistics=["Maximum"])["Datapoints"]
     assert [p["Maximum"] for p in total] == [1.0]
+
+
+# --- regionha audit ------------------------------------------------------------------------------------
+
+
+def test_the_cli_prints_one_line_per_finding_and_exits_1(built, capsys):
+    from regionha.cli import main
+
+    table = built[2]
+    args = ["audit", "--region", STACK_REGION, "--table", table, "--deployment", DEP]
+    assert main(args) == 0
+    assert capsys.readouterr().out == ""
+
+    undo = revoke_dns_rule()
+    try:
+        code = main(args)
+    finally:
+        undo()
+
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert len(out) == 1 and out[0].startswith("security-group-rule-missing tokyo/InboundEndpoint: sg-")
+    assert out[0].endswith("lacks ingress udp/53<-10.2.10.0/24")
+
+
+def test_the_cli_finds_table_and_deployment_in_the_stack(built, capsys):
+    from regionha.cli import main
+
+    cloudformation = boto3.client("cloudformation", region_name=STACK_REGION)
+    cloudformation.create_stack(StackName="audit-test", TemplateBody=json.dumps({
+        "Parameters": {"Deployment": {"Type": "String", "Default": DEP}},
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"StateTableName": {"Value": built[2]}}}))
+
+    assert main(["audit", "--region", STACK_REGION, "--stack", "audit-test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"deployment": DEP, "findings": []}
+    assert main(["audit", "--region", STACK_REGION, "--stack", "no-such-stack"]) == 2
+    assert "cannot read stack no-such-stack" in capsys.readouterr().err
+
+
+def test_the_cli_audits_a_local_runtime_from_its_state_file(built, capsys, tmp_path, monkeypatch):
+    """The state file's endpoint and deployment are used, the table is found by its template name.
+    (The emulator itself is moto in-process here: the endpoint is recorded, the calls stay in the mock.)"""
+    from regionha import aws, cli_audit
+    from regionha.cli import main
+
+    endpoints = []
+
+    class InProcess(aws.Clients):
+        def __init__(self, session=None, endpoint_url=None):
+            endpoints.append(endpoint_url)
+            super().__init__()
+
+    monkeypatch.setattr(aws, "Clients", InProcess)
+    state = tmp_path / "local-state.json"
+    state.write_text(json.dumps({"endpoint_url": "http://127.0.0.1:45123", "region": STACK_REGION,
+                                 "deployment": DEP, "state_machines": {}}))
+    assert built[2].endswith(cli_audit.LOCAL_TABLE_SUFFIX)
+
+    undo = drift_ttl()
+    try:
+        code = main(["audit", "--local-state", str(state)])
+    finally:
+        undo()
+
+    assert code == 1 and endpoints == ["http://127.0.0.1:45123"]
+    assert capsys.readouterr().out.splitlines() == [
+        "record-ttl record sample.cluster.local.: TTL 3600 s, expected 60 s"]
+    state.write_text(json.dumps({"endpoint_url": "http://10.0.0.5:4566", "region": STACK_REGION,
+                                 "state_machines": {}}))
+    assert main(["audit", "--local-state", str(state)]) == 2
+    assert "is not a loopback address" in capsys.readouterr().err
