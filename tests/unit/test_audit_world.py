@@ -222,6 +222,20 @@ def test_a_clean_build_has_no_finding_and_the_audit_only_reads(built):
     finally:
         session.events.unregister("before-call.*.*", count)
     assert calls and [c for c in calls if not c[1].startswith(READ_PREFIXES)] == []
+    # The function's role allows exactly what the audit calls (and its metrics), nothing more.
+    service = {"route-53": "route53"}
+    assert {f"{service.get(s, s)}:{op}" for s, op in calls} | {"cloudwatch:PutMetricData"} == function_actions()
+
+
+def function_actions() -> set[str]:
+    from regionha.local.provision import load_template
+
+    policies = load_template(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"][
+        "AuditDeploymentFunction"]["Properties"]["Policies"]
+    actions = set()
+    for statement in (st for p in policies for st in p["Statement"]):
+        actions |= set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+    return actions
 
 
 @pytest.mark.parametrize(("what", "inject", "expected"), DRIFTS, ids=[d[0] for d in DRIFTS])
