@@ -107,7 +107,13 @@ def delete_in(*path):
 
 
 def orphan_deny(w):
-    w["vpcs"]["osaka"]["network_acls"][0]["Entries"].append(deny(64))
+    acl = w["vpcs"]["osaka"]["network_acls"][0]
+    acl["Entries"].append(deny(64))
+    acl["Tags"] = [{"Key": "regionha:drill", "Value": "drill-9 cuts osaka-bind"}]
+
+
+def hand_made_cut(w):
+    w["vpcs"]["osaka"]["network_acls"][0]["Entries"].append(deny(91, protocol="-1"))
 
 
 def foreign_deny(w):
@@ -182,6 +188,8 @@ DRIFTS = [
     ("orphaned drill entry", orphan_deny, "nacl-deny", "osaka/acl-osaka rule 64",
      "deny 10.2.10.0/24 udp/53 inbound left by a drill (no fault recorded)"),
     ("someone's deny in the range", foreign_deny, "nacl-deny", "osaka/acl-osaka rule 90", "made by no drill"),
+    ("hand-made cut in the range, no drill marker", hand_made_cut, "nacl-deny", "osaka/acl-osaka rule 91",
+     "deny 10.2.10.0/24 all inbound in the drill's reserved range 60-99, made by no drill"),
     ("zone deleted", set_in("zone", None), "zone-missing", "zone cluster.local.", "no private hosted zone"),
     ("zone association lost", set_in("zone", "vpcs", ["vpc-tokyo"]), "zone-association", "zone cluster.local.",
      "not associated with osaka (vpc-osaka)"),

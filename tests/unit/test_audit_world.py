@@ -130,7 +130,12 @@ def orphaned_drill_entry():
         "NetworkAcls"][0]["NetworkAclId"]
     ec2(OSAKA).create_network_acl_entry(NetworkAclId=acl, RuleNumber=64, Protocol="17", RuleAction="deny",
                                         Egress=False, CidrBlock="10.2.10.0/24", PortRange={"From": 53, "To": 53})
-    return lambda: ec2(OSAKA).delete_network_acl_entry(NetworkAclId=acl, RuleNumber=64, Egress=False)
+    ec2(OSAKA).create_tags(Resources=[acl], Tags=[{"Key": "regionha:drill", "Value": "drill-9 cuts osaka-bind"}])
+
+    def undo():
+        ec2(OSAKA).delete_network_acl_entry(NetworkAclId=acl, RuleNumber=64, Egress=False)
+        ec2(OSAKA).delete_tags(Resources=[acl], Tags=[{"Key": "regionha:drill"}])
+    return undo
 
 
 def disassociate_zone():

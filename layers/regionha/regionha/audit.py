@@ -272,7 +272,7 @@ def _nacls(topology: Topology, vpc: Vpc, seen: dict[str, Any], world: World,
                 continue
             if key in recorded:
                 why = f"recorded by drill {recorded[key].get('execution')}, which holds no lock: restore it"
-            elif drill_faults.drill_shaped(entry, cidr):
+            elif drill_faults.left_by_drill(acl, entry, cidr):
                 why = "left by a drill (no fault recorded): the fault sweeper removes it"
             else:
                 why = (f"in the drill's reserved range {drill_faults.RULE_FIRST}-{drill_faults.RULE_LAST}, made by "

@@ -480,10 +480,21 @@ def reserved_denies(acl: dict[str, Any]) -> list[dict[str, Any]]:
 
 def drill_shaped(entry: dict[str, Any], cidr: str) -> bool:
     """Is this reserved-range entry one a drill makes (inbound deny from the client network, DNS or
-    all traffic)? Such an entry is a drill's whether or not a fault item still records it."""
+    all traffic)? On a NACL with the drill marker it is a drill's, recorded or not (``left_by_drill``)."""
     if not RULE_FIRST <= int(entry["RuleNumber"]) <= RULE_LAST:
         return False
     return any(_ours(entry, {"protocol": p}, cidr) for p in ("17", "6", "-1"))
+
+
+def drill_tagged(acl: dict[str, Any]) -> bool:
+    """Does the described NACL carry the marker a drill puts on what it cuts?"""
+    return any(t.get("Key") == DRILL_TAG for t in acl.get("Tags") or [])
+
+
+def left_by_drill(acl: dict[str, Any], entry: dict[str, Any], cidr: str) -> bool:
+    """A drill's entry, recorded or not: drill-shaped, on a NACL that carries the drill marker. An
+    untagged NACL's entries are someone else's (a hand-made cut), whatever their shape."""
+    return drill_tagged(acl) and drill_shaped(entry, cidr)
 
 
 def recorded_entries(fault_items: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -511,7 +522,7 @@ def left_in_reserved_range(
                     key = (acl["NetworkAclId"], int(entry["RuleNumber"]))
                     if key in recorded:
                         whose = f"of drill {recorded[key].get('execution')} (fault recorded)"
-                    elif drill_shaped(entry, cidr):
+                    elif left_by_drill(acl, entry, cidr):
                         whose = "left by a drill (no fault recorded)"
                     else:
                         whose = f"in the drill's reserved range {RULE_FIRST}-{RULE_LAST}, made by no drill"
@@ -528,11 +539,11 @@ def sweep_orphans(
     lock_held: bool,
     fault_items: Iterable[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Delete the drill-shaped deny entries of the reserved range in the NACLs of ``vpcs`` ((region,
-    vpc id) pairs) that no remaining fault item lists, and the NACL's drill tag with its last one.
+    """Delete the drill entries (``left_by_drill``) of the reserved range in the NACLs of ``vpcs``
+    ((region, vpc id) pairs) that no remaining fault item lists, and the NACL's drill tag with its last one.
 
     Nothing is touched while a drill holds the deployment's lock (``lock_held``): its entries may be
-    recorded a moment after they are made. An entry that is not drill-shaped is never deleted.
+    recorded a moment after they are made. An entry that is not a drill's is never deleted.
 
     IAM: ec2:DescribeNetworkAcls, ec2:DeleteNetworkAclEntry, ec2:DeleteTags.
     """
@@ -544,6 +555,8 @@ def sweep_orphans(
         ec2 = clients.ec2(region)
         for acl in ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["NetworkAcls"]:
             nacl = acl["NetworkAclId"]
+            if not drill_tagged(acl):
+                continue
             denies = reserved_denies(acl)
             orphans = [e for e in denies
                        if drill_shaped(e, client_cidr) and (nacl, int(e["RuleNumber"])) not in recorded]
@@ -555,9 +568,8 @@ def sweep_orphans(
                         raise
                 removed.append({"deployment": deployment, "region": region, "nacl": nacl,
                                 "rule": int(entry["RuleNumber"]), "entry": entry_text(entry)})
-            tagged = any(t.get("Key") == DRILL_TAG for t in acl.get("Tags", []))
             # The marker goes with the last drill entry; a recorded one keeps it.
-            if tagged and len(orphans) == len([e for e in denies if drill_shaped(e, client_cidr)]):
+            if len(orphans) == len([e for e in denies if drill_shaped(e, client_cidr)]):
                 ec2.delete_tags(Resources=[nacl], Tags=[{"Key": DRILL_TAG}])
     return removed
 
