@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from regionha import __version__
+from regionha.cli_audit import register as register_audit
 from regionha.cli_canary import register as register_canary
 from regionha.cli_drill import register as register_drill
 from regionha.cli_local import register_local
@@ -101,7 +102,7 @@ def register_topology(subparsers: Subparsers) -> None:
 
 
 COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (
-    register_topology, register_canary, register_local, register_drill
+    register_topology, register_canary, register_local, register_drill, register_audit
 )
 
 

@@ -654,16 +654,17 @@ class Drill:
             health = {n.name: self.node_health(n.name) for n in topology.nodes}
             sick = [f"{n}: {_health_text(h)}" for n, h in health.items() if not h["healthy"]]
             if sick:
-                raise ConfigurationError(f"preflight: not every node is healthy: {'; '.join(sick)}")
+                raise ConfigurationError(f"preflight: not every node is healthy: {'; '.join(sick)}"
+                                         + self._left_broken())
             r = self._settled_round("preflight", tries=3)
             wrong = [f"{s['path']}: {_brief(s)}" for s in r.samples if not s["success"]]
             if wrong:
                 raise ConfigurationError(f"preflight: not every path resolves to the record ({r.truth}): "
-                                         + "; ".join(wrong))
+                                         + "; ".join(wrong) + self._left_broken())
             leftovers = [f["sk"] for f in self.store.faults()]
             if leftovers:
                 raise ConfigurationError(f"preflight: faults of earlier drills are still recorded: {leftovers}; "
-                                         "wait for the sweeper or restore them first")
+                                         "wait for the sweeper or restore them first" + self._left_broken())
             record["alarm_baseline"] = dict(r.alarms)
             record["alarm_paths"] = self._alarm_paths()
             record["active_at_start"] = r.truth
@@ -680,6 +681,18 @@ class Drill:
             step["end"] = time.time()
             self.save()
         return self.context()
+
+    def _left_broken(self) -> str:
+        """What earlier drills left, for a refusal to name: recorded node faults, and every deny entry
+        in the reserved NACL range, recorded or not. IAM: ec2:DescribeVpcs, ec2:DescribeNetworkAcls."""
+        try:
+            recorded = self.store.faults()
+            lines = [f"{faults.describe_fault(f)} left by drill {f.get('execution')}" for f in recorded
+                     if f["kind"] == faults.NODE]
+            lines += faults.left_in_reserved_range(self.topology, self.clients, recorded)
+        except (ClientError, RegionhaError) as e:
+            return f"; could not look for what drills left behind: {e}"
+        return "; left broken: " + "; ".join(lines) if lines else ""
 
     def _settled_round(self, step: str, tries: int) -> Round:
         """A round in which every path succeeds, or the last of ``tries`` (a resolver's first query
