@@ -163,20 +163,20 @@ def test_every_task_retries_transient_errors_and_catches_into_restore_or_onwards
     assert states["Report"]["Next"] == "ReleaseLock"
 
 
-def test_template_watches_every_path_down_alarm_and_judges_every_critical_child():
+def test_the_drill_watches_the_deployments_own_alarms_and_the_stacks():
+    from regionha.alarms import critical_members, watched_alarm_names
     from regionha.local.provision import load_template
+    from regionha.topology import load_topology
 
     template = load_template(ROOT / "template.yaml")
-    resources = template["Resources"]
-    env = resources["RunDrillStepFunction"]["Properties"]["Environment"]["Variables"]
-    watched = [ref["Ref"] for ref in env["DRILL_WATCH_ALARMS"]["Fn::Join"][1]]
-    critical = [ref["Ref"] for ref in env["CRITICAL_ALARMS"]["Fn::Join"][1]]
-    path_down = [lid for lid, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"
-                 and "path-down" in json.dumps(r["Properties"]["AlarmName"])]
-    rule = json.dumps(resources["CanaryCriticalAlarm"]["Properties"]["AlarmRule"])
+    env = template["Resources"]["RunDrillStepFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["DRILL_WATCH_ALARMS"] == {"Ref": "FailoverRefusedAlarm"}
+    topology = load_topology()
+    drill_env = drill.DrillEnv(table="t", region="ap-southeast-1", watch_alarms=("stack-failover-refused",))
+    run = drill.Drill(None, drill_env, {"deployment": topology.deployment}, topology=topology)
 
-    assert path_down and set(path_down) <= set(watched)
-    assert sorted(critical) == sorted(lid for lid in resources if f"${{{lid}}}" in rule)
+    assert run.alarms.watch_alarms == ("stack-failover-refused", *watched_alarm_names(topology))
+    assert run.alarms.critical_alarms == tuple(critical_members(topology))
 
 
 # --- a small world in moto ---------------------------------------------------------------------------

@@ -20,10 +20,11 @@ Measuring: every round probes every path (the canary's probe library) and sample
 path's sample goes to the timeline. Recovery of a path = the fault's time until the first sample
 that names the expected node while that node answers as itself. A cut path must stop answering.
 
-Alarms: ``DRILL_WATCH_ALARMS`` (the per-path alarms) and ``CRITICAL_ALARMS`` (the critical composite
-alarm's children: moto has no composite alarms, so the drill judges the critical condition by its
-children). A watched alarm belongs to the path named by its ``Path`` dimension (the template's
-path-down alarms carry one), else to the path whose label, "/" written "-", ends its name
+Alarms: the deployment's own, which the build made from the topology (``regionha.alarms``: each
+path's and node's alarm are watched, the critical composite's children judge the critical
+condition), plus the stack's ``DRILL_WATCH_ALARMS`` and ``CRITICAL_ALARMS`` (comma-separated
+names). A watched alarm belongs to the path named by its ``Path`` dimension (the path-down alarms
+carry one), else to the path whose label, "/" written "-", ends its name
 (``<prefix>-path-down-<label>``). Cutting a path expects that path's alarms to go to ALARM during the
 fault and back to OK after restore. A critical alarm going to ALARM while a path still resolves
 correctly aborts the drill (restore, then FAILED).
@@ -42,11 +43,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from regionha import alarms as deployment_alarms
 from regionha import canary, metrics
 from regionha import drill_faults as faults
 from regionha.errors import ConfigurationError, RegionhaError, TransientError
@@ -401,6 +403,7 @@ class Drill:
         self.deployment = self.settings.deployment if self.settings else (context.get("deployment")
                                                                           or env.deployment or "?")
         self._topology = topology
+        self._alarm_env: DrillEnv | None = None
         self.record = record
         self.sleep = sleep
 
@@ -412,6 +415,22 @@ class Drill:
             self._topology = canary.deployment_topology(self.clients, self.env.table, self.env.region,
                                                         self.deployment)
         return self._topology
+
+    @property
+    def alarms(self) -> DrillEnv:
+        """The environment with the deployment's own alarms added: the build made them from the
+        topology (regionha.converge.watch), so their names follow from it (regionha.alarms)."""
+        if self._alarm_env is None:
+            try:
+                topology = self.topology
+            except ConfigurationError:
+                return self.env  # no inventory: only the stack's alarms can be named
+            watch = tuple(dict.fromkeys(self.env.watch_alarms
+                                        + tuple(deployment_alarms.watched_alarm_names(topology))))
+            critical = tuple(dict.fromkeys(self.env.critical_alarms
+                                           + tuple(deployment_alarms.critical_members(topology))))
+            self._alarm_env = replace(self.env, watch_alarms=watch, critical_alarms=critical)
+        return self._alarm_env
 
     @property
     def store(self) -> faults.FaultStore:
@@ -526,7 +545,7 @@ class Drill:
 
     def alarm_states(self) -> dict[str, str]:
         """IAM: cloudwatch:DescribeAlarms."""
-        names = list(dict.fromkeys(self.env.watch_alarms + self.env.critical_alarms))
+        names = list(dict.fromkeys(self.alarms.watch_alarms + self.alarms.critical_alarms))
         if not names:
             return {}
         cw = self.clients.client("cloudwatch", self.env.region)
@@ -537,12 +556,12 @@ class Drill:
         return states
 
     def _alarm_paths(self) -> dict[str, str | None]:
-        if not self.env.watch_alarms:
+        if not self.alarms.watch_alarms:
             return {}
         cw = self.clients.client("cloudwatch", self.env.region)
         labels = [label for ls in path_labels(self.topology).values() for label in ls]
         found = {}
-        names = list(self.env.watch_alarms)
+        names = list(self.alarms.watch_alarms)
         for i in range(0, len(names), _DESCRIBE_ALARMS_MAX):
             for alarm in cw.describe_alarms(AlarmNames=names[i:i + _DESCRIBE_ALARMS_MAX]).get("MetricAlarms", []):
                 found[alarm["AlarmName"]] = alarm_path(alarm, labels)
@@ -558,7 +577,7 @@ class Drill:
 
     def _critical_firing(self, states: Mapping[str, str]) -> list[str]:
         baseline = self.load()["alarm_baseline"]
-        return [n for n in self.env.critical_alarms if states.get(n) == ALARM and baseline.get(n) != ALARM]
+        return [n for n in self.alarms.critical_alarms if states.get(n) == ALARM and baseline.get(n) != ALARM]
 
     def _expected_alarms(self) -> dict[str, float]:
         """Watched alarms that the active path faults must fire -> the fault's start time."""
@@ -671,7 +690,7 @@ class Drill:
             step["ok"] = True
             step["detail"] = {"truth": r.truth, "mode": topology.failover.mode,
                               "nodes": {n: h["state"] for n, h in health.items()},
-                              "critical_alarms_in_alarm": [n for n in self.env.critical_alarms
+                              "critical_alarms_in_alarm": [n for n in self.alarms.critical_alarms
                                                            if r.alarms.get(n) == ALARM]}
         except Exception as e:
             step["detail"] = {"error": f"{type(e).__name__}: {e}"}
@@ -924,7 +943,7 @@ class Drill:
     def check_alarms(self) -> dict[str, Any]:
         """Wait (bounded) for the watched alarms to be OK again, then judge the alarm proof."""
         record = self.load()
-        names = list(self.env.watch_alarms)
+        names = list(self.alarms.watch_alarms)
         timeout = self.settings.alarm_ok_timeout if self.settings else 0
         poll = self.settings.poll_interval if self.settings else 1.0
         deadline = time.monotonic() + timeout
@@ -934,7 +953,7 @@ class Drill:
             self.sleep(poll)
             states = self.alarm_states()
             self._log_alarms("check-alarms", time.time(), states)
-        proof = alarm_proof(record, self.env, states)
+        proof = alarm_proof(record, self.alarms, states)
         record["alarms"] = proof["alarms"]
         record["alarm_proof"] = proof["summary"]
         self.save()

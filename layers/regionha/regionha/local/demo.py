@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from regionha import netguard
+from regionha.alarms import alarm_name, composite_name, path_down
 from regionha.aws import deployment_filter
 from regionha.canary import client_source, run_canary, truth_from_record
 from regionha.converge.dns import read_record
-from regionha.local.runtime import STACK_NAME
 from regionha.topology import Topology
 
 
@@ -107,8 +107,8 @@ class Demo:
 
         names = [p.name for p in topology.forwarder_paths]
         path = CUT_PATH if CUT_PATH in names else names[-1]
-        alarm = path_alarm_name(path)
-        critical = f"{STACK_NAME}-critical"
+        alarm = path_alarm_name(topology, path)
+        critical = composite_name(topology.deployment)
         self.say(f"  cutting forwarder path {path} (network ACL deny from the client network)")
         cut_at = rt.clock.now()
         set_path_cut(rt, path, cut=True)
@@ -201,9 +201,9 @@ CLEAN_MINUTES = 4
 CUT_PATH = "osaka-bind"
 
 
-def path_alarm_name(path_label: str) -> str:
-    """The per-path alarm's name, as template.yaml names it."""
-    return f"{STACK_NAME}-path-down-{path_label.replace('/', '-')}"
+def path_alarm_name(topology: Topology, path_label: str) -> str:
+    """The per-path alarm's name, as the build's ConvergeWatch names it."""
+    return alarm_name(topology.deployment, path_down(path_label).suffix)
 
 
 def _canary_runs(rt: Any) -> list[Any]:
