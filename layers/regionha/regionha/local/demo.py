@@ -210,18 +210,22 @@ def _canary_runs(rt: Any) -> list[Any]:
     return [d for d in rt.schedules.log.all() if "Canary" in d.rule and d.ok]
 
 
-def set_path_cut(rt: Any, path_name: str, *, cut: bool) -> None:
-    """Deny (or allow again) the client network on a forwarder path's subnet network ACL."""
-    topology: Topology = rt.topology
+def set_path_cut(rt: Any, path_name: str, *, cut: bool, topology: Topology | None = None) -> None:
+    """Deny (or allow again) the client network on a forwarder path's subnet network ACL (of the
+    runtime's topology, or of ``topology``: another deployment built in the same runtime)."""
+    topology = topology or rt.topology
     path = next(p for p in topology.forwarder_paths if p.name == path_name)
     subnets = {e.subnet for e in path.ips} if path.kind == "resolver_endpoint" else {path.subnet}
     ec2 = rt.clients.ec2(topology.region_of(path.vpc))
+    acls = {}
     for subnet in sorted(subnets):
         found = ec2.describe_subnets(Filters=deployment_filter(topology.deployment, subnet))["Subnets"]
         subnet_id = found[0]["SubnetId"]
         acl = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])[
             "NetworkAcls"
         ][0]
+        acls[acl["NetworkAclId"]] = acl  # an endpoint's subnets may share one network ACL
+    for acl in acls.values():
         if cut:
             ec2.create_network_acl_entry(
                 NetworkAclId=acl["NetworkAclId"], RuleNumber=DEMO_RULE, Protocol="-1", RuleAction="deny",
