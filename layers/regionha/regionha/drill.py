@@ -330,7 +330,7 @@ def plan(topology: Topology, settings: DrillSettings, active: str | None) -> lis
             {"id": "observe-primary", "kind": "observe", "measure": True,
              "expect": _expect(topology, primary, secondary_paths),
              "name": f"7 on-prem reaches {primary} through {', '.join(primary_paths)}"},
-        ]
+        ] + _further_nodes(topology, primary, secondary, fail_secondary)
     if active is None:
         raise ConfigurationError("the record names no node of the topology: nothing to drill against")
     if settings.scenario == "fail-active-node":
@@ -351,6 +351,43 @@ def plan(topology: Topology, settings: DrillSettings, active: str | None) -> lis
         {"id": "observe-cut", "kind": "observe", "measure": True, "expect": _expect(topology, active, [path]),
          "name": f"on-prem still reaches {active}, {path} does not answer"},
     ]
+
+
+def _further_nodes(topology: Topology, primary: str, secondary: str,
+                   fail_secondary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Acceptance with more than two nodes (``ACCEPTANCE_MORE_STEPS`` of the plan): after the article's
+    seven steps the record names the primary again; rejoin the secondary, then fail each further node in
+    turn with its region's paths cut, observe on-prem still reaching the primary through the others, and
+    rejoin it (the last one is put back by restore, as the secondary is in the two-node procedure)."""
+    others = [n.name for n in topology.nodes if n.name not in (primary, secondary)]
+    if not others:
+        return []
+    steps: list[dict[str, Any]] = [
+        {"id": "rejoin-secondary", "kind": "rejoin", "faults": fail_secondary,
+         "name": f"8 start {secondary}, restore {', '.join(_region_paths(topology, secondary))}"}]
+    number = 9
+    for i, node in enumerate(others):
+        paths = _region_paths(topology, node)
+        fail = [{"kind": faults.NODE, "target": node}] + [{"kind": faults.PATH, "target": p} for p in paths]
+        steps += [
+            {"id": f"fail-node-{node}", "kind": "inject", "faults": fail,
+             "name": f"{number} fail {node}, cut {', '.join(paths)}"},
+            {"id": f"observe-node-{node}", "kind": "observe", "measure": True,
+             "expect": _expect(topology, primary, paths),
+             "name": f"{number + 1} on-prem still reaches {primary} while {node} is down"},
+        ]
+        number += 2
+        if i < len(others) - 1:
+            steps.append({"id": f"rejoin-node-{node}", "kind": "rejoin", "faults": fail,
+                          "name": f"{number} start {node}, restore {', '.join(paths)}"})
+            number += 1
+    return steps
+
+
+# The acceptance steps the state machine names one state each; further steps (more than two nodes)
+# run in its RunMoreSteps Map, in plan order.
+ACCEPTANCE_STEPS = ("ensure-primary", "verify-primary", "fail-primary", "observe-secondary", "rejoin-primary",
+                    "fail-secondary", "observe-primary")
 
 
 # --- judging samples (pure) ---------------------------------------------------------------------------
@@ -721,7 +758,10 @@ class Drill:
         assert self.settings is not None
         return {"execution": self.execution, "execution_arn": self.execution_arn, "deployment": self.deployment,
                 "scenario": self.settings.scenario, "settings": self.settings.to_json(),
-                "steps": [s["id"] for s in self.load()["plan"]]}
+                "steps": [s["id"] for s in self.load()["plan"]],
+                # Steps beyond the state machine's named acceptance states, run one at a time by its Map.
+                "more_steps": [s["id"] for s in self.load()["plan"]
+                               if self.settings.scenario == "acceptance" and s["id"] not in ACCEPTANCE_STEPS]}
 
     def run_step(self, step_id: str) -> dict[str, Any]:
         record = self.load()
