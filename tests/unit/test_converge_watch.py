@@ -71,6 +71,9 @@ def test_alarms_and_dashboard_follow_the_topology_and_a_rerun_writes_nothing(com
     body = json.loads(boto3.client("cloudwatch", region_name=REGION).get_dashboard(
         DashboardName=dashboard_name(dep))["DashboardBody"])
     assert body["widgets"][0]["type"] == "text"
+    (widget,) = [w["properties"]["alarms"] for w in body["widgets"] if w["type"] == "alarm"]
+    real = {a["AlarmArn"] for a in have.values()} | {composite["AlarmArn"]}
+    assert real <= set(widget)  # the alarm widget names the real ARNs (account, partition, region)
     assert {o.action for o in outcomes} == {"created"}
 
     # WHEN it runs again with nothing to change THEN it writes nothing

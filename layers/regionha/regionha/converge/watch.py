@@ -142,18 +142,21 @@ def _search(expression: str, label: str, id_: str) -> list[Any]:
     return [{"expression": expression, "label": label, "id": id_}]
 
 
-def dashboard_body(topology: Topology, settings: WatchSettings) -> dict[str, Any]:
+def dashboard_body(topology: Topology, settings: WatchSettings, alarm_arn_prefix: str | None = None) -> dict[str, Any]:
     """The dashboard of this topology, as PutDashboard's DashboardBody (a JSON object).
 
     Rows: a text widget (what is watched, the runbook), the alarm states, each path's success,
     latency and failure reasons (the PathOutcome series by Outcome), the record's target and node
     health, canary heartbeat and duration, failovers (started, completed, refused, seconds), drill
     results and recovery, and the Lambda errors of the canary and the failover controller.
+    ``alarm_arn_prefix``: ``arn:<partition>:cloudwatch:<region>:<account>:alarm:`` (the alarm widget
+    takes ARNs); default with account 123456789012 (tests).
     """
     dep, region = topology.deployment, settings.region
     targets = canary_targets(topology)
     names = [alarm_name(dep, i.suffix) for i in canary_alarm_intents(topology)] + [composite_name(dep)]
-    arns = [f"arn:aws:cloudwatch:{region}:{{account}}:alarm:{n}" for n in [*names, *settings.stack_alarms]]
+    prefix = alarm_arn_prefix or f"arn:aws:cloudwatch:{region}:123456789012:alarm:"
+    arns = [prefix + n for n in [*names, *settings.stack_alarms]]
     runbook = (f"[Runbook]({settings.runbook_url})" if settings.runbook_url
                else "Runbook: `docs/runbook.md` in the regionha source")
     paths = ", ".join(f"`{t.path}` ({t.server})" for t in targets)
@@ -227,11 +230,6 @@ def dashboard_body(topology: Topology, settings: WatchSettings) -> dict[str, Any
     return {"widgets": widgets}
 
 
-def _render_arns(body: dict[str, Any], account: str) -> dict[str, Any]:
-    text = json.dumps(body).replace("{account}", account)
-    return json.loads(text)
-
-
 # --- converge -----------------------------------------------------------------------------------------
 
 
@@ -267,14 +265,14 @@ def _differs(have: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
     return have_n != _normal(want)
 
 
-def _account(clients: Any, region: str, alarms: list[dict[str, Any]]) -> str:
-    """The account id for the alarm widget's ARNs: from an existing alarm's ARN, else STS
-    GetCallerIdentity (which needs no permission)."""
-    for alarm in alarms:
-        arn = alarm.get("AlarmArn") or ""
-        if arn.count(":") >= 5:
-            return arn.split(":")[4]
-    return clients.client("sts", region).get_caller_identity()["Account"]
+def _alarm_arn_prefix(clients: Any, region: str, alarms: list[dict[str, Any]]) -> str:
+    """``arn:<partition>:cloudwatch:<region>:<account>:alarm:`` for the alarm widget: from an existing
+    alarm's ARN, else from STS GetCallerIdentity (which needs no permission)."""
+    arn = next((a["AlarmArn"] for a in alarms if (a.get("AlarmArn") or "").count(":") >= 6), None)
+    if arn is None:
+        arn = clients.client("sts", region).get_caller_identity()["Arn"]
+    parts = arn.split(":")
+    return f"arn:{parts[1]}:cloudwatch:{region}:{parts[4]}:alarm:"
 
 
 def _get_dashboard(cw: Any, name: str) -> dict[str, Any] | None:
@@ -319,9 +317,9 @@ def converge_watch(topology: Topology, clients: Any, settings: WatchSettings) ->
         cw.delete_alarms(AlarmNames=stale[i:i + _DELETE_BATCH])
     outcomes += [Outcome("alarm", n, "deleted", region=region) for n in stale]
 
-    account = _account(clients, region, [*have_metric.values(), *have_composite.values()])
+    arn_prefix = _alarm_arn_prefix(clients, region, [*have_metric.values(), *have_composite.values()])
     name = dashboard_name(dep)
-    body = _render_arns(dashboard_body(topology, settings), account)
+    body = dashboard_body(topology, settings, arn_prefix)
     current = _get_dashboard(cw, name)
     if current == body:
         outcomes.append(Outcome("dashboard", name, "unchanged", region=region))

@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from regionha import netguard
-from regionha.alarms import alarm_name, composite_name, path_down
+from regionha.alarms import (
+    alarm_name,
+    alarm_prefix,
+    canary_alarm_intents,
+    composite_name,
+    dashboard_name,
+    path_down,
+)
 from regionha.aws import deployment_filter
-from regionha.canary import client_source, run_canary, truth_from_record
+from regionha.canary import canary_targets, client_source, run_canary, truth_from_record
 from regionha.converge.dns import read_record
 from regionha.topology import Topology
 
@@ -104,6 +111,14 @@ class Demo:
                  f"{len(fired)} alarms fired")
         detail: dict[str, Any] = {"clean_runs": runs, "clean_alarms_fired": fired}
         ok = runs >= CLEAN_MINUTES - 1 and not fired
+        # The alarms are the build's, made from the topology (ConvergeWatch): one per path and node.
+        made = sorted(n for n in rt.alarm_states() if n.startswith(alarm_prefix(topology.deployment)))
+        wanted = sorted([alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology)]
+                        + [composite_name(topology.deployment)])
+        self.say(f"  the build made {len(made)} alarms for {len(canary_targets(topology))} paths and "
+                 f"{len(topology.nodes)} nodes, and the dashboard {dashboard_name(topology.deployment)}")
+        detail["alarms_made"] = made
+        ok = ok and made == wanted
 
         names = [p.name for p in topology.forwarder_paths]
         path = CUT_PATH if CUT_PATH in names else names[-1]
