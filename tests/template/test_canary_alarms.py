@@ -226,3 +226,16 @@ def test_stale_answer_window_exceeds_the_ttl_plus_a_grace():
     ttl = TOPOLOGY.dns.record.ttl
     for intent in (FAILOVER_STALE_ANSWER, FAILOVER_UNHEALTHY_NODE):
         assert intent.datapoints_to_alarm * intent.period >= ttl + intent.period
+
+
+def test_build_makes_the_watch_after_placing_the_canary_and_teardown_removes_it_first():
+    root = TEMPLATE.parent / "statemachines"
+    build = json.loads((root / "build.asl.json").read_text())["States"]
+    teardown = json.loads((root / "teardown.asl.json").read_text())["States"]
+    assert build["PlaceCanary"]["Next"] == "ConvergeWatch" and build["ConvergeWatch"]["Next"] == "SaveInventory"
+    assert build["ConvergeWatch"]["Parameters"]["action"] == "converge"
+    assert teardown["ValidateTopology"]["Next"] == "TeardownWatch"
+    assert teardown["TeardownWatch"]["Parameters"]["action"] == "teardown"
+    for state in (build["ConvergeWatch"], teardown["TeardownWatch"]):
+        assert state["Resource"] == "${ConvergeWatchFunctionArn}"
+        assert state["Parameters"]["topology.$"] == "$.plan.topology"
