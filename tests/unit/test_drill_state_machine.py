@@ -34,6 +34,7 @@ from regionha.local.world import World, dns_targets
 from regionha.topology import load_topology
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import composites  # noqa: E402
 from dnsfake import FakeDNSServer, answer  # noqa: E402
 from inprocess import STACK_REGION, handlers_in_process  # noqa: E402
 
@@ -120,9 +121,10 @@ class FakeWorld:
         if self.mode == "builtin" and named not in healthy and healthy:
             upsert_record(self.topology, self.clients, str(self.topology.node(healthy[0]).ip), poll_seconds=0.05)
         # Alarms as CloudWatch would judge the canary's datapoints, periods shrunk to fractions of a second.
-        self._alarm("failover-unhealthy-node", named not in healthy and bool(healthy), 1.0)
+        # The deployment's alarms are the build's (regionha-<deployment>-…), failover-refused the stack's.
+        self._alarm(f"{DEP}-failover-unhealthy-node", named not in healthy and bool(healthy), 1.0)
         self._alarm("failover-refused", self.mode == "external" and named not in healthy, 0.2)
-        self._alarm("onprem-unresolvable", not self.open["onprem"], 1.0)
+        self._alarm(f"{DEP}-onprem-unresolvable", not self.open["onprem"], 1.0)
         for name, label in self.path_alarms.items():
             self._alarm(name, not self.open[label], 0.2, full_name=True)
 
@@ -154,7 +156,7 @@ def deployment():
             mp.setenv(key, value)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        with mock_aws(config=config), handlers_in_process() as (stack, _):
+        with mock_aws(config=config), handlers_in_process() as (stack, _), composites.installed((STACK_REGION,)):
             topology = load_topology()
             fast = topology.model_copy(update={"waits": topology.waits.model_copy(update={"poll_seconds": 0})})
             build = run(stack, "BuildStateMachine", {"topology": fast.to_json()})
@@ -266,7 +268,7 @@ def test_acceptance_drill_passes_with_measured_recovery_and_proven_alarms(deploy
     cut_tokyo = [s for s in report["timeline"] if s["step"] == "observe-secondary" and s["path"].startswith("tokyo")]
     assert cut_tokyo and cut_tokyo[-1]["outcome"] == "timeout"
     alarms = report["alarms"]
-    for name in ("regionha-path-down-tokyo-resolver-10.0.111.100", "regionha-path-down-osaka-bind"):
+    for name in (f"regionha-{DEP}-path-down-tokyo-resolver-10.0.111.100", f"regionha-{DEP}-path-down-osaka-bind"):
         assert alarms[name]["fired_during_fault"] and alarms[name]["ok_after_restore"], alarms[name]
     assert report["alarm_proof"]["critical_fired"] == []
     assert [(f["kind"], f["target"]) for f in report["faults"]] == [

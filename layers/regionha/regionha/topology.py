@@ -349,3 +349,27 @@ def _yaml_error(e: yaml.YAMLError) -> str:
 def _one_line(text: str) -> str:
     # YAML errors span several lines with a caret drawing; keep the words, one problem per line.
     return re.sub(r"\s+", " ", text).strip()
+
+
+# Step Functions refuses an execution input larger than 256 KiB (StartExecution, "input").
+MAX_EXECUTION_INPUT_BYTES = 256 * 1024
+
+
+def build_input(path: str | Path | None = None) -> dict[str, Any]:
+    """The build (and teardown) state machine's execution input for a topology file: ``{"topology": {...}}``.
+
+    Loads and validates the file like ``load_topology`` (``None``: the shipped reference) and returns
+    the normalised topology inline, so the build, and every scheduled consumer after it (canary,
+    failover controller, drill, sweeper: they read the topology the build saved in the inventory), use
+    exactly this file without redeploying the stack. Raises ``TopologyError`` naming the file and field
+    for an invalid file, or when the input would exceed Step Functions' 256 KiB execution input.
+    """
+    topology = load_topology(path)
+    payload = {"topology": topology.to_json()}
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > MAX_EXECUTION_INPUT_BYTES:
+        source = str(path) if path is not None else DEFAULT_TOPOLOGY
+        raise TopologyError(
+            [Problem("(file)", f"is {size} bytes as an execution input; Step Functions allows "
+                               f"{MAX_EXECUTION_INPUT_BYTES}")], source)
+    return payload
