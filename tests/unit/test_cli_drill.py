@@ -325,7 +325,7 @@ def test_drill_report_of_a_running_execution_has_no_report_yet(sfn: Any, capsys)
     (start("--scenario", "cut-path"), "--scenario cut-path needs --path NAME"),
     (start("--path", "osaka-bind"), "--path applies to --scenario cut-path only"),
     (start("--local-state", "/nonexistent/local-state.json"), "/nonexistent/local-state.json does not exist"),
-    (start("--state-machine-arn", f"arn:aws:states:{REGION}:123456789012:stateMachine:absent"), "StateMachineDoesNotExist"),
+    (start("--state-machine-arn", f"arn:aws:states:{REGION}:123456789012:stateMachine:absent"), "DoesNotExist"),
     (start("--region", REGION), "cannot read stack regionha"),
     (["drill", "report", "drill-20240101"], "is not an execution ARN"),
     (["drill", "report", f"arn:aws:states:{REGION}:123456789012:execution:drill:absent"], "cannot read execution"),

@@ -179,7 +179,7 @@ def describe_stack(target: Target, stack: str) -> StackInfo:
     try:
         stacks = target.clients.client("cloudformation", target.region).describe_stacks(StackName=stack)["Stacks"]
     except ClientError as e:
-        if _code(e) in _ACCESS_DENIED:
+        if explain(e, target) is not None:
             raise
         raise CommandError(f"cannot read stack {stack} in {target.region}: {_message(e)} "
                            "(deployed with `sam deploy`? give --stack-name or --region)") from None
@@ -242,9 +242,11 @@ def explain(e: BaseException, target: Target | None = None) -> str | None:
         return f"cannot reach {where}: {e}"
     if isinstance(e, ClientError):
         operation = getattr(e, "operation_name", "?")
-        if _code(e) in _ACCESS_DENIED:
-            return (f"access denied: {operation} was refused ({_code(e)}: {_message(e)}); the credentials "
-                    "in use need that permission (check with `aws sts get-caller-identity`)")
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if _code(e) in _ACCESS_DENIED or status == 403:
+            why = f"{_code(e)}: {_message(e)}" if _code(e) in _ACCESS_DENIED else f"HTTP {status}"
+            return (f"access denied: {operation} was refused ({one_line(why, 200)}); the credentials in use "
+                    "need that permission (who they are: `aws sts get-caller-identity`)")
     return None
 
 

@@ -51,6 +51,7 @@ from regionha.cli_aws import (
     describe_stack,
     execution_json,
     execution_name,
+    explain,
     follow,
     guarded,
     new_events,
@@ -443,7 +444,7 @@ def cmd_drill_report(args: argparse.Namespace) -> int:
         try:
             desc = target.sfn.describe_execution(executionArn=args.execution_arn)
         except ClientError as e:
-            if "AccessDenied" in str(e):
+            if explain(e, target) is not None:
                 raise
             raise CommandError(f"cannot read execution {args.execution_arn}: {e}") from None
         return conclude(target, desc, args, out)
