@@ -31,7 +31,7 @@ FAIL_COLOUR = "#b91c1c"
 ERROR_OUTCOMES = ("servfail", "nxdomain", "noanswer", "refused", "network_error")
 
 # SVG geometry (user units; the picture scales to the page width).
-_WIDTH = 860
+_WIDTH = 840
 _LEFT = 200
 _RIGHT = 130
 _LANE = 36
@@ -594,7 +594,7 @@ td.step { min-width: 12em; }
 .error { background: #fef2f2; border: 1px solid #fecaca; padding: 8px 12px; border-radius: 6px; }
 .note { font-size: 14px; color: #4b5563; margin: 0 0 6px; }
 .empty { color: #6b7280; font-style: italic; } pre { white-space: pre-wrap; font-size: 13px; }
-svg.timeline { display: block; min-width: 860px; }
+svg.timeline { display: block; min-width: 720px; }
 .scroll { overflow-x: auto; }
 .legend { display: flex; flex-wrap: wrap; gap: 6px 18px; font-size: 14px; margin: 8px 0 0; }
 .legend .key { display: inline-flex; align-items: center; gap: 6px; }
