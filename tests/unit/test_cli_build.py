@@ -190,7 +190,7 @@ def test_every_drill_input_is_a_flag_and_reaches_the_execution_input(stack: Any,
     argv = ["drill", "start", "--yes", "--no-wait", "--scenario", "cut-path", "--path", "osaka-bind",
             "--deployment", "regionha-ref", "--poll-interval", "0.25", "--step-timeout", "30", "--no-failback",
             "--alarm-timeout", "5", "--alarm-ok-timeout", "6", "--rejoin-timeout", "7", "--probe-timeout", "1.5",
-            "--fault-ttl", "600", "--lock-ttl", "900", "--cut", "dns",
+            "--fault-ttl", "600", "--lock-ttl", "900", "--cut", "dns", "--detection-seconds", "30",
             "--cluster-action", '{"commands": ["pcs node standby"]}']
     given = {a.removeprefix("--").removeprefix("no-").replace("-", "_") for a in argv if a.startswith("--")}
     fields = {f for f in drill.DrillSettings.__dataclass_fields__}
@@ -205,7 +205,8 @@ def test_every_drill_input_is_a_flag_and_reaches_the_execution_input(stack: Any,
     assert sent == {"scenario": "cut-path", "region_path": "osaka-bind", "deployment": "regionha-ref",
                     "poll_interval": 0.25, "step_timeout": 30.0, "failback": False, "alarm_timeout": 5.0,
                     "alarm_ok_timeout": 6.0, "rejoin_timeout": 7.0, "probe_timeout": 1.5, "fault_ttl": 600.0,
-                    "lock_ttl": 900.0, "cut": "dns", "cluster_action": {"commands": ["pcs node standby"]}}
+                    "lock_ttl": 900.0, "cut": "dns", "cluster_action": {"commands": ["pcs node standby"]},
+                    "detection_seconds": 30.0}
     drill.DrillSettings.from_input(sent, None)  # what the drill itself accepts
     sfn = boto3.client("stepfunctions", region_name=STACK_REGION)
     while sfn.describe_execution(executionArn=newest["executionArn"])["status"] == "RUNNING":
