@@ -74,7 +74,7 @@ def sfn(moto_aws: None) -> Any:
 
 
 def finished(sfn: Any, execution_arn: str) -> dict[str, Any]:
-    for _ in range(200):
+    for _ in range(400):
         desc = sfn.describe_execution(executionArn=execution_arn)
         if desc["status"] != "RUNNING":
             return desc
@@ -311,7 +311,8 @@ def test_drill_report_falls_back_to_the_stored_report(sfn: Any, stored: Any, tmp
 
 
 def test_drill_report_of_a_running_execution_has_no_report_yet(sfn: Any, capsys) -> None:
-    arn = machine(sfn, "drill", {"Observe": {"Type": "Wait", "Seconds": 1, "End": True}}, "Observe")
+    # Long enough to still run on a loaded machine; finished() below waits for it.
+    arn = machine(sfn, "drill", {"Observe": {"Type": "Wait", "Seconds": 4, "End": True}}, "Observe")
     execution = sfn.start_execution(stateMachineArn=arn, name="drill-running")["executionArn"]
 
     code = main(["drill", "report", execution])

@@ -385,7 +385,8 @@ class Progress:
     def __init__(self, started: datetime, say: Callable[[str, str | None], None]):
         self._started = started
         self._say = say
-        self._entered: dict[str, datetime] = {}
+        # Map iterations enter a state several times at once: each exit pairs with the oldest entry.
+        self._entered: dict[str, list[datetime]] = {}
         self.current: str | None = None
 
     def _at(self, event: dict[str, Any]) -> str:
@@ -397,10 +398,12 @@ class Progress:
         kind, info = event.get("type", ""), details(event)
         name = info.get("name")
         if kind.endswith("StateEntered") and name:
-            self._entered[name], self.current = event.get("timestamp"), name
+            self._entered.setdefault(name, []).append(event.get("timestamp"))
+            self.current = name
             self._say(f"{self._at(event)}  enter {name}", None)
         elif kind.endswith("StateExited") and name:
-            entered, stamp = self._entered.pop(name, None), event.get("timestamp")
+            waiting, stamp = self._entered.get(name) or [], event.get("timestamp")
+            entered = waiting.pop(0) if waiting else None
             took = (f" ({(stamp - entered).total_seconds():.1f} s)"
                     if isinstance(entered, datetime) and isinstance(stamp, datetime) else "")
             self._say(f"{self._at(event)}  exit  {name}{took}", "green")

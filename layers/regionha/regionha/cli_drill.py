@@ -196,11 +196,12 @@ def drill_plan(target: Target, args: argparse.Namespace, payload: dict[str, Any]
 
 
 def _local_table(target: Target) -> str | None:
-    """The local runtime has one DynamoDB table, the stack's state table."""
+    """The local runtime's state table (the stack's ``StateTable``), when it can be told apart."""
     if not target.local:
         return None
     tables = target.clients.client("dynamodb", target.region).list_tables().get("TableNames") or []
-    return tables[0] if len(tables) == 1 else None
+    named = [t for t in tables if t.endswith("StateTable")]
+    return (named or tables)[0] if len(named or tables) == 1 else None
 
 
 def plan_lines(plan: dict[str, Any]) -> Iterator[str]:
