@@ -625,7 +625,7 @@ def _value_text(value: Any, t0: float | None, limit: int = 400) -> str:
     if isinstance(value, dict):
         if {"Error", "Cause"} & set(value) or {"error", "cause"} == set(value):
             return error_text(value, limit)
-        return _detail("; ".join(f"{k} {_value_text(v, t0, limit)}" for k, v in value.items()), limit)
+        return _detail("; ".join(f"{k} {_value_text(v, t0, limit)}" for k, v in value.items()) or "none", limit)
     if isinstance(value, list):
         return _detail(", ".join(_value_text(v, t0, limit) for v in value) or "none", limit)
     return _detail(str(value), limit)
