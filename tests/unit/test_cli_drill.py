@@ -422,3 +422,21 @@ def test_against_a_local_runtime_state_file(tmp_path: Path, capsys, monkeypatch:
     assert code == 0
     assert f"in local runtime at {endpoint}" in out and "regionha drill PASSED" in out
     assert len(executions) == 1
+
+
+def test_on_a_terminal_progress_has_colour_and_a_spinner_with_the_elapsed_time(
+        sfn: Any, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    # rich treats FORCE_COLOR as a terminal; without it (every other test here) the lines are plain.
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    arn = machine(sfn, "drill", {
+        "Observe": {"Type": "Wait", "Seconds": 2, "Next": "Report"},
+        "Report": {"Type": "Pass", "Result": canned_report(), "End": True}}, "Observe")
+
+    code = main(start("--state-machine-arn", arn))
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "\x1b[" in out  # ANSI styles
+    assert "in Observe · " in out and " s" in out  # the spinner's label: the state and the seconds waited
+    assert "execution SUCCEEDED" in out
