@@ -13,6 +13,8 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+# Only tests/unit/test_drill_report_browser.py needs it (it renders the drill report page).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then

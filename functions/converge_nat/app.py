@@ -13,11 +13,12 @@ from regionha.payload import clients, task_from_event
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+# One logger per function: functions sharing a process (the local runtime) never share its context.
+logger = Logger(service="regionha-converge-nat")
 tracer = Tracer()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = task_from_event(event)

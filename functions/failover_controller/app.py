@@ -22,7 +22,8 @@ from regionha.topology import TopologyError, parse_topology
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+# One logger per function: functions sharing a process (the local runtime) never share its context.
+logger = Logger(service="regionha-failover-controller")
 tracer = Tracer()
 aws = clients()
 persistence = DynamoDBPersistenceLayer(
@@ -34,7 +35,7 @@ idempotency = IdempotencyConfig(
 )
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @idempotent(config=idempotency, persistence_store=persistence)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

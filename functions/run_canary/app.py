@@ -22,7 +22,8 @@ from regionha.topology import parse_topology
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+# One logger per function: functions sharing a process (the local runtime) never share its context.
+logger = Logger(service="regionha-run-canary")
 tracer = Tracer()
 
 
@@ -35,7 +36,7 @@ def _scheduled_time(event: Any) -> datetime | None:
         return None
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     scheduled = _scheduled_time(event)

@@ -12,11 +12,12 @@ from regionha.plan import build_plan
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-logger = Logger()
+# One logger per function: functions sharing a process (the local runtime) never share its context.
+logger = Logger(service="regionha-validate-topology")
 tracer = Tracer()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # A bad topology raises ConfigurationError listing every problem; the state machine fails at once.

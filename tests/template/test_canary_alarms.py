@@ -125,12 +125,13 @@ def test_the_template_names_no_path_node_or_address_of_the_reference():
 
 def test_the_template_holds_no_canary_alarm_or_dashboard(resources):
     # The build makes them from the topology (regionha.converge.watch); only deployment-wide alarms of
-    # the failover controller stay in the template.
+    # the failover controller and the readiness audit stay in the template.
     canary_metrics = {name for name, _ in emitted()}
     in_template = [k for k, r in resources.items() if r["Type"].startswith("AWS::CloudWatch::")
                    and r["Properties"].get("MetricName") in canary_metrics | {None}]
     assert in_template == []
-    assert [k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"] == ["FailoverRefusedAlarm"]
+    assert sorted(k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm") == [
+        "AuditDriftAlarm", "FailoverRefusedAlarm"]
 
 
 def test_the_watch_function_may_touch_only_its_deployments_alarms_and_dashboard(resources):

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from regionha import cli_drill
+from regionha import cli_aws
 from regionha.cli import main
 
 REGION = "ap-southeast-1"
@@ -74,7 +74,7 @@ def sfn(moto_aws: None) -> Any:
 
 
 def finished(sfn: Any, execution_arn: str) -> dict[str, Any]:
-    for _ in range(200):
+    for _ in range(400):
         desc = sfn.describe_execution(executionArn=execution_arn)
         if desc["status"] != "RUNNING":
             return desc
@@ -82,20 +82,31 @@ def finished(sfn: Any, execution_arn: str) -> dict[str, Any]:
     raise AssertionError(f"{execution_arn} did not finish")
 
 
+class Lines(list):
+    """Records progress lines the way ``cli_aws.Out`` shows them (no terminal: no spinner)."""
+
+    def line(self, text: str, style: str | None = None) -> None:
+        self.append(text)
+
+    def waiting(self, label: Any) -> None:
+        return None
+
+
 def start(*args: str) -> list[str]:
-    return ["drill", "start", "--poll-interval", "0.05", *args]
+    return ["drill", "start", "--refresh", "0.05", "--yes", *args]
 
 
 def test_start_follows_a_passing_drill_and_writes_its_report(sfn: Any, tmp_path: Path, capsys) -> None:
     arn = reporting_machine(sfn, canned_report())
 
-    code = main(start("--state-machine-arn", arn, "--json", str(tmp_path / "r.json"),
+    code = main(start("--state-machine-arn", arn, "--report-json", str(tmp_path / "r.json"),
                       "--html", str(tmp_path / "out" / "r.html")))
 
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("started drill-") and lines[0].endswith("(acceptance) in AWS")
+    assert lines[0].startswith("no plan shown: cannot read stack regionha")  # --yes: the drill's preflight judges
+    assert lines[1].startswith("started drill-") and lines[1].endswith(f"(acceptance) in AWS (region {REGION})")
     progress = [line.split(maxsplit=1)[1] for line in lines if line.strip().startswith("+")]
     assert progress[0] == "execution started"
     assert progress.index("enter Preflight") < progress.index("enter Report") < progress.index(
@@ -140,7 +151,7 @@ def test_a_drill_ending_in_fail_is_reported_from_its_history(sfn: Any, tmp_path:
         "Failed": {"Type": "Fail", "Error": "DrillFailed", "Cause": "ObserveFailover timed out"},
     }, "Report")
 
-    code = main(start("--state-machine-arn", arn, "--json", str(tmp_path / "r.json")))
+    code = main(start("--state-machine-arn", arn, "--report-json", str(tmp_path / "r.json")))
 
     out = capsys.readouterr().out
     assert code == 1
@@ -175,7 +186,7 @@ def test_the_report_is_read_from_where_the_report_state_stored_it(
     arn = drill_like_machine(sfn, {"status": status, "recovery_seconds": report["recovery_seconds"],
                                    "json": "s3://drill-reports/reports/regionha/drill-x.json"})
 
-    exit_code = main(start("--state-machine-arn", arn, "--json", str(tmp_path / "r.json"),
+    exit_code = main(start("--state-machine-arn", arn, "--report-json", str(tmp_path / "r.json"),
                            "--html", str(tmp_path / "r.html")))
 
     out = capsys.readouterr().out
@@ -202,7 +213,7 @@ def test_an_execution_without_report_exits_1_with_its_error(sfn: Any, tmp_path: 
     arn = machine(sfn, "drill", {"Boom": {"Type": "Fail", "Error": "LockHeld", "Cause": "drill-1 holds it"}},
                   "Boom")
 
-    code = main(start("--state-machine-arn", arn, "--json", str(tmp_path / "r.json")))
+    code = main(start("--state-machine-arn", arn, "--report-json", str(tmp_path / "r.json")))
 
     assert code == 1
     assert "FAILED without a drill report (LockHeld: drill-1 holds it)" in capsys.readouterr().out
@@ -221,12 +232,12 @@ def test_an_execution_timing_out_is_a_failure(sfn: Any, capsys) -> None:
 
 def test_following_is_bounded_by_the_state_machine_timeout(sfn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     arn = machine(sfn, "drill", {"Observe": {"Type": "Wait", "Seconds": 3, "End": True}}, "Observe", timeout=1)
-    monkeypatch.setattr(cli_drill, "WAIT_GRACE_SECONDS", -0.8)  # stop following before the execution ends
-    assert cli_drill.wait_bound(sfn, arn) == pytest.approx(0.2)
+    monkeypatch.setattr(cli_aws, "WAIT_GRACE_SECONDS", -0.8)  # stop following before the execution ends
+    assert cli_aws.wait_bound(sfn, arn) == pytest.approx(0.2)
     execution = sfn.start_execution(stateMachineArn=arn, name="drill-bounded")["executionArn"]
-    lines: list[str] = []
+    lines = Lines()
 
-    desc = cli_drill.follow(sfn, execution, cli_drill.wait_bound(sfn, arn), lines.append, 0.05)
+    desc = cli_aws.follow(sfn, execution, cli_aws.wait_bound(sfn, arn), lines, 0.05)
 
     assert desc["status"] == "RUNNING"
     assert lines[-1].endswith("enter Observe")
@@ -236,7 +247,7 @@ def test_following_is_bounded_by_the_state_machine_timeout(sfn: Any, monkeypatch
 def test_without_timeout_seconds_the_default_bound_applies(sfn: Any) -> None:
     arn = machine(sfn, "drill", {"Done": {"Type": "Succeed"}}, "Done", timeout=None)
 
-    assert cli_drill.wait_bound(sfn, arn) == cli_drill.DEFAULT_WAIT_SECONDS
+    assert cli_aws.wait_bound(sfn, arn) == cli_aws.DEFAULT_WAIT_SECONDS
 
 
 def test_no_wait_returns_at_once(sfn: Any, capsys) -> None:
@@ -290,7 +301,7 @@ def test_drill_report_falls_back_to_the_stored_report(sfn: Any, stored: Any, tmp
 
     without = main(["drill", "report", execution])
     with_bucket = main(["drill", "report", execution, "--bucket", "drill-reports",
-                        "--json", str(tmp_path / "r.json")])
+                        "--report-json", str(tmp_path / "r.json")])
 
     out = capsys.readouterr().out
     assert (without, with_bucket) == (1, 1)
@@ -300,7 +311,8 @@ def test_drill_report_falls_back_to_the_stored_report(sfn: Any, stored: Any, tmp
 
 
 def test_drill_report_of_a_running_execution_has_no_report_yet(sfn: Any, capsys) -> None:
-    arn = machine(sfn, "drill", {"Observe": {"Type": "Wait", "Seconds": 1, "End": True}}, "Observe")
+    # Long enough to still run on a loaded machine; finished() below waits for it.
+    arn = machine(sfn, "drill", {"Observe": {"Type": "Wait", "Seconds": 4, "End": True}}, "Observe")
     execution = sfn.start_execution(stateMachineArn=arn, name="drill-running")["executionArn"]
 
     code = main(["drill", "report", execution])
@@ -314,7 +326,7 @@ def test_drill_report_of_a_running_execution_has_no_report_yet(sfn: Any, capsys)
     (start("--scenario", "cut-path"), "--scenario cut-path needs --path NAME"),
     (start("--path", "osaka-bind"), "--path applies to --scenario cut-path only"),
     (start("--local-state", "/nonexistent/local-state.json"), "/nonexistent/local-state.json does not exist"),
-    (start("--state-machine-arn", f"arn:aws:states:{REGION}:123456789012:stateMachine:absent"), "cannot start"),
+    (start("--state-machine-arn", f"arn:aws:states:{REGION}:123456789012:stateMachine:absent"), "DoesNotExist"),
     (start("--region", REGION), "cannot read stack regionha"),
     (["drill", "report", "drill-20240101"], "is not an execution ARN"),
     (["drill", "report", f"arn:aws:states:{REGION}:123456789012:execution:drill:absent"], "cannot read execution"),
@@ -325,7 +337,7 @@ def test_bad_input_exits_2_with_a_message(sfn: Any, capsys, argv: list[str], mes
     captured = capsys.readouterr()
     assert code == 2
     assert message in captured.err
-    assert captured.out == ""
+    assert "started" not in captured.out
 
 
 @pytest.mark.parametrize(("state", "message"), [
@@ -355,8 +367,8 @@ def test_scenario_is_checked_by_the_parser(capsys) -> None:
 
 def test_progress_names_the_state_a_task_failed_in() -> None:
     started = datetime(2024, 1, 1)
-    lines: list[str] = []
-    progress = cli_drill.Progress(started, lines.append)
+    lines = Lines()
+    progress = cli_aws.Progress(started, lines.line)
     events = [
         {"type": "TaskStateEntered", "timestamp": started + timedelta(seconds=2),
          "stateEnteredEventDetails": {"name": "CutPath"}},
@@ -410,3 +422,21 @@ def test_against_a_local_runtime_state_file(tmp_path: Path, capsys, monkeypatch:
     assert code == 0
     assert f"in local runtime at {endpoint}" in out and "regionha drill PASSED" in out
     assert len(executions) == 1
+
+
+def test_on_a_terminal_progress_has_colour_and_a_spinner_with_the_elapsed_time(
+        sfn: Any, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    # rich treats FORCE_COLOR as a terminal; without it (every other test here) the lines are plain.
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    arn = machine(sfn, "drill", {
+        "Observe": {"Type": "Wait", "Seconds": 2, "Next": "Report"},
+        "Report": {"Type": "Pass", "Result": canned_report(), "End": True}}, "Observe")
+
+    code = main(start("--state-machine-arn", arn))
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "\x1b[" in out  # ANSI styles
+    assert "in Observe · " in out and " s" in out  # the spinner's label: the state and the seconds waited
+    assert "execution SUCCEEDED" in out

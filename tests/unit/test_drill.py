@@ -430,8 +430,46 @@ def test_recovery_is_fault_time_to_the_first_sample_naming_the_expected_node_tha
     result = d.observe("observe", expect, measure=True, timeout=5, hold=False)
 
     assert result["recovery_seconds"] == {"a": 2.25}
-    assert d.record["recovery"] == [{"step": "observe", "path": "a", "node": "Server-B", "seconds": 2.25}]
+    assert d.record["recovery"] == [{"step": "observe", "path": "a", "node": "Server-B", "seconds": 2.25,
+                                     "after": "fault"}]
     assert len(d.record["timeline_inline"]) == 6
+
+
+def test_recovery_is_measured_only_for_paths_whose_answer_had_to_change(topology):
+    # GIVEN a cut of path b while the record stays on Server-A: a keeps answering Server-A.
+    rounds = [Round(100.5, [sample("a", "Server-A"), sample("b", outcome="timeout")], {}, "A")]
+    d = Scripted(topology, rounds)
+    d.record |= {"fault_time": 100.0, "answer_before_fault": "Server-A"}
+
+    result = d.observe("observe", {"a": "Server-A", "b": CUT}, measure=True, timeout=5, hold=False)
+
+    assert result["recovery_seconds"] == {} and d.record["recovery"] == []
+
+
+def test_a_restored_cut_path_recovers_from_its_restore(topology):
+    rounds = [Round(200.4, [sample("a", "Server-A"), sample("b", outcome="timeout")], {}, "A"),
+              Round(200.9, [sample("a", "Server-A"), sample("b", "Server-A")], {}, "A")]
+    d = Scripted(topology, rounds)
+
+    result = d.observe("restore", {"a": drill.TRUTH, "b": drill.TRUTH}, measure=False, timeout=5, hold=False,
+                       restored={"b": 200.0})
+
+    assert result["recovery_seconds"] == {"b": 0.9}
+    assert d.record["recovery"] == [{"step": "restore", "path": "b", "node": "Server-A", "seconds": 0.9,
+                                     "after": "restore"}]
+
+
+def test_a_path_that_had_to_change_and_did_not_is_recorded_as_not_recovered(topology):
+    stale = Round(1.0, [sample("a", "Server-A", reachable=False)], {}, "Server-A")
+    d = Scripted(topology, [stale] * 10_000)
+    d.record |= {"fault_time": 0.5, "answer_before_fault": "Server-A"}
+
+    with pytest.raises(drill.DrillStepFailed):
+        d.observe("observe", {"a": "Server-B"}, measure=True, timeout=0.05, hold=False)
+
+    assert d.record["recovery"] == [{"step": "observe", "path": "a", "node": None, "seconds": None,
+                                     "after": "fault"}]
+    assert drill.compose_report(d.record, [])["recovery_seconds"] == {"a": None}
 
 
 def test_a_drill_in_which_nothing_moves_the_record_fails_its_step(topology):

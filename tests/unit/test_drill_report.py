@@ -85,6 +85,7 @@ def acceptance_report() -> dict[str, Any]:
         "not_run": [],
         "recovery_seconds": {f"{r['path']}@{r['node']}": r["seconds"] for r in recovery},
         "recovery": recovery,
+        "budget": {"ttl": 3, "detection": 10, "seconds": 13},
         "timeline": timeline,
         "faults": [
             {"kind": "node", "target": "Server-A", "start": T0 + 3.0, "end": T0 + 40},
@@ -206,7 +207,8 @@ def test_acceptance_report_is_complete_and_well_formed() -> None:
     figures = [e.text for e in _classed(svg, "text", "recovery-figure")]
     assert sorted(figures) == sorted(["12.0 s → Server-A"] * 3 + ["12.1 s → Server-B"] * 2)
     assert len(_classed(svg, "path", "recovery")) == 5
-    assert page.count('class="card"') == 5 and "onprem → Server-B" in text and "onprem → Server-A" in text
+    assert page.count('class="card within"') == 5 and "onprem → Server-B" in text and "onprem → Server-A" in text
+    assert "Budget 13 s = TTL 3 s + detection 10 s" in text
     # One mark per probe; a cut path timing out is drawn in the timeout colour.
     samples = _classed(svg, "rect", "sample")
     assert len(samples) == len(report["timeline"])
@@ -325,8 +327,96 @@ def test_summary_lists_recovery_per_path() -> None:
                                        "execution drill-20231114T221320Z-1a2b, took 82.0 s")
     assert summary.splitlines()[1] == (
         f"recovery: {OSAKA}@Server-B 12.1 s, {ONPREM}@Server-B 12.1 s, {TOKYO_A}@Server-A 12.0 s, "
-        f"{TOKYO_B}@Server-A 12.0 s, {ONPREM}@Server-A 12.0 s")
+        f"{TOKYO_B}@Server-A 12.0 s, {ONPREM}@Server-A 12.0 s (budget 13.0 s: TTL 3 s + detection 10 s)")
     assert len(summary.splitlines()) == 2
+
+
+def cut_path_report() -> dict[str, Any]:
+    """A cut-path drill on osaka-bind: the other paths never change their answer; the cut one comes back."""
+    timeline: list[dict[str, Any]] = []
+    _observe("observe-cut", 1.0, 10, 0, "Server-A", "Server-A", {"osaka-bind"}, 0.5, timeline, [])
+    _observe("restore", 10.5, 14, 0, "Server-A", "Server-A", set(), 10.2, timeline, [])
+    return {
+        "status": "PASSED", "scenario": "cut-path", "deployment": "regionha", "execution": "drill-cut",
+        "started_at": T0, "ended_at": T0 + 15,
+        "steps": [{"id": "cut-path", "name": "cut osaka-bind", "ok": True, "start": T0 + 0.4, "end": T0 + 0.6,
+                   "detail": {"faults": [{"fault": "path osaka-bind cut (2 NACL entries in ap-northeast-3)"}],
+                              "fault_time": T0 + 0.5}},
+                  {"id": "observe-cut", "name": "on-prem still reaches Server-A, osaka-bind does not answer",
+                   "ok": True, "start": T0 + 1, "end": T0 + 10,
+                   "detail": {"recovery_seconds": {}, "rounds": 18, "last": {OSAKA: "timeout"}}}],
+        "recovery_seconds": {f"{OSAKA}@Server-A": 0.3},
+        "recovery": [{"step": "restore", "path": OSAKA, "node": "Server-A", "seconds": 0.3, "after": "restore"}],
+        "budget": {"ttl": 60, "detection": 60, "seconds": 120},
+        "timeline": timeline,
+        "faults": [{"kind": "path", "target": "osaka-bind", "start": T0 + 0.5, "end": T0 + 10.2}],
+        "restore": {"ok": True, "left_broken": [], "restored": [{"fault": "path osaka-bind cut", "removed": 2}],
+                    "failback": {"action": "none", "record": "Server-A"}, "paths": {OSAKA: "ok 10.0.110.10"},
+                    "seconds": 3.9},
+    }
+
+
+def test_a_cut_path_drill_shows_recovery_for_the_cut_path_only() -> None:
+    report = cut_path_report()
+
+    page = render_html(report)
+
+    text = " ".join(_parse(page).text)
+    assert page.count('class="card within"') == 1
+    assert "osaka-bind back after its cut → Server-A" in text and "within the 120 s budget" in text
+    assert TOKYO_A + " →" not in text and "onprem →" not in text
+    svg = _svg(page)
+    assert [e.text for e in _classed(svg, "text", "recovery-figure")] == ["0.3 s → Server-A"]
+    # The bracket starts where the cut was restored.
+    restored_x = next(float(e.get("x")) - 3 for e in _classed(svg, "text", "marker-label")
+                      if e.text == "restored osaka-bind")
+    assert float(_classed(svg, "path", "recovery")[0].get("d").split()[0][1:]) == pytest.approx(restored_x, abs=0.05)
+
+
+def test_recovery_over_the_budget_is_flagged() -> None:
+    report = acceptance_report()
+    report["budget"] = {"ttl": 3, "detection": 8, "seconds": 11}
+
+    page = render_html(report)
+
+    assert page.count('class="card over"') == 5
+    assert "1.1 s over the 11 s budget" in page
+    assert "OVER: " + f"{OSAKA}@Server-B" in summary_text(report)
+
+
+def test_steps_and_restore_are_tables_in_words_with_times_from_the_start() -> None:
+    report = cut_path_report()
+
+    page = render_html(report)
+
+    steps = page[page.index("<h2>Steps</h2>"):page.index("<h2>Alarm checks</h2>")]
+    restore = page[page.index("<h2>Restore</h2>"):]
+    assert "<b>fault time</b> +0.5 s" in steps and "+0.4 s" in steps and "+10.0 s" in steps
+    assert "<b>last</b> osaka-bind timeout" in steps
+    for part in (steps, restore):
+        assert "{" not in part and "…" not in part and str(int(T0)) not in part
+    assert "<th>put back</th>" in restore and "path osaka-bind cut" in restore
+    assert "<th>paths after restore</th>" in restore and "<th>took</th><td class=\"detail\">3.9 s" in restore
+
+
+def test_the_legend_names_every_colour_band_and_line() -> None:
+    page = render_html(acceptance_report())
+
+    legend = page[page.index('<div class="legend">'):]
+    legend = legend[:legend.index("</div>")]
+    for words in ("answer names Server-A", "answer names Server-B", "no answer (timeout)", "SERVFAIL",
+                  "node down (band", "path cut (band", "fault restored", "recovery: fault", "step passed"):
+        assert words in legend
+
+
+def test_a_failed_drill_with_a_measured_recovery_shows_it() -> None:
+    report = failed_report()
+    report["recovery_seconds"] = {f"{OSAKA}@Server-B": None, f"{ONPREM}@Server-B": 12.0}
+
+    text = " ".join(_parse(render_html(report)).text)
+
+    assert "No recovery was measured" not in text
+    assert "not recovered" in text and "12.0 s" in text
 
 
 LAMBDA_CAUSE = json.dumps({"errorType": "DrillAborted", "errorMessage": "restore: critical alarm fired",

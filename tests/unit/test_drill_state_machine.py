@@ -260,9 +260,16 @@ def test_acceptance_drill_passes_with_measured_recovery_and_proven_alarms(deploy
                                                   "observe-secondary", "rejoin-primary", "fail-secondary",
                                                   "observe-primary"]
     assert all(s["ok"] and s["end"] >= s["start"] for s in report["steps"])
-    assert set(report["recovery_seconds"]) == {
-        "onprem@Server-B", "osaka-bind@Server-B",
-        "onprem@Server-A", "tokyo-resolver/10.0.111.100@Server-A", "tokyo-resolver/10.0.111.101@Server-A"}
+    # After each fault, the paths whose answer had to change (to the other node); after each rejoin or
+    # restore, the paths that were cut (back to the record's node).
+    assert {(r["after"], f"{r['path']}@{r['node']}") for r in report["recovery"]} == {
+        ("fault", "onprem@Server-B"), ("fault", "osaka-bind@Server-B"),
+        ("fault", "onprem@Server-A"), ("fault", "tokyo-resolver/10.0.111.100@Server-A"),
+        ("fault", "tokyo-resolver/10.0.111.101@Server-A"),
+        ("restore", "tokyo-resolver/10.0.111.100@Server-B"), ("restore", "tokyo-resolver/10.0.111.101@Server-B"),
+        ("restore", "osaka-bind@Server-A")}
+    assert set(report["recovery_seconds"]) == {f"{r['path']}@{r['node']}" for r in report["recovery"]}
+    assert report["budget"] == {"ttl": 60, "detection": 60.0, "seconds": 120.0}
     assert all(0 <= s < FAST["step_timeout"] for s in report["recovery_seconds"].values())
     # The cut path was silent while it was cut, and the path-down alarms of both cuts were proven.
     cut_tokyo = [s for s in report["timeline"] if s["step"] == "observe-secondary" and s["path"].startswith("tokyo")]
@@ -300,7 +307,10 @@ def test_the_single_fault_scenarios_pass_and_fail_back(deployment, world, payloa
                                                    for p in drill.path_labels(world.topology)[p]}
         assert report["restore"]["ok"]
     else:
-        assert set(report["recovery_seconds"]) >= {"onprem@Server-A"}
+        # Only the cut path's answer had to change: it recovers once its cut is restored.
+        labels = drill.path_labels(world.topology)[payload["region_path"]]
+        assert set(report["recovery_seconds"]) == {f"{label}@Server-A" for label in labels}
+        assert {r["after"] for r in report["recovery"]} == {"restore"}
         cut = [f["target"] for f in report["faults"]]
         assert cut == [payload["region_path"]]
     assert leftovers(stack, world) == []

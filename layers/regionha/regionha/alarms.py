@@ -91,22 +91,22 @@ def label_suffix(label: str) -> str:
 ON_PREM_UNRESOLVABLE = AlarmIntent(
     "onprem-unresolvable", "OnPremResolvable", None, "Minimum", 3, 2, "missing", critical=True,
     description="CRITICAL: the on-prem resolver cannot resolve the record (clients cannot reach the "
-                "service) in 2 of the last 3 minutes",
+                "service) in 2 of the last 3 minutes; runbook: docs/runbook.md#onprem-unresolvable",
 )
 FAILOVER_UNHEALTHY_NODE = AlarmIntent(
     "failover-unhealthy-node", "FailoverHealthy", None, "Minimum", 3, 3, "missing", critical=True,
     description="CRITICAL: failover failed: the record names a node that does not answer while another "
-                "node does, 3 minutes in a row",
+                "node does, 3 minutes in a row; runbook: docs/runbook.md#failover-unhealthy-node",
 )
 FAILOVER_STALE_ANSWER = AlarmIntent(
     "failover-stale-answer", "OnPremMatchesTruth", None, "Minimum", 3, 3, "missing", critical=True,
     description="CRITICAL: failover failed: the on-prem answer disagrees with the record for 3 minutes "
-                "(longer than the TTL plus a grace)",
+                "(longer than the TTL plus a grace); runbook: docs/runbook.md#failover-stale-answer",
 )
 CANARY_SILENT = AlarmIntent(
     "canary-silent", "CanaryHeartbeat", None, "Sum", 1, 1, "breaching", critical=True,
     description="CRITICAL: the canary reported nothing for 3 minutes (errors, timeouts or no schedule): "
-                "nothing is watched",
+                "nothing is watched; runbook: docs/runbook.md#canary-silent",
 )
 CRITICAL_INTENTS = (ON_PREM_UNRESOLVABLE, FAILOVER_UNHEALTHY_NODE, FAILOVER_STALE_ANSWER, CANARY_SILENT)
 
@@ -115,7 +115,7 @@ def path_down(path: str) -> AlarmIntent:
     return AlarmIntent(
         f"path-down-{label_suffix(path)}", "PathSuccess", path, "Minimum", 3, 2, "missing", critical=False,
         description=f"Forwarder path {path}: no successful canary probe (resolve, truth, node) in 2 of the "
-                    f"last 3 minutes",
+                    f"last 3 minutes; runbook: docs/runbook.md#path-down",
     )
 
 
@@ -124,7 +124,7 @@ def node_down(node: str) -> AlarmIntent:
         f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", 3, 2, "missing", critical=False,
         node=node,
         description=f"Node {node}: its service port did not answer as itself (from the client network) in "
-                    f"2 of the last 3 minutes",
+                    f"2 of the last 3 minutes; runbook: docs/runbook.md#node-down",
     )
 
 

@@ -1,9 +1,9 @@
 """The ``regionha`` command line.
 
 Each command group is a ``register(subparsers)`` function that adds its subcommands and binds each to a
-handler ``(args) -> exit code`` with ``set_defaults(handler=...)``; ``COMMAND_GROUPS`` lists them. New
-groups (``local``, ``canary``, ``drill``) add their own register function to that tuple and import their
-heavy dependencies inside the handler, so that ``regionha topology validate`` stays offline and fast.
+handler ``(args) -> exit code`` with ``set_defaults(handler=...)``; ``COMMAND_GROUPS`` lists them. Groups
+(``build``/``teardown``, ``local``, ``canary``, ``drill``) add their own register function to that tuple and
+import their heavy dependencies inside the handler, so that ``regionha topology validate`` stays offline and fast.
 
 Exit codes: 0 success, 2 invalid input (a usage error or a topology with problems).
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from regionha import __version__
 from regionha.cli_audit import register as register_audit
+from regionha.cli_build import register as register_build
 from regionha.cli_canary import register as register_canary
 from regionha.cli_drill import register as register_drill
 from regionha.cli_local import register_local
@@ -102,7 +103,7 @@ def register_topology(subparsers: Subparsers) -> None:
 
 
 COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (
-    register_topology, register_canary, register_local, register_drill, register_audit
+    register_topology, register_build, register_canary, register_local, register_drill, register_audit
 )
 
 

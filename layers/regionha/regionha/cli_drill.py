@@ -1,268 +1,241 @@
-"""``regionha drill start|report``: run the drill state machine and read its report.
+"""``regionha drill start|report``: run the drill state machine, and read its report.
 
-``start`` starts an execution of the drill state machine, in AWS (the ARN from ``--state-machine-arn``
-or the ``DrillStateMachineArn`` output of the CloudFormation stack) or in a running local runtime
-(``--local-state``, the file ``regionha local up`` writes), follows its history until it ends and
-prints the report's summary. ``report`` renders the report of a finished execution.
+``start`` starts an execution of the drill state machine (AWS: the ``DrillStateMachineArn`` output of
+the stack, or ``--state-machine-arn``; or a running local runtime with ``--local-state``), follows its
+history live until it ends and prints the report's summary. Every key of the drill's input
+(``regionha.drill.DrillSettings``) is a flag: ``--scenario``, ``--path`` (``region_path``),
+``--step-timeout``, ``--poll-interval``, ``--alarm-timeout``... A flag left out is left out of the input,
+so the state machine's own default applies. The input is checked offline first (exit 2, no AWS call).
 
-The drill's ``Report`` state puts the report JSON in S3 and leaves ``{"status", "recovery_seconds",
-"json": "s3://..."}`` at ``$.report``; an execution that ends in ``DrillFailed`` has no output at all.
-So the report is looked for in the execution output, then in the outputs of its states (newest
-first): a whole report inline, else the S3 object the ``json`` pointer names, else (``--bucket``)
-``reports/<deployment>/<execution name>.json``, else the bare status and recovery figures.
+On AWS a drill breaks a live deployment, so ``start`` first prints what it will break, computed
+read-only from the deployment (the topology its build saved, the node the record names now, the
+instances and network ACLs found by their tags): the instances it will stop and the NACL deny entries
+it will add, in which VPC and region. Then it asks for confirmation; ``--yes`` skips the question,
+``--dry-run`` prints the plan and changes nothing. Without a terminal to ask on, it refuses unless
+``--yes`` is given.
 
-Exit codes: 0 the drill PASSED, 1 it FAILED (or ended without a report, or is still running when the
-wait runs out), 2 the command could not run (bad arguments, no state machine, no such execution).
+``report`` reads the report of a finished execution. The drill's ``Report`` state puts the report JSON
+in S3 and leaves ``{"status", "recovery_seconds", "json": "s3://..."}`` at ``$.report``; an execution
+that ends in ``DrillFailed`` has no output at all. So the report is looked for in the execution output,
+then in the outputs of its states (newest first): a whole report inline, else the S3 object the
+``json`` pointer names, else (``--bucket``) ``reports/<deployment>/<execution name>.json``, else the
+bare status and recovery figures.
+
+Exit codes: 0 the drill PASSED (or the dry run printed its plan), 1 it FAILED (or ended without a
+report, or is still running when the wait runs out, or confirmation was declined), 2 the command
+could not run (bad input, no state machine, no credentials, access denied).
+
+IAM: cloudformation:DescribeStacks; states:StartExecution, DescribeExecution, GetExecutionHistory,
+DescribeStateMachine; for the plan dynamodb:GetItem (state table), route53:ListHostedZonesByName,
+ListTagsForResources, ListResourceRecordSets, ec2:DescribeInstances, DescribeVpcs, DescribeSubnets,
+DescribeNetworkAcls; s3:GetObject (and s3:ListBucket with --bucket) for stored reports.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import dataclasses
 import json
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-EXIT_PASSED = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+from regionha.cli_aws import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    Out,
+    Target,
+    add_target_arguments,
+    describe_stack,
+    execution_json,
+    execution_name,
+    explain,
+    follow,
+    guarded,
+    new_events,
+    one_line,
+    positive,
+    region_of,
+    state_machine,
+    target_for,
+    wait_bound,
+)
+from regionha.cli_aws import details as _details
 
+EXIT_PASSED = EXIT_OK
 SCENARIOS = ("acceptance", "fail-active-node", "cut-path")
-STACK_NAME = "regionha"
-STACK_OUTPUT = "DrillStateMachineArn"
 LOCAL_STATE_MACHINE = "DrillStateMachine"
-# Beyond the state machine's own TimeoutSeconds, how long to keep watching for its final events.
-WAIT_GRACE_SECONDS = 60.0
-# A state machine without TimeoutSeconds is watched this long at most.
-DEFAULT_WAIT_SECONDS = 3600.0
+# The CLI's flag for an input key, where it is not the key itself.
+_FLAG_NAMES = {"region_path": "--path"}
+_HELP = {
+    "deployment": "the deployment to drill (default: the drill function's DEPLOYMENT, the stack's parameter)",
+    "scenario": "acceptance (the article's 7 steps, default), fail-active-node, or cut-path (needs --path)",
+    "region_path": "the forwarder path to cut (cut-path only)",
+    "poll_interval": "seconds between probe rounds of an observing step (default 0.5)",
+    "step_timeout": "seconds a step may take to reach what it expects (default 120)",
+    "failback": "move the record back to the primary after restore (built-in mode; default yes)",
+    "alarm_timeout": "seconds a fault is held for its alarms to go to ALARM (default 300)",
+    "alarm_ok_timeout": "seconds to wait after restore for the watched alarms to be OK (default 420)",
+    "rejoin_timeout": "seconds a restored node and its paths may take to be back (default 300)",
+    "probe_timeout": "seconds one DNS probe may take (default: the topology's canary timeout)",
+    "fault_ttl": "seconds after which the sweeper restores a fault left behind (default 3600)",
+    "lock_ttl": "seconds after which a drill lock left behind is released (default 7200)",
+    "cut": "how a path is cut: dns (deny UDP+TCP 53 from the client network, default) or all traffic",
+    "cluster_action": "external mode: JSON (or @FILE) {document, commands, restore_commands} run by SSM",
+}
 
 
-class InvalidInput(Exception):
-    """The command cannot run as asked; the message says why (exit 2)."""
+def _settings_fields() -> list[dataclasses.Field[Any]]:
+    from regionha.drill import DrillSettings
+
+    return list(dataclasses.fields(DrillSettings))
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where the drill runs: a boto3 Step Functions client and, if known, the state machine."""
-
-    sfn: Any
-    clients: Any
-    region: str
-    state_machine_arn: str | None
-    where: str  # "AWS" or "local runtime at <endpoint>"
+def flag_of(key: str) -> str:
+    return _FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
 
 
-# -- finding the state machine --------------------------------------------------------------------------
-
-
-def _region_of(arn: str | None) -> str | None:
-    parts = (arn or "").split(":")
-    return parts[3] if len(parts) > 4 and parts[0] == "arn" and parts[3] else None
-
-
-def read_local_state(path: Path) -> dict[str, Any]:
-    """The state file of ``regionha local up``, checked: a loopback endpoint, a region, state machines."""
+def _json_object(text: str) -> dict[str, Any]:
+    raw = Path(text[1:]).read_text() if text.startswith("@") else text
     try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"local state file {path} does not exist; start the runtime with "
-                           "`regionha local up` (it writes out/local-state.json)") from None
-    except (OSError, ValueError) as e:
-        raise InvalidInput(f"local state file {path} cannot be read as JSON: {e}") from None
-    if not isinstance(state, dict):
-        raise InvalidInput(f"local state file {path}: expected a JSON object")
-    endpoint, region = state.get("endpoint_url"), state.get("region")
-    if not isinstance(endpoint, str) or not isinstance(region, str) or not region:
-        raise InvalidInput(f"local state file {path}: needs endpoint_url and region")
-    host = urlparse(endpoint).hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        # The local runtime listens on loopback only; anything else is not a local runtime.
-        raise InvalidInput(f"local state file {path}: endpoint_url {endpoint} is not a loopback address")
-    if not isinstance(state.get("state_machines"), dict):
-        raise InvalidInput(f"local state file {path}: needs state_machines")
-    return state
+        value = json.loads(raw)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
-def _local_target(path: Path, arn: str | None) -> Target:
-    import boto3
-
-    from regionha.aws import Clients
-
-    state = read_local_state(path)
-    arn = arn or state["state_machines"].get(LOCAL_STATE_MACHINE)
-    # The emulated AWS checks no signature; fixed credentials keep a real profile out of it.
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name=state["region"])
-    clients = Clients(session=session, endpoint_url=state["endpoint_url"])
-    return Target(clients.client("stepfunctions", state["region"]), clients, state["region"], arn,
-                  f"local runtime at {state['endpoint_url']}")
-
-
-def _aws_target(region: str | None, arn: str | None) -> Target:
-    import boto3
-
-    from regionha.aws import Clients
-
-    region = region or _region_of(arn) or boto3.session.Session().region_name
-    if not region:
-        raise InvalidInput("no region: give --region (or a full --state-machine-arn)")
-    clients = Clients()
-    return Target(clients.client("stepfunctions", region), clients, region, arn, "AWS")
-
-
-def target_for(args: argparse.Namespace, arn: str | None) -> Target:
-    if args.local_state is not None:
-        return _local_target(args.local_state, arn)
-    return _aws_target(args.region, arn)
-
-
-def stack_state_machine(cloudformation: Any, stack: str) -> str:
-    """The drill state machine's ARN from the stack outputs. IAM: cloudformation:DescribeStacks."""
-    from botocore.exceptions import ClientError
-
-    try:
-        stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except ClientError as e:
-        raise InvalidInput(f"cannot read stack {stack}: {e}; give --state-machine-arn") from None
-    for output in (stacks[0].get("Outputs") or []) if stacks else []:
-        if output.get("OutputKey") == STACK_OUTPUT:
-            return output["OutputValue"]
-    raise InvalidInput(f"stack {stack} has no output {STACK_OUTPUT}; deploy the drill or give --state-machine-arn")
-
-
-# -- following an execution ----------------------------------------------------------------------------
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per key of the drill's input model, named after it (``step_timeout`` -> ``--step-timeout``)."""
+    group = parser.add_argument_group("drill input (left out: the drill's default)")
+    for f in _settings_fields():
+        flag, dest, text = flag_of(f.name), f"input_{f.name}", _HELP.get(f.name, f.name)
+        if f.name == "scenario":
+            group.add_argument(flag, dest=dest, choices=SCENARIOS, default="acceptance", help=text)
+        elif f.name == "failback":
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name == "cut":
+            group.add_argument(flag, dest=dest, choices=("dns", "all"), default=None, help=text)
+        elif f.name == "cluster_action":
+            group.add_argument(flag, dest=dest, type=_json_object, default=None, metavar="JSON", help=text)
+        elif "float" in str(f.type):
+            group.add_argument(flag, dest=dest, type=float, default=None, metavar="S", help=text)
+        else:
+            group.add_argument(flag, dest=dest, default=None, metavar=f.name.split("_")[-1].upper(), help=text)
 
 
 def drill_input(args: argparse.Namespace) -> dict[str, Any]:
-    """The execution input: the scenario, and for ``cut-path`` the path to cut (``region_path``)."""
-    if args.scenario == "cut-path" and not args.path:
-        raise InvalidInput("--scenario cut-path needs --path NAME (the forwarder path to cut)")
-    if args.path and args.scenario != "cut-path":
-        raise InvalidInput(f"--path applies to --scenario cut-path only, not {args.scenario}")
-    payload: dict[str, Any] = {"scenario": args.scenario}
-    if args.path:
-        payload["region_path"] = args.path
+    """The execution input from the flags given, checked as the drill will check it (no AWS call)."""
+    from regionha.drill import DrillSettings
+    from regionha.errors import ConfigurationError
+
+    payload = {f.name: getattr(args, f"input_{f.name}") for f in _settings_fields()
+               if getattr(args, f"input_{f.name}", None) is not None}
+    if payload.get("scenario") == "cut-path" and not payload.get("region_path"):
+        raise CommandError("--scenario cut-path needs --path NAME (the forwarder path to cut)")
+    if payload.get("region_path") and payload.get("scenario") != "cut-path":
+        raise CommandError(f"--path applies to --scenario cut-path only, not {payload.get('scenario')}")
+    try:
+        # The deployment is the drill function's unless given; any name checks the rest.
+        DrillSettings.from_input(payload, payload.get("deployment") or "-")
+    except ConfigurationError as e:
+        message = str(e)
+        for f in _settings_fields():
+            message = message.replace(f.name, flag_of(f.name)) if f.name in message else message
+        raise CommandError(message) from None
     return payload
 
 
-def execution_name() -> str:
-    # Names are unique per state machine for 90 days; the suffix keeps two starts in one second apart.
-    return f"drill-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+# -- the plan: what a drill will break --------------------------------------------------------------
 
 
-def wait_bound(sfn: Any, state_machine_arn: str) -> float:
-    """How long to follow an execution: the state machine's TimeoutSeconds plus a grace.
+def drill_plan(target: Target, args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the drill will break, read-only: per inject step, the faults with instance ids and NACL entries.
 
-    IAM: states:DescribeStateMachine.
+    ``{"deployment", "active", "steps": [{"id", "name", "kind", "faults": [...]}]}``; node faults carry
+    ``instance_id`` and ``region``, path faults ``region``, ``vpc``, ``cidr`` and ``entries``
+    (``nacl``, ``rule``, ``protocol``). CommandError when the deployment cannot be read.
     """
+    from regionha import drill
+    from regionha import drill_faults as faults
+    from regionha.canary import deployment_topology
+    from regionha.converge.dns import read_record
+    from regionha.errors import ConfigurationError
+
+    stack = describe_stack(target, args.stack_name)
+    table = args.state_table or stack.outputs.get("StateTableName") or _local_table(target)
+    deployment = payload.get("deployment") or stack.parameters.get("Deployment")
+    if not table or not deployment:
+        raise CommandError(f"stack {stack.name} names no StateTableName output or Deployment parameter; "
+                           "give --state-table and --deployment")
     try:
-        definition = json.loads(sfn.describe_state_machine(stateMachineArn=state_machine_arn)["definition"])
-        timeout = definition.get("TimeoutSeconds")
-    except (ValueError, KeyError, AttributeError):
-        timeout = None
-    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
-        return float(timeout) + WAIT_GRACE_SECONDS
-    return DEFAULT_WAIT_SECONDS
+        topology = deployment_topology(target.clients, table, target.region, deployment)
+        settings = drill.DrillSettings.from_input(payload, deployment)
+        record = read_record(topology, target.clients)
+        active = next((n.name for n in topology.nodes if record and str(n.ip) == record["ip"]), None)
+        steps = []
+        for spec in drill.plan(topology, settings, active):
+            found = []
+            for fault in spec.get("faults") or []:
+                if spec["kind"] != "inject":
+                    continue
+                if fault["kind"] == faults.NODE:
+                    found.append(faults.node_fault(topology, target.clients, fault["target"], settings.cluster_action))
+                else:
+                    path = faults.path_fault(topology, target.clients, fault["target"], settings.cut)
+                    path["vpc"] = next(p.vpc for p in topology.forwarder_paths if p.name == fault["target"])
+                    found.append(path)
+            steps.append({"id": spec["id"], "name": spec["name"], "kind": spec["kind"], "faults": found})
+    except ConfigurationError as e:
+        raise CommandError(f"cannot plan the drill: {e}") from None
+    return {"deployment": deployment, "mode": topology.failover.mode, "active": active,
+            "record": record, "scenario": settings.scenario, "steps": steps}
 
 
-def new_events(sfn: Any, execution_arn: str, after_id: int) -> list[dict[str, Any]]:
-    """History events with an id above ``after_id``, oldest first. IAM: states:GetExecutionHistory.
-
-    Reads newest first and stops at the first page that reaches back to ``after_id``, so a long
-    drill's history is not read again on every poll (an emulator that ignores ``reverseOrder``
-    returns everything at once, which this handles the same way).
-    """
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": execution_arn, "reverseOrder": True, "maxResults": 100}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        batch = page.get("events") or []
-        events += [e for e in batch if e["id"] > after_id]
-        if any(e["id"] <= after_id for e in batch) or not page.get("nextToken"):
-            break
-        kwargs["nextToken"] = page["nextToken"]
-    return sorted(events, key=lambda e: e["id"])
+def _local_table(target: Target) -> str | None:
+    """The local runtime's state table (the stack's ``StateTable``), when it can be told apart."""
+    if not target.local:
+        return None
+    tables = target.clients.client("dynamodb", target.region).list_tables().get("TableNames") or []
+    named = [t for t in tables if t.endswith("StateTable")]
+    return (named or tables)[0] if len(named or tables) == 1 else None
 
 
-def _details(event: dict[str, Any]) -> dict[str, Any]:
-    for key, value in event.items():
-        if key.endswith("EventDetails") and isinstance(value, dict):
-            return value
-    return {}
+def plan_lines(plan: dict[str, Any]) -> Iterator[str]:
+    yield (f"drill {plan['scenario']} on deployment {plan['deployment']} ({plan['mode']} mode); "
+           f"the record names {plan['active'] or 'no node'}")
+    for step in plan["steps"]:
+        if not step["faults"]:
+            continue
+        yield f"  {step['name']}:"
+        for f in step["faults"]:
+            if f["kind"] == "node" and f.get("method") == "ssm":
+                yield (f"    run {f['document']} on {f['instance_id']} ({f['target']}, {f['region']}): "
+                       f"{'; '.join(f['commands'])}")
+            elif f["kind"] == "node":
+                yield f"    stop instance {f['instance_id']} ({f['target']}, {f['region']})"
+            else:
+                for e in f["entries"]:
+                    protocol = {"17": "UDP 53", "6": "TCP 53", "-1": "all traffic"}.get(e["protocol"], e["protocol"])
+                    yield (f"    add NACL entry {e['nacl']} rule {e['rule']}: inbound deny {protocol} from "
+                           f"{f['cidr']} (path {f['target']}, VPC {f['vpc']}, {f['region']})")
+    yield "  every fault is restored after the last step or any failure (the sweeper restores what a stopped"
+    yield "  execution leaves behind); see docs/drill.md"
 
 
-def _one_line(text: Any, limit: int = 300) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def confirm(out: Out, args: argparse.Namespace) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise CommandError("a drill breaks the live deployment: confirm on a terminal, or pass --yes "
+                           "(--dry-run prints the plan only)")
+    from rich.prompt import Confirm
 
+    return Confirm.ask("Start this drill?", console=out.console, default=False)
 
-class Progress:
-    """Turns history events into lines: a state entered or exited, a failure, the end."""
-
-    def __init__(self, started: datetime, say: Callable[[str], None]):
-        self._started = started
-        self._say = say
-        self._entered: dict[str, datetime] = {}
-        self._current: str | None = None
-
-    def _at(self, event: dict[str, Any]) -> str:
-        stamp = event.get("timestamp")
-        offset = (stamp - self._started).total_seconds() if isinstance(stamp, datetime) else 0.0
-        return f"{offset:+8.1f}s"
-
-    def show(self, event: dict[str, Any]) -> None:
-        kind, details = event.get("type", ""), _details(event)
-        name = details.get("name")
-        if kind.endswith("StateEntered") and name:
-            self._entered[name], self._current = event.get("timestamp"), name
-            self._say(f"{self._at(event)}  enter {name}")
-        elif kind.endswith("StateExited") and name:
-            entered, stamp = self._entered.pop(name, None), event.get("timestamp")
-            took = (f" ({(stamp - entered).total_seconds():.1f} s)"
-                    if isinstance(entered, datetime) and isinstance(stamp, datetime) else "")
-            self._say(f"{self._at(event)}  exit  {name}{took}")
-        elif kind == "ExecutionStarted":
-            self._say(f"{self._at(event)}  execution started")
-        elif kind == "ExecutionSucceeded":
-            self._say(f"{self._at(event)}  execution SUCCEEDED")
-        elif kind.endswith(("Failed", "TimedOut", "Aborted")):
-            where = f" in {self._current}" if self._current and not kind.startswith("Execution") else ""
-            from regionha.drill_report import error_text
-
-            error, cause = details.get("error"), details.get("cause")
-            text = error_text({"Error": error, "Cause": cause}) if error or cause else ""
-            self._say(f"{self._at(event)}  {kind}{where}" + (f": {text}" if text else ""))
-
-
-def follow(sfn: Any, execution_arn: str, bound: float, say: Callable[[str], None],
-           poll: float) -> dict[str, Any]:
-    """Print the execution's history as it grows until it ends or ``bound`` seconds pass.
-
-    Returns the last DescribeExecution. IAM: states:DescribeExecution, states:GetExecutionHistory.
-    """
-    desc = sfn.describe_execution(executionArn=execution_arn)
-    progress = Progress(desc["startDate"], say)
-    deadline = time.monotonic() + bound
-    last_id = 0
-    while True:
-        desc = sfn.describe_execution(executionArn=execution_arn)
-        for event in new_events(sfn, execution_arn, last_id):
-            progress.show(event)
-            last_id = event["id"]
-        if desc["status"] != "RUNNING" or time.monotonic() >= deadline:
-            return desc
-        time.sleep(poll)
 
 
 # -- the report ----------------------------------------------------------------------------------------
@@ -367,148 +340,154 @@ def find_report(target: Target, desc: dict[str, Any], bucket: str | None = None)
     return None
 
 
-def write_outputs(report: dict[str, Any], json_path: Path | None, html_path: Path | None,
-                  say: Callable[[str], None]) -> None:
+def write_outputs(report: dict[str, Any], json_path: Path | None, html_path: Path | None, out: Out) -> None:
     from regionha.drill_report import render_html
 
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        say(f"report JSON: {json_path}")
+        out.line(f"report JSON: {json_path}")
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(render_html(report), encoding="utf-8")
-        say(f"report HTML: {html_path}")
+        out.line(f"report HTML: {html_path}")
 
 
-def conclude(target: Target, desc: dict[str, Any], args: argparse.Namespace, say: Callable[[str], None]) -> int:
+def conclude(target: Target, desc: dict[str, Any], args: argparse.Namespace, out: Out,
+             extra: dict[str, Any] | None = None) -> int:
     from regionha.drill_report import summary_text
 
+    document: dict[str, Any] = {"execution": execution_json(desc), "report": None} | (extra or {})
     if desc["status"] == "RUNNING":
-        say(f"execution {desc['executionArn']} is still RUNNING; no report yet "
-            f"(read it later with `regionha drill report {desc['executionArn']}`)")
+        out.text(f"execution {desc['executionArn']} is still RUNNING; no report yet "
+                 f"(read it later with `regionha drill report {desc['executionArn']}`)", "yellow")
+        out.result(document)
         return EXIT_FAILED
     report = find_report(target, desc, getattr(args, "bucket", None))
+    document["report"] = report
+    out.result(document)
     if report is None:
-        reason = ": ".join(_one_line(p) for p in (desc.get("error"), desc.get("cause")) if p)
-        say(f"execution {desc['status']} without a drill report" + (f" ({reason})" if reason else ""))
+        reason = ": ".join(one_line(p) for p in (desc.get("error"), desc.get("cause")) if p)
+        out.text(f"execution {desc['status']} without a drill report" + (f" ({reason})" if reason else ""),
+                 "bold red")
         return EXIT_FAILED
-    say(summary_text(report))
-    write_outputs(report, args.json, args.html, say)
-    return EXIT_PASSED if report.get("status") == "PASSED" and desc["status"] == "SUCCEEDED" else EXIT_FAILED
+    passed = report.get("status") == "PASSED" and desc["status"] == "SUCCEEDED"
+    for i, text in enumerate(summary_text(report).splitlines()):
+        out.text(text, ("bold green" if passed else "bold red") if i == 0 else None)
+    write_outputs(report, args.report_json, args.html, out)
+    return EXIT_PASSED if passed else EXIT_FAILED
 
 
 # -- commands ------------------------------------------------------------------------------------------
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _fail(text: str) -> int:
-    print(f"regionha drill: {text}", file=sys.stderr)
-    return EXIT_INVALID
-
-
 def cmd_drill_start(args: argparse.Namespace) -> int:
-    """IAM: states:StartExecution, states:DescribeExecution, states:GetExecutionHistory,
-    states:DescribeStateMachine, and cloudformation:DescribeStacks without --state-machine-arn."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    out = Out(args.output)
+    holder: dict[str, Target] = {}
 
-    try:
+    def body() -> int:
         payload = drill_input(args)
-        target = target_for(args, args.state_machine_arn)
-        arn = target.state_machine_arn
-        if arn is None:
-            if args.local_state is not None:
-                raise InvalidInput(f"local state file {args.local_state} names no {LOCAL_STATE_MACHINE}; "
-                                   "is the drill in the template?")
-            arn = stack_state_machine(target.clients.client("cloudformation", target.region), args.stack)
-        name = execution_name()
+        target = holder["t"] = target_for(args, args.state_machine_arn)
+        arn = state_machine(target, args, LOCAL_STATE_MACHINE)
+        plan = None
+        if args.dry_run or not target.local:
+            try:
+                plan = drill_plan(target, args, payload)
+            except CommandError as e:
+                if args.dry_run or not args.yes:
+                    raise
+                # --yes on a stack whose deployment cannot be read: the drill's preflight will say why.
+                out.line(f"no plan shown: {e}", "yellow")
+            if plan is not None:
+                for i, text in enumerate(plan_lines(plan)):
+                    out.line(text, "bold" if i == 0 else None)
+        if args.dry_run:
+            out.result({"plan": plan, "input": payload, "state_machine_arn": arn})
+            out.text("dry run: nothing was started")
+            return EXIT_OK
+        if not target.local and not confirm(out, args):
+            out.line("not started")
+            return EXIT_FAILED
+        name = execution_name("drill")
+        started = target.sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps(payload))
+        execution_arn = started["executionArn"]
+        what = payload["scenario"] + (f" {payload['region_path']}" if payload.get("region_path") else "")
+        out.line(f"started {name} ({what}) in {target.where}", "bold")
+        out.line(f"  execution {execution_arn}", "dim")
+        if args.no_wait:
+            out.text(f"  read its report with `regionha drill report {execution_arn}` once it has ended")
+            out.result({"execution": {"execution_arn": execution_arn, "name": name, "status": "RUNNING"},
+                        "plan": plan})
+            return EXIT_OK
         try:
-            started = target.sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps(payload))
-        except ClientError as e:
-            raise InvalidInput(f"cannot start {arn}: {e}") from None
-    except InvalidInput as e:
-        return _fail(str(e))
-    except BotoCoreError as e:
-        return _fail(f"cannot reach Step Functions: {e}")
-    execution_arn = started["executionArn"]
-    _say(f"started {name} ({args.scenario}{' ' + args.path if args.path else ''}) in {target.where}")
-    _say(f"  execution {execution_arn}")
-    if args.no_wait:
-        _say(f"  follow it with `regionha drill report {execution_arn}` once it has ended")
-        return EXIT_PASSED
-    try:
-        desc = follow(target.sfn, execution_arn, wait_bound(target.sfn, arn), _say, args.poll_interval)
-    except KeyboardInterrupt:
-        # The execution goes on (and restores after itself); only the watching stops.
-        _say(f"stopped watching; the drill goes on: {execution_arn}")
-        return EXIT_FAILED
-    return conclude(target, desc, args, _say)
+            desc = follow(target.sfn, execution_arn, wait_bound(target.sfn, arn), out, args.refresh)
+        except KeyboardInterrupt:
+            # The execution goes on (and restores after itself); only the watching stops.
+            out.line(f"stopped watching; the drill goes on and restores what it broke: {execution_arn}", "yellow")
+            out.line(f"  to stop it: aws stepfunctions stop-execution --execution-arn {execution_arn} "
+                     "(the sweeper then restores its faults; see docs/drill.md)")
+            return EXIT_FAILED
+        return conclude(target, desc, args, out, {"plan": plan})
+
+    return guarded("regionha drill", out, body, lambda: holder.get("t"))
 
 
 def cmd_drill_report(args: argparse.Namespace) -> int:
-    """IAM: states:DescribeExecution, states:GetExecutionHistory (s3:ListBucket, s3:GetObject with --bucket)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    out = Out(args.output)
+    holder: dict[str, Target] = {}
 
-    try:
-        if args.local_state is None and _region_of(args.execution_arn) is None and args.region is None:
-            raise InvalidInput(f"{args.execution_arn!r} is not an execution ARN (arn:aws:states:REGION:...)")
-        target = target_for(args, None)
-        desc = target.sfn.describe_execution(executionArn=args.execution_arn)
-    except InvalidInput as e:
-        return _fail(str(e))
-    except ClientError as e:
-        return _fail(f"cannot read execution {args.execution_arn}: {e}")
-    except BotoCoreError as e:
-        return _fail(f"cannot reach Step Functions: {e}")
-    return conclude(target, desc, args, _say)
+    def body() -> int:
+        if args.local_state is None and region_of(args.execution_arn) is None:
+            raise CommandError(f"{args.execution_arn!r} is not an execution ARN (arn:aws:states:REGION:...)")
+        target = holder["t"] = target_for(args, args.execution_arn)
+        from botocore.exceptions import ClientError
 
+        try:
+            desc = target.sfn.describe_execution(executionArn=args.execution_arn)
+        except ClientError as e:
+            if explain(e, target) is not None:
+                raise
+            raise CommandError(f"cannot read execution {args.execution_arn}: {e}") from None
+        return conclude(target, desc, args, out)
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+    return guarded("regionha drill", out, body, lambda: holder.get("t"))
 
 
 def register(subparsers: Any) -> None:
     group = subparsers.add_parser("drill", help="run the failover drill and read its report")
     commands = group.add_subparsers(dest="drill_command", required=True, metavar="COMMAND")
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--local-state", type=Path, metavar="FILE",
-                       help="run against the local runtime of this state file (written by `regionha local up`)")
-    where.add_argument("--region", help="the region of the state machine (default: from the ARN or the profile)")
     outputs = argparse.ArgumentParser(add_help=False)
-    outputs.add_argument("--json", type=Path, metavar="PATH", help="write the report JSON here")
-    outputs.add_argument("--html", type=Path, metavar="PATH", help="write the report as an HTML page here")
+    outputs.add_argument("--report-json", type=Path, metavar="PATH", help="also write the report JSON here")
+    outputs.add_argument("--html", type=Path, metavar="PATH", help="also write the report as an HTML page here")
 
     start = commands.add_parser(
-        "start", parents=[where, outputs],
-        help="start a drill, show its progress, print its report",
-        description="Start an execution of the drill state machine, print each state as it is entered and "
-        "left, and the report's summary at the end. Exit 0 when the drill PASSED, 1 when it FAILED, 2 when "
-        "it could not start.",
+        "start", parents=[outputs],
+        help="show what a drill will break, start it, follow it, print its report",
+        description="Print what the drill will break and ask (on AWS), start an execution of the drill state "
+        "machine, print each state as it is entered and left, and the report's summary at the end. Exit 0 "
+        "when the drill PASSED, 1 when it FAILED or was not confirmed, 2 when it could not start.",
     )
-    start.add_argument("--scenario", choices=SCENARIOS, default="acceptance",
-                       help="acceptance (the 7 steps, default), fail-active-node, or cut-path (needs --path)")
-    start.add_argument("--path", metavar="NAME", help="the forwarder path to cut (cut-path only)")
+    add_target_arguments(start)
+    add_input_arguments(start)
     start.add_argument("--state-machine-arn", metavar="ARN",
-                       help=f"the drill state machine (default: output {STACK_OUTPUT} of the stack)")
-    start.add_argument("--stack", default=STACK_NAME, help=f"CloudFormation stack name (default {STACK_NAME})")
+                       help="the drill state machine (default: output DrillStateMachineArn of the stack)")
+    start.add_argument("--state-table", metavar="NAME",
+                       help="the state table holding the inventory, for the plan (default: output StateTableName)")
+    start.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    start.add_argument("--dry-run", action="store_true", help="print what the drill would break; start nothing")
     start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return at once")
-    start.add_argument("--poll-interval", type=_positive, default=2.0, metavar="S",
-                       help="seconds between history reads (default 2)")
+    start.add_argument("--refresh", type=positive, default=2.0, metavar="S",
+                       help="seconds between reads of the execution history (default 2)")
     start.set_defaults(handler=cmd_drill_start)
 
     report = commands.add_parser(
-        "report", parents=[where, outputs],
+        "report", parents=[outputs],
         help="print (and render) the report of a finished drill execution",
         description="Read a finished drill execution's report and print its summary; write JSON/HTML if "
         "asked. Exit 0 when it PASSED, 1 when it FAILED or has no report yet, 2 when the execution cannot "
         "be read.",
     )
     report.add_argument("execution_arn", metavar="EXECUTION_ARN")
+    add_target_arguments(report, stack=False)
     report.add_argument("--bucket", help="also look for reports/<deployment>/<execution>.json in this S3 bucket")
     report.set_defaults(handler=cmd_drill_report)

@@ -102,6 +102,9 @@ class DrillSettings:
     lock_ttl: float = 7200.0
     cut: str = "dns"
     cluster_action: dict[str, Any] | None = None
+    # The recovery budget is the record's TTL plus this: how long the failover may take to notice a
+    # failed node (the health-check interval covers a lost EC2 state-change event).
+    detection_seconds: float = 60.0
 
     @classmethod
     def from_input(cls, data: Mapping[str, Any], default_deployment: str | None) -> DrillSettings:
@@ -127,7 +130,7 @@ class DrillSettings:
         if self.scenario == "cut-path" and not self.region_path:
             raise ConfigurationError("scenario cut-path needs region_path: the forwarder path to cut")
         for name in ("poll_interval", "step_timeout", "alarm_timeout", "alarm_ok_timeout", "rejoin_timeout",
-                     "fault_ttl", "lock_ttl"):
+                     "fault_ttl", "lock_ttl", "detection_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, not {value!r}")
@@ -631,9 +634,15 @@ class Drill:
         return out
 
     def observe(self, step: str, expect: Mapping[str, str], *, measure: bool, timeout: float,
-                hold: bool = True, stop_on_critical: bool = True) -> dict[str, Any]:
+                hold: bool = True, stop_on_critical: bool = True,
+                restored: Mapping[str, float] | None = None) -> dict[str, Any]:
         """Probe every ``poll_interval`` until every path meets its expectation, then hold the faults
         (bounded by ``alarm_timeout``) until the alarms they must fire are seen in ALARM.
+
+        Recovery is measured only for paths whose answer had to change: with ``measure``, the paths
+        expected to name another node than the record named when the fault was injected (from the
+        fault); with ``restored`` (label -> restore time), paths that were cut (from their restore).
+        A path that had to change and did not is recorded as not recovered (seconds None).
 
         Raises DrillStepFailed at ``timeout``, DrillAborted on the stop condition (only while faults
         are in place: undoing them must never stop half-way because an alarm has not cleared yet).
@@ -642,6 +651,10 @@ class Drill:
         assert self.settings is not None
         record = self.load()
         fault_time = record.get("fault_time") if measure else None
+        before = record.get("answer_before_fault")
+        since = {label: fault_time for label, want in expect.items()
+                 if fault_time is not None and want not in (CUT, TRUTH, before)}
+        since |= dict(restored or {})
         first_ok: dict[str, float] = {}
         samples: list[dict[str, Any]] = []
         started = time.monotonic()
@@ -683,17 +696,30 @@ class Drill:
                 raise DrillStepFailed(f"{step}: not reached within {timeout:g} s: {missing}")
         finally:
             self._save_timeline(step, samples)
-        recovery = {}
-        if fault_time is not None:
-            for label, t in first_ok.items():
-                recovery[label] = round(max(0.0, t - fault_time), 3)
-                record["recovery"].append({"step": step, "path": label, "node": expect[label],
-                                           "seconds": recovery[label]})
+            recovery = self._record_recovery(step, since, first_ok, last, reached_at is not None,
+                                             "restore" if restored else "fault")
         alarms_seen = sorted({a["alarm"] for a in record["alarm_log"] if a["state"] == ALARM
                               and a["t"] >= expected_alarms.get(a["alarm"], float("inf"))})
         return {"recovery_seconds": recovery, "rounds": len({s["t"] for s in samples}),
                 "expected_alarms": sorted(expected_alarms), "alarms_seen": alarms_seen,
                 "last": {k: _brief(v) for k, v in last.items()}}
+
+    def _record_recovery(self, step: str, since: Mapping[str, float], first_ok: Mapping[str, float],
+                         last: Mapping[str, dict[str, Any]], reached: bool, after: str) -> dict[str, float | None]:
+        """Append one recovery entry per measured path: {step, path, node, seconds, after}."""
+        record = self.load()
+        recovery: dict[str, float | None] = {}
+        for label, t0 in since.items():
+            if label in first_ok:
+                recovery[label] = round(max(0.0, first_ok[label] - t0), 3)
+            elif reached:
+                continue  # met without a sample of its own in time: nothing to measure
+            else:
+                recovery[label] = None  # it had to change and did not within the bound
+            node = (last.get(label) or {}).get("node") if label in first_ok else None
+            record["recovery"].append({"step": step, "path": label, "node": node, "seconds": recovery[label],
+                                       "after": after})
+        return recovery
 
     # -- actions --------------------------------------------------------------------------------------
 
@@ -724,6 +750,9 @@ class Drill:
             record["alarm_baseline"] = dict(r.alarms)
             record["alarm_paths"] = self._alarm_paths()
             record["active_at_start"] = r.truth
+            ttl = topology.dns.record.ttl
+            record["budget"] = {"ttl": ttl, "detection": self.settings.detection_seconds,
+                                "seconds": ttl + self.settings.detection_seconds}
             record["plan"] = plan(topology, self.settings, r.truth)
             step["ok"] = True
             step["detail"] = {"truth": r.truth, "mode": topology.failover.mode,
@@ -842,6 +871,9 @@ class Drill:
                 faults.check_path_fault(self.clients, fault)  # refuse before anything is broken
             prepared.append(fault)
         existing = {f["sk"]: f for f in self.store.faults(self.execution)}
+        if not any(f.get("step") == spec["id"] and f.get("applied_at") for f in existing.values()):
+            # What every path answered before this fault: only a path whose answer must change recovers.
+            record["answer_before_fault"] = canary.read_truth(self.topology, self.clients).node
         applied, first = [], None
         for fault in prepared:
             fault = {**fault, "execution": self.execution, "execution_arn": self.execution_arn, "step": spec["id"]}
@@ -892,6 +924,13 @@ class Drill:
                 broken.append(f"{faults.describe_fault(fault)}: {type(e).__name__}: {e}")
         return done, broken
 
+    def _restored_paths(self, step: str) -> dict[str, float]:
+        """Canary label -> when its cut was restored, for the paths ``step`` restored."""
+        labels = path_labels(self.topology)
+        return {label: e["t"] for e in self.load()["events"]
+                if e["event"] == "restore" and e["kind"] == faults.PATH and e["step"] == step
+                for label in labels.get(e["target"], [])}
+
     @property
     def bounds(self) -> DrillSettings:
         """The drill's settings, or the defaults when preflight never accepted an input."""
@@ -914,7 +953,8 @@ class Drill:
             raise DrillStepFailed(f"{spec['id']}: {'; '.join(broken)}")
         # Back to normal before the next fault: every path answers the record and its node answers.
         settled = self.observe(spec["id"], _expect(self.topology, TRUTH), measure=False,
-                               timeout=self.settings.step_timeout, hold=False, stop_on_critical=False)
+                               timeout=self.settings.step_timeout, hold=False, stop_on_critical=False,
+                               restored=self._restored_paths(spec["id"]))
         return {"restored": done, "settled": settled["last"]}
 
     def restore(self, error: Any = None) -> dict[str, Any]:
@@ -941,7 +981,8 @@ class Drill:
             if settings is not None and ran:
                 try:
                     settled = self.observe("restore", _expect(topology, TRUTH), measure=False,
-                                           timeout=settings.step_timeout, hold=False, stop_on_critical=False)
+                                           timeout=settings.step_timeout, hold=False, stop_on_critical=False,
+                                           restored=self._restored_paths("restore"))
                     result["paths"] = settled["last"]
                 except DrillStepFailed as e:
                     broken.append(str(e))
@@ -1037,7 +1078,7 @@ class Drill:
         dims = {"Deployment": self.deployment}
         points = [metrics.Datapoint("DrillPassed", float(report["status"] == PASSED), "Count", dims)]
         points += [metrics.Datapoint("RecoverySeconds", r["seconds"], "Seconds", dims | {"Path": r["path"]})
-                   for r in record.get("recovery", [])]
+                   for r in record.get("recovery", []) if r["seconds"] is not None]
         metrics.emit(points, region=self.env.region, cloudwatch=self.clients.client("cloudwatch", self.env.region))
         return out
 
@@ -1127,6 +1168,12 @@ def _in_alarm_during(log: list[dict[str, Any]], name: str, window: Mapping[str, 
                for a in entries)
 
 
+def recovery_key(entry: Mapping[str, Any]) -> str:
+    """How a recovery is keyed in ``recovery_seconds`` (report, demo, metrics): ``path@node``, or the
+    bare path when it never answered a node."""
+    return f"{entry['path']}@{entry['node']}" if entry.get("node") else str(entry["path"])
+
+
 def compose_report(record: Mapping[str, Any], timeline: list[dict[str, Any]]) -> dict[str, Any]:
     """The report JSON. PASSED only if preflight and every planned step passed, restore left nothing
     broken, the alarm proof holds, and no error was caught."""
@@ -1141,9 +1188,13 @@ def compose_report(record: Mapping[str, Any], timeline: list[dict[str, Any]]) ->
     not_run = [p for p in planned if p not in {s["id"] for s in steps}]
     restore = record.get("restore") or {"ok": False, "left_broken": ["restore did not run"]}
     proof = record.get("alarm_proof") or {"checked": False, "ok": False, "note": "alarms were not checked"}
-    recovery: dict[str, float] = {}
+    recovery: dict[str, float | None] = {}
     for r in record.get("recovery", []):
-        recovery[f"{r['path']}@{r['node']}"] = r["seconds"]
+        key = recovery_key(r)
+        # A path can recover more than once to the same node: the slowest counts.
+        if key not in recovery or r["seconds"] is None or (recovery[key] is not None
+                                                           and r["seconds"] > recovery[key]):
+            recovery[key] = r["seconds"]
     passed = (bool(planned) and "preflight" in done and all(p in done for p in planned) and bool(restore.get("ok"))
               and bool(proof.get("ok")) and not record.get("error"))
     ended = max([time.time()] + [s["end"] for s in steps if s.get("end")])
@@ -1159,6 +1210,7 @@ def compose_report(record: Mapping[str, Any], timeline: list[dict[str, Any]]) ->
         "not_run": not_run,
         "recovery_seconds": recovery,
         "recovery": record.get("recovery", []),
+        "budget": record.get("budget"),
         "faults": _fault_windows(record),
         "timeline": timeline,
         "alarms": record.get("alarms") or {},

@@ -1,9 +1,14 @@
 """A drill's report as a self-contained HTML page (inline CSS and SVG, no script) and as SNS text.
 
-The input is the drill's report JSON (``status``, ``steps``, ``recovery_seconds``, ``timeline``,
-``faults``, ``alarms``, ``restore``, ``error``). Reports come from executions that may have been
-stopped half way, so every key may be missing or null: the page then says so instead of failing.
-Every piece of text from the report is escaped; the SVG is well-formed XML.
+The input is the drill's report JSON (``status``, ``steps``, ``recovery_seconds``, ``recovery``,
+``budget``, ``timeline``, ``faults``, ``alarms``, ``restore``, ``error``). Reports come from executions
+that may have been stopped half way, so every key may be missing or null: the page then says so
+instead of failing. Every piece of text from the report is escaped; the SVG is well-formed XML.
+
+Recovery is measured only for paths whose answer had to change (to another node after a fault, or
+back after a cut was restored) and is compared with the budget: the record's TTL plus the failover's
+detection time. Times on the page are seconds from the drill's start. The page is laid out for a
+900 px wide window (the timeline is drawn 1:1 at that width and scales up beyond it).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ FAIL_COLOUR = "#b91c1c"
 ERROR_OUTCOMES = ("servfail", "nxdomain", "noanswer", "refused", "network_error")
 
 # SVG geometry (user units; the picture scales to the page width).
-_WIDTH = 1200
-_LEFT = 230
-_RIGHT = 150
-_LANE = 34
-_LABEL_ROW = 15
-_CHAR = 6.3  # rough width of one 11px character, to keep marker labels apart
+_WIDTH = 840
+_LEFT = 200
+_RIGHT = 130
+_LANE = 36
+_LABEL_ROW = 17
+_CHAR = 6.9  # rough width of one 12px character, to keep marker labels apart
+NODE_BAND, PATH_BAND = "#fde68a", "#fecaca"
+NODE_LINE = "#b45309"
 _FAULT_WORDS = re.compile(r"fail|stop|cut|break|inject", re.IGNORECASE)
 _RESTORE_WORDS = re.compile(r"restore|heal|rejoin|failback|fail-back|uncut", re.IGNORECASE)
 
@@ -118,21 +125,35 @@ class Recovery:
     node: str | None
     seconds: float | None
     step: str | None = None
+    after: str = "fault"  # measured from the fault, or from the restore of the path's cut
 
 
 def recoveries(report: dict[str, Any]) -> list[Recovery]:
-    """``recovery_seconds`` as (path, node, seconds), with the measuring step from ``recovery`` when given."""
-    steps = {(str(r.get("path")), str(r.get("node"))): str(r["step"])
-             for r in _dicts(report.get("recovery")) if r.get("step") is not None}
+    """``recovery_seconds`` as (path, node, seconds), with the measuring step and what it was measured
+    from (``after``) taken from ``recovery`` when given."""
+    known = {(str(r.get("path")), str(r.get("node") or None)): r for r in _dicts(report.get("recovery"))}
     out = []
     for key, seconds in _recovery(report).items():
         path, at, node = key.rpartition("@")
         path, node = (path, node) if at and path else (key, None)
-        out.append(Recovery(key, path, node, seconds, steps.get((path, str(node)))))
+        entry = known.get((path, str(node)), {})
+        out.append(Recovery(key, path, node, seconds, None if entry.get("step") is None else str(entry["step"]),
+                            "restore" if entry.get("after") == "restore" else "fault"))
     return out
 
 
+def budget(report: dict[str, Any]) -> tuple[float | None, str]:
+    """(seconds, how it is made up) of the recovery budget: the record's TTL plus detection."""
+    b = _mapping(report.get("budget"))
+    seconds = _num(b.get("seconds"))
+    ttl, detection = _num(b.get("ttl")), _num(b.get("detection"))
+    parts = " + ".join(f"{name} {v:g} s" for name, v in (("TTL", ttl), ("detection", detection)) if v is not None)
+    return seconds, parts
+
+
 def _recovery_caption(r: Recovery) -> str:
+    if r.after == "restore":
+        return f"{r.path} back after its cut" + (f" → {r.node}" if r.node else "")
     return f"{r.path} → {r.node}" if r.node else r.path
 
 
@@ -162,10 +183,13 @@ def summary_text(report: dict[str, Any]) -> str:
         f"took {_seconds(_duration(report))}"
     ]
     recovery = _recovery(report)
+    limit, parts = budget(report)
     if recovery:
+        over = [k for k, s in recovery.items() if s is not None and limit is not None and s > limit]
         lines.append("recovery: " + ", ".join(
             f"{path} {_seconds(s) if s is not None else 'not recovered'}" for path, s in recovery.items()
-        ))
+        ) + (f" (budget {_seconds(limit)}: {parts}" + (f"; OVER: {', '.join(over)})" if over else ")")
+             if limit is not None else ""))
     failed = failed_steps(report)
     for step in failed:
         detail = _detail(step.get("detail"), 200)
@@ -364,27 +388,26 @@ def timeline_svg(report: dict[str, Any]) -> str:
     lanes_bottom = top + _LANE * len(lanes)
     steps_top = lanes_bottom + 8
     axis_y = steps_top + (_LANE if steps else 0) + 4
-    legend_y = axis_y + 34
-    height = legend_y + 22
+    height = axis_y + 26
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {height}" width="100%" '
         f'role="img" aria-label="timeline of every path\'s answers" class="timeline" '
-        f'font-family="system-ui, sans-serif" font-size="11">'
+        f'font-family="system-ui, sans-serif" font-size="12">'
     ]
     # Lanes and their names.
     for i, lane in enumerate(lanes):
         y = top + i * _LANE
         fill = "#f8fafc" if i % 2 == 0 else "#f1f5f9"
         out.append(f'<rect x="{_LEFT}" y="{y}" width="{plot_w}" height="{_LANE}" fill="{fill}"/>')
-        out.append(f'<text x="{_LEFT - 8}" y="{y + _LANE / 2 + 4}" text-anchor="end" font-size="12" '
+        out.append(f'<text x="{_LEFT - 8}" y="{y + _LANE / 2 + 4}" text-anchor="end" font-size="13" '
                    f'class="lane">{_e(lane)}</text>')
     # Fault bands under the marks, so the marks stay readable.
     for m in markers:
         if m.kind == "step":
             continue
         x0, x1 = x(m.start), x(m.end if m.end is not None else t1)
-        fill = "#fde68a" if m.kind == "node" else "#fecaca"
+        fill = NODE_BAND if m.kind == "node" else PATH_BAND
         out.append(f'<rect x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 1):.1f}" height="{lanes_bottom - top}" '
                    f'fill="{fill}" fill-opacity="0.45" class="fault"><title>{_e(m.label)}: {_utc(m.start)} → '
                    f'{"not restored" if m.open_ended else _utc(m.end)}</title></rect>')
@@ -436,20 +459,25 @@ def timeline_svg(report: dict[str, Any]) -> str:
                 text, colour = f"not recovered{who}", FAIL_COLOUR
             else:
                 text, colour = f"{r.seconds:.1f} s{who}", "#111827"
-                anchor = _recovery_anchor(r, by_lane[lane], starts, step_starts)
+                if r.after == "restore":  # from the end of this lane's cut
+                    ends = [m.end for m in markers if m.kind == "path" and not m.open_ended and m.end is not None
+                            and m.target in (lane, lane.split("/", 1)[0])]
+                    anchor = _recovery_anchor(r, by_lane[lane], ends, {})
+                else:
+                    anchor = _recovery_anchor(r, by_lane[lane], starts, step_starts)
                 if anchor is not None:
                     xa, xb, yb = x(anchor), x(anchor + r.seconds), y + _LANE - 5
                     out.append(f'<path d="M{xa:.1f} {yb - 3} V{yb} H{xb:.1f} V{yb - 3}" fill="none" '
                                f'stroke="#111827" stroke-width="1.2" class="recovery"/>')
-                    out.append(f'<text x="{(xa + xb) / 2:.1f}" y="{yb - 1}" text-anchor="middle" font-size="10" '
+                    out.append(f'<text x="{(xa + xb) / 2:.1f}" y="{yb - 1}" text-anchor="middle" font-size="11" '
                                f'stroke="#ffffff" stroke-width="3" paint-order="stroke" fill="#111827">'
                                f'{r.seconds:.1f} s</text>')
-            ty = y + _LANE / 2 + 4 if len(found) == 1 else y + 14 + k * 13
+            ty = y + _LANE / 2 + 4 if len(found) == 1 else y + 15 + k * 14
             out.append(f'<text x="{_WIDTH - _RIGHT + 8}" y="{ty}" fill="{colour}" '
                        f'class="recovery-figure">{_e(text)}</text>')
     # Steps as a row of bars: which part of the drill ran when.
     if steps:
-        out.append(f'<text x="{_LEFT - 8}" y="{steps_top + _LANE / 2 + 4}" text-anchor="end" font-size="12" '
+        out.append(f'<text x="{_LEFT - 8}" y="{steps_top + _LANE / 2 + 4}" text-anchor="end" font-size="13" '
                    f'fill="#374151">steps</text>')
         for k, s in enumerate(steps):
             start = _num(s["start"])
@@ -462,8 +490,8 @@ def timeline_svg(report: dict[str, Any]) -> str:
             out.append(f'<rect x="{x0:.1f}" y="{ys}" width="{w:.1f}" height="{_LANE / 2 - 5}" fill="{colour}" '
                        f'fill-opacity="0.75" class="step"><title>{_e(name)}: +{start - t0:.1f} s → '
                        f'+{end - t0:.1f} s {"ok" if s.get("ok") is True else "FAILED"}</title></rect>')
-            if len(name) * 5.6 < w - 4:
-                out.append(f'<text x="{x0 + 3:.1f}" y="{ys + 9}" font-size="9" fill="#ffffff">{_e(name)}</text>')
+            if len(name) * 6.2 < w - 4:
+                out.append(f'<text x="{x0 + 3:.1f}" y="{ys + 10}" font-size="11" fill="#ffffff">{_e(name)}</text>')
     # Marker lines and labels over everything.
     labels = iter(zip(label_items, label_rows, strict=True))
     positions = {}
@@ -471,7 +499,7 @@ def timeline_svg(report: dict[str, Any]) -> str:
         positions.setdefault((round(lx, 1), text), row)
     bottom = axis_y
     for m in markers:
-        lines = [(x(m.start), m.label, "#b45309" if m.kind == "node" else ERROR_COLOUR)]
+        lines = [(x(m.start), m.label, NODE_LINE if m.kind == "node" else ERROR_COLOUR)]
         if m.kind == "step":
             lines = [(x(m.start), m.label, "#374151")]
         elif not m.open_ended and m.end is not None:
@@ -493,50 +521,85 @@ def timeline_svg(report: dict[str, Any]) -> str:
         out.append(f'<text x="{tx:.1f}" y="{axis_y + 17}" text-anchor="middle" fill="#4b5563">'
                    f'+{n * tick:g} s</text>')
         n += 1
-    # Legend: only what the picture uses, nodes first.
-    used = set().union(*(_sample_style(s, colours)[2] for s in samples))
-    entries = [(node, c, c) for node, c in colours.items() if node in used]
-    entries += [(label, fill, stroke) for key, label, fill, stroke in (
-        ("down", "named a node that did not answer", "#ffffff", "#6b7280"),
-        ("stale", "answer was not the record (amber top)", "#ffffff", WRONG_COLOUR),
-        ("timeout", "timeout", TIMEOUT_COLOUR, TIMEOUT_COLOUR),
-        ("error", "SERVFAIL / NXDOMAIN / no answer / refused / network error", ERROR_COLOUR, ERROR_COLOUR),
-        ("wrong", "an address of no node", WRONG_COLOUR, WRONG_COLOUR),
-    ) if key in used]
-    lx = _LEFT
-    for label, fill, stroke in entries:
-        out.append(f'<rect x="{lx}" y="{legend_y - 9}" width="12" height="12" fill="{fill}" stroke="{stroke}" '
-                   f'stroke-width="1.2"/>')
-        out.append(f'<text x="{lx + 17}" y="{legend_y + 1}" class="legend">{_e(label)}</text>')
-        lx += 17 + len(label) * _CHAR + 18
     out.append("</svg>")
     return "\n".join(out)
+
+
+def legend_html(report: dict[str, Any]) -> str:
+    """The timeline's legend as HTML (it wraps at any width): every colour, band and line it uses."""
+    report = _mapping(report)
+    samples = [s for s in _dicts(report.get("timeline")) if _num(s.get("t")) is not None]
+    if not samples:
+        return ""
+    colours = _node_colours(report)
+    used = set().union(*(_sample_style(s, colours)[2] for s in samples))
+
+    def swatch(style: str, label: str) -> str:
+        return f'<span class="key"><span class="sw" style="{style}"></span>{_e(label)}</span>'
+
+    keys = [swatch(f"background:{c};border-color:{c}", f"answer names {node}") for node, c in colours.items()
+            if node in used]
+    keys += [swatch(style, label) for key, style, label in (
+        ("down", "background:#fff;border-color:#6b7280", "names a node that does not answer (hollow)"),
+        ("stale", f"background:#fff;border-color:{WRONG_COLOUR};border-top:4px solid {WRONG_COLOUR}",
+         "answer is not the record (amber top)"),
+        ("timeout", f"background:{TIMEOUT_COLOUR};border-color:{TIMEOUT_COLOUR}", "no answer (timeout)"),
+        ("error", f"background:{ERROR_COLOUR};border-color:{ERROR_COLOUR}",
+         "SERVFAIL / NXDOMAIN / no answer / refused / network error"),
+        ("wrong", f"background:{WRONG_COLOUR};border-color:{WRONG_COLOUR}", "an address of no node"),
+    ) if key in used]
+    faults = _dicts(report.get("faults"))
+    kinds = {str(f.get("kind")) for f in faults}
+    if "node" in kinds:
+        keys.append(swatch(f"background:{NODE_BAND};border-color:{NODE_BAND};width:22px",
+                           "node down (band; line at the fault)"))
+    if "path" in kinds:
+        keys.append(swatch(f"background:{PATH_BAND};border:1px dashed {ERROR_COLOUR};width:22px",
+                           "path cut (band; the cut lane outlined)"))
+    if any(f.get("end") is not None for f in faults):
+        keys.append(swatch(f"border:0;border-left:2px dashed {PASS_COLOUR};width:2px", "fault restored"))
+    if recoveries(report):
+        keys.append(swatch("border:1.5px solid #111827;border-top:0;height:5px;width:22px",
+                           "recovery: fault (or restore) → first answer naming a node that answers"))
+    if _dicts(report.get("steps")):
+        keys.append(swatch(f"background:{PASS_COLOUR};border-color:{PASS_COLOUR};width:22px", "step passed"))
+        keys.append(swatch(f"background:{FAIL_COLOUR};border-color:{FAIL_COLOUR};width:22px", "step failed"))
+    return '<div class="legend">' + "".join(keys) + "</div>"
 
 
 # -- the page ------------------------------------------------------------------------------------------
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1240px;
-       color: #111827; padding: 0 16px; }
-.banner { border-radius: 8px; padding: 16px 20px; color: #fff; margin-bottom: 18px; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 20px auto; max-width: 1240px;
+       color: #111827; padding: 0 16px; font-size: 15px; }
+.banner { border-radius: 8px; padding: 14px 18px; color: #fff; margin-bottom: 16px; }
 .banner.PASSED { background: #15803d; } .banner.FAILED { background: #b91c1c; }
 .banner.UNKNOWN { background: #4b5563; }
 .banner h1 { margin: 0 0 6px; font-size: 26px; } .banner p { margin: 0; opacity: .95; }
-h2 { font-size: 18px; margin: 26px 0 8px; border-bottom: 1px solid #e5e7eb; padding-bottom: 4px; }
+h2 { font-size: 18px; margin: 24px 0 8px; border-bottom: 1px solid #e5e7eb; padding-bottom: 4px; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #e5e7eb; vertical-align: top; }
 th { background: #f3f4f6; font-weight: 600; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.step { min-width: 16em; }
+td.step { min-width: 12em; }
 .ok { color: #15803d; font-weight: 600; } .bad { color: #b91c1c; font-weight: 600; }
-.detail { font-family: ui-monospace, monospace; font-size: 12px; color: #374151; word-break: break-word; }
+.detail { font-size: 13px; color: #374151; word-break: break-word; }
+.detail div { margin: 1px 0; } .detail b { font-weight: 600; color: #111827; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { border: 1px solid #e5e7eb; border-radius: 6px; padding: 8px 14px; min-width: 180px; }
-.card .v { font-size: 22px; font-weight: 600; } .card .k { font-size: 13px; color: #4b5563; }
+.card { border: 1px solid #e5e7eb; border-left: 5px solid #9ca3af; border-radius: 6px; padding: 8px 14px;
+        min-width: 190px; }
+.card.within { border-left-color: #15803d; } .card.over { border-left-color: #b91c1c; }
+.card .v { font-size: 22px; font-weight: 600; } .card .k { font-size: 14px; color: #374151; }
+.card .b { font-size: 13px; color: #4b5563; }
 .error { background: #fef2f2; border: 1px solid #fecaca; padding: 8px 12px; border-radius: 6px; }
-.note { font-size: 13px; color: #4b5563; margin: 0 0 6px; }
-.empty { color: #6b7280; font-style: italic; } pre { white-space: pre-wrap; font-size: 12px; }
-footer { margin-top: 28px; color: #6b7280; font-size: 12px; }
+.note { font-size: 14px; color: #4b5563; margin: 0 0 6px; }
+.empty { color: #6b7280; font-style: italic; } pre { white-space: pre-wrap; font-size: 13px; }
+svg.timeline { display: block; min-width: 720px; }
+.scroll { overflow-x: auto; }
+.legend { display: flex; flex-wrap: wrap; gap: 6px 18px; font-size: 14px; margin: 8px 0 0; }
+.legend .key { display: inline-flex; align-items: center; gap: 6px; }
+.legend .sw { display: inline-block; width: 12px; height: 12px; border: 1.5px solid; box-sizing: border-box; }
+footer { margin-top: 28px; color: #6b7280; font-size: 13px; }
 """
 
 
@@ -547,20 +610,52 @@ def _rel(t: Any, t0: float | None) -> str:
     return f"+{value - t0:.1f}" if t0 is not None else f"{value:.1f}"
 
 
+def _value_text(value: Any, t0: float | None, limit: int = 400) -> str:
+    """One value as words: epoch times relative to the start, errors as their message, objects as
+    ``key value`` pairs, lists comma-separated (never raw JSON)."""
+    number = _num(value)
+    if number is not None:
+        if t0 is not None and number > 1e9 and abs(number - t0) < 86400 * 7:
+            return f"+{number - t0:.1f} s"
+        return f"{number:g}"
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "-"}[value]
+    if isinstance(value, str):
+        return _detail(" ".join(value.split()), limit)
+    if isinstance(value, dict):
+        if {"Error", "Cause"} & set(value) or {"error", "cause"} == set(value):
+            return error_text(value, limit)
+        return _detail("; ".join(f"{k} {_value_text(v, t0, limit)}" for k, v in value.items()) or "none", limit)
+    if isinstance(value, list):
+        return _detail(", ".join(_value_text(v, t0, limit) for v in value) or "none", limit)
+    return _detail(str(value), limit)
+
+
+def _detail_html(detail: Any, t0: float | None) -> str:
+    """A step's detail: one line per key, values in words."""
+    if detail is None or detail == "" or detail == {}:
+        return ""
+    if not isinstance(detail, dict):
+        return _e(_value_text(detail, t0))
+    return "".join(f"<div><b>{_e(str(k).replace('_', ' '))}</b> {_e(_value_text(v, t0))}</div>"
+                   for k, v in detail.items())
+
+
 def _steps_table(report: dict[str, Any], t0: float | None) -> str:
     steps = _dicts(report.get("steps"))
     if not steps:
         return '<p class="empty">No steps ran.</p>'
-    rows = ["<table><thead><tr><th>#</th><th>step</th><th>result</th><th>start (s)</th><th>end (s)</th>"
+    rows = ["<table><thead><tr><th>#</th><th>step</th><th>result</th><th>start</th><th>end</th>"
             "<th>took</th><th>detail</th></tr></thead><tbody>"]
     for i, s in enumerate(steps, 1):
         start, end = _num(s.get("start")), _num(s.get("end"))
         took = _seconds(end - start) if start is not None and end is not None else "-"
         result = '<span class="ok">ok</span>' if s.get("ok") is True else '<span class="bad">FAILED</span>'
         rows.append(f'<tr><td class="num">{i}</td><td class="step">{_e(s.get("name") or "?")}</td><td>{result}</td>'
-                    f'<td class="num">{_rel(start, t0)}</td><td class="num">{_rel(end, t0)}</td>'
-                    f'<td class="num">{took}</td><td class="detail">{_e(_detail(s.get("detail"), 300))}</td></tr>')
+                    f'<td class="num">{_rel(start, t0)} s</td><td class="num">{_rel(end, t0)} s</td>'
+                    f'<td class="num">{took}</td><td class="detail">{_detail_html(s.get("detail"), t0)}</td></tr>')
     rows.append("</tbody></table>")
+    rows.append('<p class="note">start and end: seconds from the drill\'s start.</p>')
     not_run = _names(report.get("not_run"))
     if not_run:
         rows.append(f'<p class="bad">not run: {_e(not_run)}</p>')
@@ -569,14 +664,27 @@ def _steps_table(report: dict[str, Any], t0: float | None) -> str:
 
 def _recovery_cards(report: dict[str, Any]) -> str:
     found = recoveries(report)
+    limit, parts = budget(report)
     if not found:
-        return '<p class="empty">No recovery was measured.</p>'
+        return ('<p class="empty">No recovery was measured. Recovery is measured only for paths whose answer '
+                "had to change: to another node after a fault, or back after a cut was restored.</p>")
     cards = []
     for r in found:
-        value = f"{r.seconds:.1f} s" if r.seconds is not None else '<span class="bad">not recovered</span>'
-        cards.append(f'<div class="card"><div class="v">{value}</div><div class="k">{_e(_recovery_caption(r))}'
-                     f'</div></div>')
-    return '<div class="cards">' + "".join(cards) + "</div>"
+        if r.seconds is None:
+            value, verdict, cls = '<span class="bad">not recovered</span>', "", "over"
+        else:
+            value = f"{r.seconds:.1f} s"
+            within = limit is None or r.seconds <= limit
+            cls = "" if limit is None else ("within" if within else "over")
+            over = f"{r.seconds - limit:.1f} s over the {limit:g} s budget" if limit is not None else ""
+            verdict = "" if limit is None else (f"within the {limit:g} s budget" if within else over)
+        step = f" · step {r.step}" if r.step else ""
+        cards.append(f'<div class="card {cls}"><div class="v">{value}</div><div class="k">{_e(_recovery_caption(r))}'
+                     f'</div><div class="b">{_e(verdict + step)}</div></div>')
+    note = (f'<p class="note">Budget {limit:g} s = {_e(parts)}: the on-prem caches may keep the old answer for '
+            "the TTL after the failover noticed the fault.</p>") if limit is not None else (
+        '<p class="note">No budget in this report (no TTL known).</p>')
+    return note + '<div class="cards">' + "".join(cards) + "</div>"
 
 
 def _alarms_table(report: dict[str, Any]) -> str:
@@ -598,23 +706,39 @@ def _alarms_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _restore_section(report: dict[str, Any]) -> str:
+def _restore_section(report: dict[str, Any], t0: float | None) -> str:
     restore = report.get("restore")
     if not restore:
         return '<p class="empty">No restore record.</p>'
-    if isinstance(restore, dict):
-        rows = ['<p class="error"><b>Restore is incomplete: something is left broken.</b></p>']
-        rows = rows if restore.get("ok") is False else []
-        rows.append("<table><tbody>")
-        for key, value in restore.items():
-            if key == "error":
-                shown = error_text(value, 600)
-            else:
-                shown = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-            rows.append(f'<tr><th>{_e(key)}</th><td class="detail">{_e(_detail(shown, 600))}</td></tr>')
-        rows.append("</tbody></table>")
-        return "\n".join(rows)
-    return f"<pre>{_e(_detail(restore, 2000))}</pre>"
+    if not isinstance(restore, dict):
+        return f"<p>{_e(_value_text(restore, t0, 2000))}</p>"
+    rows = []
+    if restore.get("ok") is False:
+        rows.append('<p class="error"><b>Restore is incomplete: something is left broken.</b></p>')
+    rows.append("<table><tbody>")
+    verdict = ('<span class="ok">everything put back</span>' if restore.get("ok") is True
+               else '<span class="bad">incomplete</span>' if restore.get("ok") is False else "?")
+    rows.append(f"<tr><th>result</th><td>{verdict}</td></tr>")
+    for key, label in (("restored", "put back"), ("left_broken", "left broken"), ("failback", "fail-back"),
+                       ("paths", "paths after restore"), ("seconds", "took"), ("note", "note"), ("error", "error")):
+        if key not in restore:
+            continue
+        value = restore[key]
+        if key == "seconds" and _num(value) is not None:
+            cell = _e(_seconds(_num(value)))
+        elif isinstance(value, list) and value:
+            cell = "".join(f"<div>{_e(_value_text(v, t0))}</div>" for v in value)
+        elif isinstance(value, dict) and value and key == "paths":
+            cell = "".join(f"<div><b>{_e(k)}</b> {_e(_value_text(v, t0))}</div>" for k, v in value.items())
+        else:
+            cell = _e(_value_text(value, t0, 2000))
+        rows.append(f'<tr><th>{_e(label)}</th><td class="detail">{cell or "none"}</td></tr>')
+    for key, value in restore.items():
+        if key not in ("ok", "restored", "left_broken", "failback", "paths", "seconds", "note", "error"):
+            rows.append(f'<tr><th>{_e(key.replace("_", " "))}</th><td class="detail">'
+                        f'{_e(_value_text(value, t0, 2000))}</td></tr>')
+    rows.append("</tbody></table>")
+    return "\n".join(rows)
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -644,15 +768,17 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Recovery per path</h2>",
         _recovery_cards(report),
         "<h2>Timeline</h2>",
-        '<p class="note">Each mark is one probe of a path, coloured by the node it named; shaded bands are '
-        "faults, dashed lines restores; brackets measure fault → first answer naming a node that answers.</p>",
-        timeline_svg(report),
+        '<p class="note">One lane per path, seconds from the drill\'s start across. Each mark is one probe of '
+        "the path, coloured by the node its answer named; shaded bands are faults, dashed lines restores; "
+        "brackets measure a recovery.</p>",
+        '<div class="scroll">' + timeline_svg(report) + "</div>",
+        legend_html(report),
         "<h2>Steps</h2>",
         _steps_table(report, t0),
         "<h2>Alarm checks</h2>",
         _alarms_table(report),
         "<h2>Restore</h2>",
-        _restore_section(report),
+        _restore_section(report, t0),
         f"<footer>regionha drill report · ended {_e(_utc(_num(report.get('ended_at'))))}</footer>",
         "</body></html>",
     ]

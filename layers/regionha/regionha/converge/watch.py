@@ -49,7 +49,10 @@ from regionha.converge import Outcome
 from regionha.topology import Topology
 
 _DELETE_BATCH = 100
-_COMPOSITE_DESCRIPTION = "CRITICAL: the name does not resolve from on-prem, a failover failed, or the canary is silent"
+_COMPOSITE_DESCRIPTION = (
+    "CRITICAL: the name does not resolve from on-prem, a failover failed, or the canary is silent; "
+    "runbook: docs/runbook.md#critical"
+)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,22 @@
 """``regionha local demo``: the whole product, locally, in one command, with a report.
 
 Phases: start the runtime → build (the build state machine) → resolve the record through every
-forwarder path and the on-prem resolver, from the client site → teardown (the teardown state
-machine) → stop. Every phase is timed; the JSON report says what happened, and the exit code
-says whether all of it worked.
+forwarder path and the on-prem resolver, from the client site → canary → acceptance drill →
+teardown (the teardown state machine) → stop. Every phase is timed; the JSON report says what
+happened, and the exit code says whether all of it worked.
+
+The output is a short progress list: one line per phase with what it showed, and one line per drill
+step as it ends (read live from the execution history). The drill's own report is kept under
+``out/`` (``drill-report.json`` and ``drill-report.html``, the page the drill stored in S3) because the
+emulated bucket is gone after teardown. Scheduled rules are disabled while the build runs, so that
+nothing scheduled fires before the build has saved its inventory (as an operator would do on AWS).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +33,7 @@ from regionha.alarms import (
 )
 from regionha.aws import deployment_filter
 from regionha.canary import canary_targets, client_source, run_canary, truth_from_record
+from regionha.cli_aws import details, new_events, outcome_counts
 from regionha.converge.dns import read_record
 from regionha.topology import Topology
 
@@ -52,15 +60,19 @@ class Phase:
 class Demo:
     """Runs the phases in order; a failed phase still lets teardown and stop run."""
 
-    def __init__(self, runtime: Any, say: Callable[[str], None]):
+    def __init__(self, runtime: Any, say: Callable[[str], None], out_dir: Path = Path("out")):
         self.runtime = runtime
         self.say = say
+        self.out_dir = Path(out_dir)
         self.phases: list[Phase] = []
         self.report: dict[str, Any] = {"deployment": runtime.topology.deployment}
+        self._said = ""  # the one-line summary of the running phase
+        # The runtime's own progress is for `local up`; here only what needs action is shown.
+        runtime.progress = lambda text: say(f"  {text}") if text.startswith("removed leftovers") else None
 
     def phase(self, name: str, fn: Callable[[], tuple[bool, dict[str, Any]]]) -> bool:
-        self.say(f"▶ {name}")
         start = time.time()
+        self._said = ""
         try:
             ok, detail = fn()
         except Exception as e:  # a phase that raises is a failed phase, reported, not a traceback
@@ -68,17 +80,40 @@ class Demo:
         phase = Phase(name, ok, start, time.time(), detail)
         self.phases.append(phase)
         mark = "✔" if ok else "✘"
-        self.say(f"{mark} {name} ({phase.end - phase.start:.1f} s){'' if ok else ': ' + _why(detail)}")
+        what = self._said if ok else _why(detail)
+        self.say(f"{mark} {name} ({phase.end - phase.start:.1f} s)" + (f": {what}" if what else ""))
         return ok
 
+    def start(self) -> tuple[bool, dict[str, Any]]:
+        rt = self.runtime
+        started = rt.start() is not None
+        self._said = (f"{len(rt.stack.functions)} functions, {len(rt.stack.state_machines)} state machines; "
+                      f"DNS and nodes on loopback, clock {rt.compression:g}x")
+        return started, {}
+
+    def _scheduled_rules(self, enabled: bool) -> list[str]:
+        """Disable (or enable again) the stack's scheduled rules. IAM: events:ListRules, Disable/EnableRule."""
+        events = self.runtime.clients.client("events", self.runtime.region)
+        names = [r["Name"] for page in events.get_paginator("list_rules").paginate()
+                 for r in page["Rules"] if r.get("ScheduleExpression")]
+        for name in names:
+            (events.enable_rule if enabled else events.disable_rule)(Name=name)
+        return names
+
     def build(self) -> tuple[bool, dict[str, Any]]:
-        execution = self.runtime.build()
+        # Before the build has saved the inventory the canary and the health check can only fail.
+        paused = self._scheduled_rules(enabled=False)
+        try:
+            execution = self.runtime.build()
+        finally:
+            self._scheduled_rules(enabled=True)
         self.report["build"] = execution.to_json()
         if execution.status != "SUCCEEDED":
             return False, {"status": execution.status, "error": execution.error, "cause": execution.cause}
         self.runtime.settle()
-        summary = _summaries(execution.output)
-        self.say(f"  built: {summary}")
+        summary = outcome_counts(execution.output)
+        self._said = ", ".join(f"{v} {k}" for k, v in sorted(summary.items()) if v) + (
+            f"; {len(paused)} schedules held until the inventory was saved" if paused else "")
         return True, {"status": execution.status, "execution": execution.name, "summary": summary}
 
     def resolve(self) -> tuple[bool, dict[str, Any]]:
@@ -88,13 +123,12 @@ class Demo:
         truth = truth_from_record(topology, read_record(topology, self.runtime.clients))
         run = run_canary(topology, truth, source=client_source(topology))
         for p in run.paths:
-            mark = "✔" if p.success else "✘"
-            self.say(
-                f"  {mark} {p.path:<28} {p.outcome:<12} {','.join(p.answers) or '-':<14} "
-                f"node={p.node or '-':<9} {p.latency_ms:7.1f} ms"
-            )
+            if not p.success:
+                self.say(f"  ✘ {p.path}: {p.outcome} {','.join(p.answers) or '-'} node={p.node or '-'}")
         self.report["resolve"] = run.to_json()
         ok = truth.node == topology.primary.name and all(p.success for p in run.paths)
+        good = sum(p.success for p in run.paths)
+        self._said = f"{good} of {len(run.paths)} paths answer {truth.node} ({truth.ip}), which answers"
         return ok, {"truth": truth.ip, "node": truth.node, "paths": {p.path: p.success for p in run.paths}}
 
     def canary(self) -> tuple[bool, dict[str, Any]]:
@@ -107,8 +141,6 @@ class Demo:
         rt.wait_emulated(CLEAN_MINUTES)
         runs = len(_canary_runs(rt)) - runs_before
         fired = [t for t in rt.alarm_transitions(since) if t["new"] == "ALARM"]
-        self.say(f"  clean run: {runs} scheduled canary runs in {CLEAN_MINUTES} emulated minutes, "
-                 f"{len(fired)} alarms fired")
         detail: dict[str, Any] = {"clean_runs": runs, "clean_alarms_fired": fired}
         ok = runs >= CLEAN_MINUTES - 1 and not fired
         # The alarms are the build's, made from the topology (ConvergeWatch): one per path and node.
@@ -124,19 +156,17 @@ class Demo:
         path = CUT_PATH if CUT_PATH in names else names[-1]
         alarm = path_alarm_name(topology, path)
         critical = composite_name(topology.deployment)
-        self.say(f"  cutting forwarder path {path} (network ACL deny from the client network)")
         cut_at = rt.clock.now()
         set_path_cut(rt, path, cut=True)
         try:
             alarmed = rt.wait_alarm(alarm, "ALARM", minutes=6)
-            states = rt.alarm_states()
-            self.say(f"  {alarm}: {states.get(alarm)}; {critical}: {states.get(critical)}")
         finally:
             set_path_cut(rt, path, cut=False)
         restored = rt.wait_alarm(alarm, "OK", minutes=6)
-        after = rt.alarm_states()
         critical_fired = [t for t in rt.alarm_transitions(cut_at) if t["alarm"] == critical and t["new"] == "ALARM"]
-        self.say(f"  restored: {alarm}: {after.get(alarm)}; critical fired: {bool(critical_fired)}")
+        self._said = (f"{runs} runs, {len(fired)} alarms; {path} cut: its alarm "
+                      f"{'ALARM' if alarmed else 'stayed OK'} then {'OK' if restored else 'not OK'}, "
+                      f"critical {'FIRED' if critical_fired else 'stayed OK'}")
         detail.update(
             {
                 "cut_path": path,
@@ -153,11 +183,13 @@ class Demo:
         }
 
     def drill(self) -> tuple[bool, dict[str, Any]]:
-        """The article's acceptance procedure as the drill state machine runs it, on this runtime."""
+        """The article's acceptance procedure as the drill state machine runs it, on this runtime;
+        one line per step as it ends, its report kept under ``out_dir``."""
         rt = self.runtime
-        execution = rt.run_state_machine("DrillStateMachine", drill_input(rt.topology), kind="drill", timeout=600)
+        execution = self._run_drill(drill_input(rt.topology, rt.compression))
         report = drill_report_of(rt, execution)
-        recovery = _recovery_by_path(report)
+        recovery = report.get("recovery_seconds") or {}
+        kept = self._keep_report(rt, execution, report)
         self.report["drill"] = {
             "status": report.get("status", "FAILED"),
             "execution": execution.name,
@@ -166,26 +198,84 @@ class Demo:
                 {"name": s.get("name"), "ok": bool(s.get("ok")), "start": s.get("start"), "end": s.get("end")}
                 for s in report.get("steps", [])
             ],
+            # Keyed as the drill keys it (path@node): the same figures as its report page.
             "recovery_seconds": recovery,
-            "recovery_by_step": report.get("recovery_seconds", {}),
+            "budget": report.get("budget"),
             "alarm_proof": report.get("alarm_proof"),
             "alarms": report.get("alarms"),
             "restore": report.get("restore"),
             "error": report.get("error") or execution.error,
-            "report_json": (execution.output or {}).get("json"),
-            "report_html": (execution.output or {}).get("html"),
+            **kept,
         }
-        for s in report.get("steps", []):
-            seconds = (s.get("end") or 0) - (s.get("start") or 0)
-            self.say(f"  {'✔' if s.get('ok') else '✘'} {s.get('name')} ({max(seconds, 0):.1f} s)")
-        for path, seconds in recovery.items():
-            self.say(f"  recovery {path}: {seconds:.2f} s")
-        self.say(f"  drill {self.report['drill']['status']}")
+        from regionha.drill_report import budget
+
+        limit, _ = budget(report)
+        figures = [v for v in recovery.values() if isinstance(v, int | float)]
+        span = (f"recovery {min(figures):.1f}–{max(figures):.1f} s" if figures else "no recovery measured") + (
+            f" (budget {limit:g} s)" if limit is not None else "")
+        self._said = f"{self.report['drill']['status']}, {span}"
+        if kept.get("report_html"):
+            self._said += f"; report {kept['report_html']}"
         ok = self.report["drill"]["status"] == "PASSED"
         return ok, {"status": self.report["drill"]["status"], "recovery_seconds": recovery,
                     "error": self.report["drill"]["error"]}
 
+    def _run_drill(self, payload: dict[str, Any], timeout: float = 600.0) -> Any:
+        """Start the drill and print each of its steps as it ends (from the execution history)."""
+        from regionha.local.runtime import Execution
+
+        rt = self.runtime
+        sfn = rt.clients.client("stepfunctions", rt.region)
+        name = f"drill-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        started = time.monotonic()
+        arn = sfn.start_execution(stateMachineArn=rt.state_machine_arn("DrillStateMachine"), name=name,
+                                  input=json.dumps(payload))["executionArn"]
+        entered: dict[str, Any] = {}
+        last_id = 0
+        while True:
+            desc = sfn.describe_execution(executionArn=arn)
+            for event in new_events(sfn, arn, last_id):
+                last_id = event["id"]
+                kind, info = event.get("type", ""), details(event)
+                if kind == "TaskStateEntered":
+                    entered[info.get("name")] = event["timestamp"]
+                elif kind == "TaskStateExited" and info.get("name") in entered:
+                    took = (event["timestamp"] - entered.pop(info["name"])).total_seconds()
+                    self.say(f"  · {info['name']} ({took:.1f} s)")
+                elif kind in ("LambdaFunctionFailed", "TaskFailed"):
+                    from regionha.drill_report import error_text
+
+                    self.say(f"  ✘ {error_text({'Error': info.get('error'), 'Cause': info.get('cause')}, 160)}")
+            if desc["status"] != "RUNNING":
+                break
+            if time.monotonic() - started > timeout:
+                sfn.stop_execution(executionArn=arn, error="LocalTimeout", cause=f"over {timeout} s")
+                desc = sfn.describe_execution(executionArn=arn)
+                break
+            time.sleep(0.2)
+        output = json.loads(desc["output"]) if desc.get("output") else None
+        return Execution("drill", name, arn, desc["status"], time.monotonic() - started, output,
+                         desc.get("error"), desc.get("cause"))
+
+    def _keep_report(self, rt: Any, execution: Any, report: dict[str, Any]) -> dict[str, str | None]:
+        """Copy the drill's report (JSON, and the HTML page it stored) to ``out_dir``: the bucket goes
+        with the teardown."""
+        from regionha.drill_report import render_html
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        json_path, html_path = self.out_dir / "drill-report.json", self.out_dir / "drill-report.html"
+        json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        page = None
+        pointer = str((execution.output or {}).get("html") or "")
+        if pointer.startswith("s3://"):
+            bucket, _, key = pointer[5:].partition("/")
+            page = rt.clients.client("s3", rt.region).get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        html_path.write_text(page or render_html(report), encoding="utf-8")
+        return {"report_json": str(json_path), "report_html": str(html_path)}
+
     def teardown(self) -> tuple[bool, dict[str, Any]]:
+        # Nothing is left to watch: scheduled functions would only fail on what the teardown removes.
+        self._scheduled_rules(enabled=False)
         execution = self.runtime.teardown()
         self.report["teardown"] = execution.to_json()
         ok = execution.status == "SUCCEEDED"
@@ -193,7 +283,10 @@ class Demo:
 
     def run(self) -> dict[str, Any]:
         started = time.time()
-        self.phase("start the local runtime", lambda: (self.runtime.start() is not None, {}))
+        topology: Topology = self.runtime.topology
+        self.say(f"regionha local demo: deployment {topology.deployment}, {len(topology.forwarder_paths)} forwarder "
+                 f"paths, record TTL {topology.dns.record.ttl} s; about a minute")
+        self.phase("start the local runtime", self.start)
         try:
             if self.phases[-1].ok and self.phase("build (build state machine)", self.build):
                 self.phase("resolve through every forwarder path", self.resolve)
@@ -255,10 +348,12 @@ def set_path_cut(rt: Any, path_name: str, *, cut: bool, topology: Topology | Non
 DEMO_RULE = 91
 
 
-def drill_input(topology: Topology) -> dict[str, Any]:
+def drill_input(topology: Topology, compression: float = 20.0) -> dict[str, Any]:
     """Bounds fit for the local runtime: every wait is an input of the drill."""
     ttl = topology.dns.record.ttl
     return {
+        # The health check runs every emulated minute: that many real seconds at this compression.
+        "detection_seconds": round(60 / compression, 3),
         "scenario": "acceptance",
         "poll_interval": 0.25,
         # The on-prem resolver caches for the TTL; the controller's hold-down runs on the emulated clock.
@@ -284,34 +379,6 @@ def drill_report_of(rt: Any, execution: Any) -> dict[str, Any]:
     except rt.clients.client("s3", rt.region).exceptions.NoSuchKey:
         return {"status": "FAILED", "error": execution.error or "the drill wrote no report", "steps": []}
     return json.loads(body)
-
-
-def _recovery_by_path(report: dict[str, Any]) -> dict[str, float]:
-    """Path → the longest recovery the drill measured on it (a path can recover more than once)."""
-    out: dict[str, float] = {}
-    for r in report.get("recovery", []):
-        out[r["path"]] = max(out.get(r["path"], 0.0), float(r["seconds"]))
-    return out
-
-
-def _summaries(output: Any) -> dict[str, int]:
-    """Created/updated/unchanged counts over every step report of a build's output."""
-    totals: dict[str, int] = {}
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("summary"), dict):
-                for k, v in value["summary"].items():
-                    totals[k] = totals.get(k, 0) + int(v)
-                return
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(output)
-    return totals
 
 
 def _why(detail: dict[str, Any]) -> str:
