@@ -30,6 +30,8 @@ from inprocess import STACK_REGION, handlers_in_process  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[2] / "layers/regionha/regionha/topologies/reference.yaml"
 
+CLOUD_REGIONS = ("ap-northeast-1", "ap-northeast-3", "ap-southeast-1")
+
 
 def fast_topology(tmp_path: Path) -> Path:
     """The reference deployment with no wait between polls (moto answers at once)."""
@@ -56,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         from composites import installed
 
         # moto has no composite alarms: the local runtime's evaluator holds them (tests/composites.py).
-        with mock_aws(config=config), installed(("ap-northeast-1", "ap-northeast-3", "ap-southeast-1")), handlers_in_process() as (provisioned, _):
+        with mock_aws(config=config), installed(CLOUD_REGIONS), handlers_in_process() as (provisioned, _):
             outputs = {key: provisioned.physical_id(lid) for key, lid in (
                 ("BuildStateMachineArn", "BuildStateMachine"), ("TeardownStateMachineArn", "TeardownStateMachine"),
                 ("DrillStateMachineArn", "DrillStateMachine"), ("StateTableName", "StateTable"))}
