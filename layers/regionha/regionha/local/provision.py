@@ -84,6 +84,7 @@ class StackFunction:
     timeout: int
     memory: int
     environment: dict[str, str]
+    role_arn: str | None = None  # the execution role (the local IAM authorises the handler's calls by it)
 
 
 @dataclass(frozen=True)
@@ -651,7 +652,7 @@ class _Provisioner:
         self.stack.functions[logical_id] = StackFunction(
             logical_id=logical_id, name=name, arn=function["FunctionArn"], region=self._region,
             handler=config["Handler"], code_dir=code_dir, runtime=config["Runtime"], timeout=config["Timeout"],
-            memory=config["MemorySize"], environment=environment)
+            memory=config["MemorySize"], environment=environment, role_arn=config["Role"])
         return _Created(name, {"Arn": function["FunctionArn"]})
 
     def _layer(self, logical_id: str, props: dict[str, Any]) -> _Created:
