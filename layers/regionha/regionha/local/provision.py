@@ -200,8 +200,9 @@ def translate(template_path: Path | str, region: str = DEFAULT_REGION,
         path = (template_path.parent / value).resolve()
         if not path.exists():
             raise ConfigurationError(f"{owner}: local path {value!r} does not exist ({path})")
+        # An S3 key has no leading slash (the translator drops it): absolute paths lose theirs too.
         key = str(path.relative_to(template_path.parent)) if path.is_relative_to(template_path.parent) \
-            else str(path)
+            else str(path).lstrip("/")
         local_paths[key] = path
         return f"s3://{LOCAL_CODE_BUCKET}/{key}"
 
