@@ -9,6 +9,7 @@ fixed roles refuse nothing the flows need.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -179,7 +180,8 @@ def inject_drift() -> None:
     nat_ec2.authorize_security_group_ingress(GroupId=nat_group, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 2222, "ToPort": 2222, "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}])
     nat_ec2.modify_instance_metadata_options(InstanceId=nat["InstanceId"], HttpTokens="optional")
-    nat_ec2.modify_instance_attribute(InstanceId=nat["InstanceId"], UserData={"Value": b"#!/bin/sh\necho drift\n"})
+    nat_ec2.modify_instance_attribute(InstanceId=nat["InstanceId"], Attribute="userData",
+                                      Value=base64.b64encode(b"#!/bin/sh\necho drift\n").decode())
 
     node = _instances("node")[0]
     node_ec2 = boto3.client("ec2", region_name=node["Region"])
