@@ -231,7 +231,17 @@ class LocalFunction:
         """Import the handler once; concurrent first invocations wait for the same import."""
         with self._lock:
             if self._callable is None:
-                self._callable = self._import()
+                # Module-level code runs in the function's own sandbox: its environment, its role.
+                isolate_environments()
+                active = current_invocation()
+                token = None
+                if active is None or active.function is not self:
+                    token = CURRENT_INVOCATION.set(ActiveInvocation(self, "init", self.lambda_environment()))
+                try:
+                    self._callable = self._import()
+                finally:
+                    if token is not None:
+                        CURRENT_INVOCATION.reset(token)
             return self._callable
 
     def _import(self) -> Callable[[Any, Any], Any]:
