@@ -1,5 +1,7 @@
 """Our real Lambda handlers behind moto in-process: the template provisioned into ``mock_aws`` and
-every ``lambda.Invoke`` (the ASL interpreter's included) answered by the handler, as Lambda would."""
+every ``lambda.Invoke`` (the ASL interpreter's included) answered by the handler, as Lambda would:
+each handler with its own function's environment and timeout, and every AWS call it makes authorised
+against its own function's role (regionha.local.iam)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import boto3
 from botocore.awsrequest import AWSResponse
 
 from regionha.aws import Clients
+from regionha.local.iam import LocalIam
 from regionha.local.lambdas import HandlerRegistry
 from regionha.local.provision import Stack, provision
 
@@ -33,14 +36,29 @@ class _Raw(io.BytesIO):
 
 
 @contextmanager
-def handlers_in_process(parameters: dict[str, Any] | None = None) -> Iterator[tuple[Stack, list[Any]]]:
-    """Inside ``mock_aws``: provision template.yaml, serve its functions, yield (stack, invocations)."""
-    stack = provision(Clients(), TEMPLATE, region=STACK_REGION, parameters=parameters)
-    registry = HandlerRegistry.from_template(TEMPLATE, region=STACK_REGION, parameters=parameters)
-    registry.bind(stack)
+def handlers_in_process(parameters: dict[str, Any] | None = None, *, template: Path = TEMPLATE,
+                        environment: dict[str, dict[str, str | None]] | None = None,
+                        enforce_iam: bool = True) -> Iterator[tuple[Stack, list[Any]]]:
+    """Inside ``mock_aws``: provision a template, serve its functions, yield (stack, invocations).
+
+    ``environment`` overrides variables per function logical id (None removes one); ``stack.iam`` is
+    the LocalIam judging the handlers' calls (its ``refusals`` list what it refused).
+    """
+    clients = Clients()
+    stack = provision(clients, template, region=STACK_REGION, parameters=parameters)
+    registry = HandlerRegistry.from_template(template, region=STACK_REGION, parameters=parameters)
+    functions = registry.bind(stack)
+    for function in functions:
+        for key, value in ((environment or {}).get(function.logical_id) or {}).items():
+            if value is None:
+                function.environment.pop(key, None)
+            else:
+                function.environment[key] = value
+    # REGIONHA_LOCAL_IAM=audit lists every refusal of a run in stack.iam.refusals without refusing.
+    iam = LocalIam(stack.account_id, audit=os.environ.get("REGIONHA_LOCAL_IAM") == "audit")
+    iam.load_roles(clients, [f.role_arn for f in functions if f.role_arn], STACK_REGION)
+    stack.iam = iam  # type: ignore[attr-defined]
     invocations: list[Any] = []
-    saved = {k: os.environ.get(k) for k in registry.environment()}
-    os.environ.update(registry.environment())
 
     def answer(request: Any, **_: Any) -> AWSResponse | None:
         match = _INVOKE.search(request.url)
@@ -57,12 +75,17 @@ def handlers_in_process(parameters: dict[str, Any] | None = None) -> Iterator[tu
 
     session = boto3.DEFAULT_SESSION or boto3.setup_default_session() or boto3.DEFAULT_SESSION
     session.events.register("before-send.lambda.Invoke", answer)
+    if enforce_iam:
+        iam.install()
     try:
         yield stack, invocations
     finally:
+        iam.uninstall()
+        if os.environ.get("REGIONHA_LOCAL_IAM_LOG"):  # what each role was used for / refused, per test
+            test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+            with open(os.environ["REGIONHA_LOCAL_IAM_LOG"], "a") as log:
+                for function, action, resource in iam.refusals:
+                    log.write(f"refused\t{function}\t{action}\t{resource}\t{test}\n")
+                for function, action in sorted(iam.granted):
+                    log.write(f"granted\t{function}\t{action}\t\t{test}\n")
         session.events.unregister("before-send.lambda.Invoke", answer)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

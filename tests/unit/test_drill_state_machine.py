@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import threading
 import time
@@ -156,7 +155,13 @@ def deployment():
             mp.setenv(key, value)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        with mock_aws(config=config), handlers_in_process() as (stack, _), composites.installed((STACK_REGION,)):
+        # Probe in the drill function itself, so that the overrides below reach the fake world;
+        # probing through the canary function (PROBE_FUNCTION) runs in the local-runtime demo test.
+        no_probe_function = {"PROBE_FUNCTION": None}
+        with mock_aws(config=config), handlers_in_process(environment={
+                "RunDrillStepFunction": no_probe_function,
+                "FailoverControllerFunction": no_probe_function}) as (stack, _), \
+                composites.installed((STACK_REGION,)):
             topology = load_topology()
             fast = topology.model_copy(update={"waits": topology.waits.model_copy(update={"poll_seconds": 0})})
             build = run(stack, "BuildStateMachine", {"topology": fast.to_json()})
@@ -166,9 +171,6 @@ def deployment():
             arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             boto3.client("sns", region_name=STACK_REGION).subscribe(
                 TopicArn=stack.physical_id("NoticesTopic"), Protocol="sqs", Endpoint=arn)
-            # Probe in the drill function itself, so that the overrides below reach the fake world;
-            # probing through the canary function (PROBE_FUNCTION) runs in the local-runtime demo test.
-            os.environ.pop("PROBE_FUNCTION", None)  # handlers_in_process restores the environment
             clients = Clients()
             world = FakeWorld(topology, clients, stack.physical_id("StateTable"))
             drill.PROBE_OVERRIDES.servers = {label: ("127.0.0.1", s.port) for label, s in world.dns.items()}
@@ -335,7 +337,7 @@ def test_in_external_mode_with_nothing_moving_the_record_the_drill_fails(deploym
 
 def test_a_second_drill_is_refused_while_another_holds_the_lock(deployment, world):
     stack = deployment[0]
-    env = drill.DrillEnv.from_environ()
+    env = drill.DrillEnv.from_environ(stack.functions["RunDrillStepFunction"].environment)  # the function's own
     drill.acquire_lock(world.clients, env, DEP, "someone-else", ttl=600)
     try:
         desc, report = drill_run(stack, scenario="cut-path", region_path="osaka-bind")
@@ -387,7 +389,9 @@ def test_a_failure_at_any_step_is_restored_completely(deployment, world, monkeyp
 
 
 def test_the_sweeper_restores_the_faults_of_a_finished_execution(deployment, world):
-    stack, finished = deployment[0], deployment[3]
+    stack = deployment[0]
+    # A finished drill execution (bad input fails at once): the sweeper's role may describe only those.
+    finished = drill_run(stack, scenario="chaos")[0]["executionArn"]
     store = drill_faults.FaultStore(world.clients, world.table, STACK_REGION, DEP)
     for fault in (drill_faults.path_fault(world.topology, world.clients, "tokyo-resolver"),
                   drill_faults.node_fault(world.topology, world.clients, "Server-B", None)):
@@ -400,7 +404,7 @@ def test_the_sweeper_restores_the_faults_of_a_finished_execution(deployment, wor
         FunctionName=stack.physical_id("SweepFaultsFunction"), Payload=json.dumps({"detail-type": "Scheduled Event"}))
     swept = json.loads(result["Payload"].read())["swept"]
 
-    assert sorted(s["reason"] for s in swept) == ["execution succeeded", "execution succeeded"]
+    assert sorted(s["reason"] for s in swept) == ["execution failed", "execution failed"]
     time.sleep(0.2)
     assert leftovers(stack, world) == []
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
-from regionha.local.lambdas import HandlerRegistry, LocalFunction, merged_environment
+from regionha.local.lambdas import HandlerRegistry, LocalFunction
 from regionha.local.provision import _NO_VALUE, _Intrinsics, provision, translate
 
 MINI_SAM = Path(__file__).parents[1] / "fixtures" / "mini-sam" / "template.yaml"
@@ -259,13 +261,21 @@ def test_registry_binds_handlers_and_imports_each_under_its_own_module(clients: 
     assert registry.lookup(record.arn, "us-east-1") is record  # the ARN's region wins
     assert registry.lookup(f"{ACCOUNT}:function:{record.name}:$LATEST", REGION) is record
     assert registry.lookup(record.name, "ap-northeast-1") is None
-    assert registry.environment()["STATE_TABLE"] == "mini-StateTable"
+    assert record.environment["STATE_TABLE"] == "mini-StateTable"
+    assert record.role_arn == stack.functions["RecordStepFunction"].role_arn and ":role/" in record.role_arn
 
 
-def test_conflicting_environment_values_are_refused(clients: Clients, tmp_path: Path) -> None:
+def test_each_handler_sees_only_its_own_functions_environment(clients: Clients, tmp_path: Path) -> None:
+    # GIVEN two functions giving one variable different values and each a variable of its own
     for name in ("one", "two"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "app.py").write_text("def lambda_handler(event, context):\n    return event\n")
+        (tmp_path / name / "app.py").write_text(
+            "import os\n"
+            "SEEN_AT_IMPORT = os.environ.get('MODE')\n"
+            "def lambda_handler(event, context):\n"
+            "    return {'mode': os.environ.get('MODE'), 'import': SEEN_AT_IMPORT,\n"
+            "            'only_one': os.getenv('ONLY_ONE'), 'only_two': 'ONLY_TWO' in os.environ,\n"
+            "            'name': os.environ['AWS_LAMBDA_FUNCTION_NAME']}\n")
     template = write_template(tmp_path, """
         Transform: AWS::Serverless-2016-10-31
         Globals:
@@ -273,17 +283,27 @@ def test_conflicting_environment_values_are_refused(clients: Clients, tmp_path: 
         Resources:
           One:
             Type: AWS::Serverless::Function
-            Properties: {CodeUri: one/, Environment: {Variables: {MODE: fast, SHARED: x}}}
+            Properties: {CodeUri: one/, Environment: {Variables: {MODE: fast, ONLY_ONE: x}}}
           Two:
             Type: AWS::Serverless::Function
-            Properties: {CodeUri: two/, Environment: {Variables: {MODE: slow, SHARED: x}}}
+            Properties: {CodeUri: two/, Environment: {Variables: {MODE: slow, ONLY_TWO: y}}}
     """)
-    stack = provision(clients, template, stack_name="conflict")
-    with pytest.raises(ConfigurationError, match="MODE is 'fast' for One but 'slow' for Two"):
-        HandlerRegistry.from_template(template).bind(stack)
+    stack = provision(clients, template, stack_name="own-env")
+    functions = {f.logical_id: f for f in HandlerRegistry.from_template(template).bind(stack)}
+
+    # WHEN both run
+    one = json.loads(functions["One"].invoke(b"{}").payload)
+    two = json.loads(functions["Two"].invoke(b"{}").payload)
+
+    # THEN each saw its own values (at import too), never the other's, and none leaked into the process
+    assert one == {"mode": "fast", "import": "fast", "only_one": "x", "only_two": False,
+                   "name": "own-env-One"}
+    assert two == {"mode": "slow", "import": "slow", "only_one": None, "only_two": True,
+                   "name": "own-env-Two"}
+    assert "MODE" not in os.environ and "ONLY_ONE" not in os.environ
 
 
-def local_function(tmp_path: Path, source: str, timeout: int = 3) -> LocalFunction:
+def local_function(tmp_path: Path, source: str, timeout: float = 3) -> LocalFunction:
     (tmp_path / "app.py").write_text(textwrap.dedent(source))
     return LocalFunction(logical_id="Fn", name="st-Fn", arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:st-Fn",
                          region=REGION, code_dir=tmp_path, handler="app.lambda_handler", timeout=timeout,
@@ -321,11 +341,28 @@ def test_invoke_reports_errors_like_lambda(tmp_path: Path, source: str, error_ty
     assert isinstance(body["stackTrace"], list)
 
 
-def test_invoke_flags_a_run_longer_than_the_timeout(tmp_path: Path) -> None:
+def test_a_handler_running_past_its_timeout_fails_as_lambda_reports_it(tmp_path: Path) -> None:
+    # GIVEN a handler that sleeps past its 0.3 s Timeout, then would make an AWS call
     function = local_function(tmp_path, """
         import time
+        import boto3
+        CALLED = []
         def lambda_handler(event, context):
-            time.sleep(0.05)
-    """, timeout=0)
-    assert function.invoke(b"{}").timed_out
-    assert not merged_environment([function])
+            time.sleep(1.0)
+            CALLED.append(True)
+            boto3.client("sts", region_name="us-east-1").get_caller_identity()
+    """, timeout=0.3)
+
+    # WHEN it is invoked
+    started = time.monotonic()
+    outcome = function.invoke(b"{}", request_id="req-9")
+    answered_after = time.monotonic() - started
+
+    # THEN the caller gets Lambda's timeout error at the deadline, not when the handler would have ended
+    body = json.loads(outcome.payload)
+    assert outcome.timed_out and outcome.error_type == body["errorType"] == "Sandbox.Timedout"
+    assert body["errorMessage"] == "RequestId: req-9 Error: Task timed out after 0.30 seconds"
+    assert answered_after < 1.0
+    # and the late handler is stopped: it never gets to run the rest of its code
+    time.sleep(1.2)
+    assert function.load().__globals__["CALLED"] == []

@@ -84,6 +84,7 @@ class StackFunction:
     timeout: int
     memory: int
     environment: dict[str, str]
+    role_arn: str | None = None  # the execution role (the local IAM authorises the handler's calls by it)
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,9 @@ def translate(template_path: Path | str, region: str = DEFAULT_REGION,
         path = (template_path.parent / value).resolve()
         if not path.exists():
             raise ConfigurationError(f"{owner}: local path {value!r} does not exist ({path})")
+        # An S3 key has no leading slash (the translator drops it): absolute paths lose theirs too.
         key = str(path.relative_to(template_path.parent)) if path.is_relative_to(template_path.parent) \
-            else str(path)
+            else str(path).lstrip("/")
         local_paths[key] = path
         return f"s3://{LOCAL_CODE_BUCKET}/{key}"
 
@@ -655,7 +657,7 @@ class _Provisioner:
         self.stack.functions[logical_id] = StackFunction(
             logical_id=logical_id, name=name, arn=function["FunctionArn"], region=self._region,
             handler=config["Handler"], code_dir=code_dir, runtime=config["Runtime"], timeout=config["Timeout"],
-            memory=config["MemorySize"], environment=environment)
+            memory=config["MemorySize"], environment=environment, role_arn=config["Role"])
         return _Created(name, {"Arn": function["FunctionArn"]})
 
     def _layer(self, logical_id: str, props: dict[str, Any]) -> _Created:

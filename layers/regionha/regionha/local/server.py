@@ -8,8 +8,9 @@ their exception class names, as on AWS.
 
 Process-wide on purpose, while started: ``MOTO_PORT`` (the ASL interpreter's own clients call
 ``http://localhost:$MOTO_PORT``), ``AWS_ENDPOINT_URL`` and fake credentials (the handlers' boto3 calls),
-the stack's merged function environment, and moto's user config. Hence one LocalAws per process at a
-time, and never together with ``mock_aws``. ``stop()`` restores all of it.
+and moto's user config. Each handler sees only its own function's environment
+(regionha.local.lambdas) and may call only what its role allows (regionha.local.iam). Hence one
+LocalAws per process at a time, and never together with ``mock_aws``. ``stop()`` restores all of it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from werkzeug.wrappers import Request, Response
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
+from regionha.local.iam import LocalIam
 from regionha.local.lambdas import HandlerRegistry, InvocationOutcome, LocalFunction
 from regionha.local.provision import DEFAULT_REGION, Stack, provision
 
@@ -104,6 +106,7 @@ class LocalAws:
         self._config_patch: Any = None
         self._saved_environ: dict[str, str | None] = {}
         self._registry = HandlerRegistry({})
+        self.iam = LocalIam()
         self._lock = threading.Lock()
         self._invocations: list[Invocation] = []
         self._event_threads: list[threading.Thread] = []
@@ -180,6 +183,7 @@ class LocalAws:
         for event_thread in pending:
             event_thread.join(self._event_join_timeout)
         self._restore_environ()
+        self.iam.uninstall()
         if self._config_patch is not None:
             self._config_patch.stop()
             self._config_patch = None
@@ -215,19 +219,17 @@ class LocalAws:
         stack = provision(self.clients(), template_path, stack_name=stack_name, region=region,
                           parameters=parameters)
         registry = HandlerRegistry.from_template(template_path, region=region, parameters=parameters)
-        self.register(registry.bind(stack))
+        functions = registry.bind(stack)
+        # Each handler's calls are authorised against its own role, as expanded from the template.
+        self.iam.load_roles(self.clients(), [f.role_arn for f in functions if f.role_arn], region)
+        self.iam.install()
+        self.register(functions)
         return stack
 
     def register(self, functions: Iterable[LocalFunction]) -> None:
-        """Serve these functions' invocations; their environment joins the process environment.
-
-        Raises ConfigurationError if a variable would get a value different from an already registered
-        function's (see regionha.local.lambdas).
-        """
+        """Serve these functions' invocations, each with its own environment and role."""
         with self._lock:
             self._registry.add(functions)
-            environment = self._registry.environment()
-        self._set_environ(environment)
 
     def function(self, name_or_arn: str, region: str = DEFAULT_REGION) -> LocalFunction | None:
         return self._registry.lookup(name_or_arn, region)
