@@ -202,7 +202,7 @@ ISSUE_11_FAILURES = {
     ("regionha-ConvergeNatFunction", "ec2:AuthorizeSecurityGroupIngress"),
     # 2. the zone lookup's route53:ListTagsForResources (plural), granted nowhere
     ("regionha-UpsertRecordFunction", "route53:ListTagsForResources"),
-    ("regionha-SaveInventoryFunction", "route53:ListTagsForResources"),
+    # (SaveInventory's zone lookup now reads one zone's tags with the singular ListTagsForResource.)
     ("regionha-ConvergeDnsFunction", "route53:ListTagsForResources"),
     ("regionha-TeardownResourcesFunction", "route53:ListTagsForResources"),
     # 3. teardown: the dependent action of deleting a Resolver endpoint

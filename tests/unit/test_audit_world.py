@@ -56,7 +56,10 @@ def built():
             mp.setenv(key, value)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        with mock_aws(config=config), handlers_in_process() as (stack, _):
+        import composites
+
+        # moto has no composite alarms: the local runtime's evaluator holds them (tests/composites.py).
+        with mock_aws(config=config), handlers_in_process() as (stack, _), composites.installed((STACK_REGION,)):
             build(stack)
             yield stack, load_topology(), stack.physical_id("StateTable")
 
@@ -333,9 +336,9 @@ def test_the_cli_finds_table_and_deployment_in_the_stack(built, capsys):
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {"StateTableName": {"Value": built[2]}}}))
 
-    assert main(["audit", "--region", STACK_REGION, "--stack", "audit-test", "--json"]) == 0
+    assert main(["audit", "--region", STACK_REGION, "--stack-name", "audit-test", "--output", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"deployment": DEP, "findings": []}
-    assert main(["audit", "--region", STACK_REGION, "--stack", "no-such-stack"]) == 2
+    assert main(["audit", "--region", STACK_REGION, "--stack-name", "no-such-stack"]) == 2
     assert "cannot read stack no-such-stack" in capsys.readouterr().err
 
 
