@@ -5,8 +5,12 @@ moto keeps the AWS state but moves no packet. ``World.reconcile()`` reads that s
 - a cluster node's EC2 instance running -> its ``NodeService`` listens, otherwise its port is closed;
 - DNS from the client site to each forwarder path address (and to the on-prem DNS server) passes
   only if AWS would let it: the security groups attached to the endpoint or instance allow it, the
-  network ACL of its subnet allows it inbound, the endpoint exists / the instance runs. UDP 53 and
-  TCP 53 are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``).
+  network ACL of its subnet allows it inbound, the endpoint exists / the instance runs, and the route
+  tables carry the packets there and the replies back (``regionha.local.routing``). UDP 53 and TCP 53
+  are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``);
+- an instance whose user-data installs packages (a BIND server: ``dnf install bind``) has them only if
+  its subnet had egress to the Amazon Linux repositories (S3 in its region) when it first booted
+  (``package_install``); without them its named never starts.
 
 The security group and network ACL rules are evaluated by pure functions (``sg_allows``,
 ``nacl_allows``) with AWS's semantics: security groups are a union of allows; a network ACL's
@@ -26,6 +30,7 @@ from typing import Any, Literal
 from regionha.aws import Clients, deployment_filter
 from regionha.local.network import Flow, LocalNetwork
 from regionha.local.nodes import NodeService
+from regionha.local.routing import OPEN, Routing
 from regionha.netguard import to_local, to_local_network
 from regionha.topology import Topology
 
@@ -178,6 +183,7 @@ class World:
         self._reconcile_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.last: dict[str, Any] = {}
+        self._installs: dict[str, str] = {}
 
     # -- reading AWS ---------------------------------------------------------------------------------
 
@@ -234,7 +240,26 @@ class World:
         ]
         return acls[0]["Entries"] if acls else None
 
-    def reach(self, target: DnsTarget) -> Reach:
+    def package_install(self, instance: Mapping[str, Any]) -> str:
+        """``"installed"`` when the packages the instance's user-data installs (from the Amazon Linux
+        repositories, served from S3 in its region) were reachable when it first ran, else why not.
+
+        Decided once per instance: cloud-init runs user-data scripts at the first boot only, so egress
+        added later does not install anything (AWS: replace the instance)."""
+        iid = instance["InstanceId"]
+        if iid not in self._installs:
+            verdict = Routing.read(self.topology, self.clients).egress(instance["PrivateIpAddress"], "s3")
+            self._installs[iid] = "installed" if verdict == OPEN else f"dnf cannot reach the repositories: {verdict}"
+            if verdict != OPEN:
+                logger.warning("instance %s: package install fails: %s", iid, verdict)
+        return self._installs[iid]
+
+    @property
+    def installs(self) -> dict[str, str]:
+        """Instance id -> the outcome of its first-boot package install, as decided so far."""
+        return dict(self._installs)
+
+    def reach(self, target: DnsTarget, routing: Routing | None = None) -> Reach:
         """Would DNS over UDP and over TCP from the target's source reach it in AWS right now?"""
         vpc_id = self._vpc_id(target.vpc)
         if vpc_id is None:
@@ -262,12 +287,17 @@ class World:
             subnet_id = instance["SubnetId"]
         permissions = self._permissions(target.vpc, group_ids)
         entries = self._nacl_entries(target.vpc, subnet_id)
+        routing = routing or Routing.read(self.topology, self.clients)
+        # Every address of the source network sits in one subnet: one of them stands for all.
+        route = routing.path(next(iter(target.source)), target.address)
 
         def decide(proto: Proto) -> str:
             if not sg_allows(permissions, target.source, proto, DNS_PORT):
                 return "security group"
             if entries is not None and not nacl_allows(entries, target.source, proto, DNS_PORT):
                 return "network acl"
+            if route != OPEN:
+                return f"route: {route}"
             return "open"
 
         return Reach(decide("udp"), decide("tcp"))
@@ -308,8 +338,9 @@ class World:
 
         paths: dict[str, dict[str, dict[str, str]]] = {}
         flows: set[Flow] = set()
+        routing = Routing.read(self.topology, self.clients)
         for target in dns_targets(self.topology):
-            reach = self.reach(target)
+            reach = self.reach(target, routing)
             paths.setdefault(target.name, {})[target.address] = {"udp": reach.udp, "tcp": reach.tcp}
             for proto in DNS_PROTOCOLS:
                 if reach.of(proto) != "open":
