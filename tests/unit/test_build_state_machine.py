@@ -129,7 +129,7 @@ def test_build_converges_the_reference_deployment(stack):
                 target = (
                     route.get("GatewayId") or route.get("NetworkInterfaceId") or route.get("VpcPeeringConnectionId")
                 )
-                rows[(name, route["DestinationCidrBlock"])] = target
+                rows[(name, route.get("DestinationCidrBlock") or route["DestinationPrefixListId"])] = target
     igw = {r: tagged(r)["internet_gateways"][0]["InternetGatewayId"] for r in (TOKYO, OSAKA)}
     pcx_id = pcx["VpcPeeringConnectionId"]
     expected = {
@@ -152,6 +152,10 @@ def test_build_converges_the_reference_deployment(stack):
     }
     assert {k: rows.get(k) for k in expected} == expected
     assert ("A3-rt", "0.0.0.0/0") not in rows and ("B3-rt", "0.0.0.0/0") not in rows
+    # B3's only way out is the S3 gateway endpoint (the Osaka BIND server's dnf install): a prefix-list route.
+    (endpoint,) = boto3.client("ec2", region_name=OSAKA).describe_vpc_endpoints()["VpcEndpoints"]
+    assert endpoint["ServiceName"] == f"com.amazonaws.{OSAKA}.s3"
+    assert [k[0] for k, v in rows.items() if v == endpoint["VpcEndpointId"]] == ["B3-rt"]
 
     # InboundEndpoint SGs: DNS UDP+TCP 53 from 10.2.10.0/24 only.
     for region in (TOKYO, OSAKA):

@@ -473,3 +473,21 @@ def test_a_route_through_the_peer_vpc_is_not_transitive(world, topology) -> None
     assert "not transitive" in applied["paths"]["tokyo-resolver"]["10.0.111.100"]["udp"]
     assert applied["paths"]["osaka-bind"]["10.1.111.10"]["udp"] == "open"
 
+
+
+def test_the_first_boot_install_needs_egress_to_the_repositories(world, topology) -> None:
+    w, _, deployment = world
+    osaka = ec2(topology, "osaka")
+    instance = osaka.describe_instances(InstanceIds=[deployment.ids["instance:osaka-bind"]])["Reservations"][0][
+        "Instances"
+    ][0]
+    # The reference topology gives B3 an S3 gateway endpoint (built by ConvergeRoutes).
+    assert w.package_install(instance) == "installed"
+
+    vpce = osaka.describe_vpc_endpoints()["VpcEndpoints"][0]["VpcEndpointId"]
+    osaka.delete_vpc_endpoints(VpcEndpointIds=[vpce])
+    replacement = {**instance, "InstanceId": "i-0replacement"}
+    verdict = w.package_install(replacement)
+    assert verdict == "dnf cannot reach the repositories: route table B3-rt: no route to 52.219.0.1"
+    # Decided once, at the first boot: the first instance keeps what it installed.
+    assert w.package_install(instance) == "installed"

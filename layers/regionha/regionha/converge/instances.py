@@ -39,6 +39,8 @@ TAG_ROLE = "regionha:role"
 TAG_RESTARTING = "regionha:restarting"
 ROLES = ("bind", "node", "nat")
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# Roles whose user-data runs ``dnf install`` (BIND servers: bind; NAT instances: iptables-services).
+INSTALLS_PACKAGES = ("bind", "nat")
 
 NAT_USER_DATA = """#!/bin/bash
 # regionha NAT instance: forward and masquerade the traffic of the VPC's private subnets.
@@ -111,7 +113,8 @@ def converge_instance(
     IAM: ec2:DescribeVpcs, ec2:DescribeSubnets, ec2:DescribeSecurityGroups, ec2:DescribeInstances,
     ec2:DescribeInstanceAttribute, ec2:RunInstances, ec2:CreateTags, ec2:DeleteTags,
     ec2:ModifyInstanceAttribute, ec2:ModifyInstanceMetadataOptions, ec2:StopInstances,
-    ec2:StartInstances, ssm:GetParameter.
+    ec2:StartInstances, ssm:GetParameter, and before launching: ec2:DescribeRouteTables,
+    ec2:DescribeVpcEndpoints (``require_package_egress``; nodes install nothing and skip it).
     """
     outcomes, _ = _converge_instance(
         topology,
@@ -179,6 +182,10 @@ def _converge_instance(
         # Its private IP is not free until it has terminated.
         raise NotReadyError(f"instance {name}: the previous instance is still shutting down")
 
+    if role in INSTALLS_PACKAGES:
+        # Its user-data installs packages once, at the first boot: without egress then, never.
+        require_package_egress(ec2, topology, name=name, vpc_name=vpc_name, subnet=found_subnet,
+                               public_ip=role == "nat")
     terminated = sum(i["State"]["Name"] == "terminated" for i in instances)
     interface: dict[str, Any] = {
         "DeviceIndex": 0,
@@ -210,6 +217,67 @@ def _converge_instance(
             f"{instance['State']['Name']}; start a new run (new run id)"
         )
     return [Outcome("instance", name, "created", instance["InstanceId"], vpc.region)], instance
+
+
+def _route_table_of(ec2: Any, subnet: dict[str, Any]) -> dict[str, Any] | None:
+    """The subnet's route table: its explicit association, else the VPC's main table."""
+    for filters in (
+        [{"Name": "association.subnet-id", "Values": [subnet["SubnetId"]]}],
+        [{"Name": "vpc-id", "Values": [subnet["VpcId"]]}, {"Name": "association.main", "Values": ["true"]}],
+    ):
+        tables = list(paginate(ec2, "describe_route_tables", "RouteTables", Filters=filters))
+        if tables:
+            return tables[0]
+    return None
+
+
+def package_egress(ec2: Any, region: str, subnet: dict[str, Any], *, public_ip: bool) -> str | None:
+    """None when an instance in ``subnet`` reaches the Amazon Linux repositories (S3 in ``region``):
+    an S3 gateway endpoint route in its table, or a 0.0.0.0/0 route to a NAT (instance or gateway), or
+    to an internet gateway for an instance with a public IP. Otherwise what is missing.
+
+    IAM: ec2:DescribeRouteTables, ec2:DescribeVpcEndpoints.
+    """
+    table = _route_table_of(ec2, subnet)
+    if table is None:
+        return "the subnet has no route table"
+    label = tag_value(table, TAG_NAME) or table["RouteTableId"]
+    active = [r for r in table.get("Routes", []) if r.get("State", "active") == "active"]
+    endpoint_ids = [r["GatewayId"] for r in active
+                    if r.get("DestinationPrefixListId") and str(r.get("GatewayId", "")).startswith("vpce-")]
+    if endpoint_ids:
+        endpoints = ec2.describe_vpc_endpoints(VpcEndpointIds=endpoint_ids)["VpcEndpoints"]
+        s3 = f"com.amazonaws.{region}.s3"
+        if any(e.get("ServiceName") == s3 and e.get("State", "").lower() in ("available", "pending")
+               for e in endpoints):
+            return None
+    default = next((r for r in active if r.get("DestinationCidrBlock") == "0.0.0.0/0"), None)
+    if default is not None:
+        if default.get("NetworkInterfaceId") or default.get("InstanceId") or default.get("NatGatewayId"):
+            return None
+        if str(default.get("GatewayId", "")).startswith("igw-"):
+            if public_ip:
+                return None
+            return f"route table {label} sends 0.0.0.0/0 to the internet gateway, but the instance has no public IP"
+    return f"route table {label} has no S3 gateway endpoint route and no default route to a NAT"
+
+
+def require_package_egress(
+    ec2: Any, topology: Topology, *, name: str, vpc_name: str, subnet: dict[str, Any], public_ip: bool
+) -> None:
+    """ConfigurationError (before RunInstances) when the instance's first-boot ``dnf install`` could not
+    reach the repositories: on AWS it would run with its service never installed, silently."""
+    region = topology.region_of(vpc_name)
+    missing = package_egress(ec2, region, subnet, public_ip=public_ip)
+    if missing is None:
+        return
+    subnet_name = tag_value(subnet, TAG_NAME) or subnet["SubnetId"]
+    raise ConfigurationError(
+        f"instance {name}: its user-data installs packages with dnf from the Amazon Linux repositories "
+        f"(S3 in {region}), but subnet {subnet_name} has no egress to them: {missing}; give VPC {vpc_name} "
+        "`gateway_endpoints: [{service: s3, route_tables: [...]}]` with that route table, or a 0.0.0.0/0 "
+        "route to its NAT instance"
+    )
 
 
 def _fix_instance(

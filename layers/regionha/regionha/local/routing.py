@@ -245,3 +245,31 @@ def _all(ec2: Any, operation: str, key: str, filters: list[dict[str, Any]] | Non
     if ec2.can_paginate(operation):
         return [item for page in ec2.get_paginator(operation).paginate(**kwargs) for item in page.get(key, [])]
     return list(getattr(ec2, operation)(**kwargs).get(key, []))
+
+
+def fix_moto_endpoint_routes() -> None:
+    """Make moto's ModifyVpcEndpoint move a gateway endpoint's prefix-list routes, as EC2 does.
+
+    moto records the added/removed route table ids but leaves the routes where they were, so the
+    twin's route tables would disagree with AWS's after a drift repair (and a later DeleteVpcEndpoints
+    fails on the table that never got its route). Idempotent; patches the class for the process."""
+    from moto.ec2.models.vpcs import VPCEndPoint
+
+    if getattr(VPCEndPoint.modify, "_regionha", False):
+        return
+    original = VPCEndPoint.modify
+
+    def modify(self: Any, policy_doc: Any, add_subnets: Any, remove_subnets: Any,
+               add_route_tables: list[str] | None, remove_route_tables: list[str] | None, *rest: Any) -> None:
+        adding = [t for t in add_route_tables or [] if t not in self.route_table_ids]
+        removing = [t for t in remove_route_tables or [] if t in self.route_table_ids]
+        original(self, policy_doc, add_subnets, remove_subnets, add_route_tables, remove_route_tables, *rest)
+        prefix_list = getattr(self, "destination_prefix_list_id", None)
+        if prefix_list:
+            for table in adding:
+                self.ec2_backend.create_route(table, None, gateway_id=self.id, destination_prefix_list_id=prefix_list)
+            for table in removing:
+                self.ec2_backend.delete_route(table, prefix_list)
+
+    modify._regionha = True  # type: ignore[attr-defined]
+    VPCEndPoint.modify = modify  # type: ignore[method-assign]

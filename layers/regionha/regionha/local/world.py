@@ -30,7 +30,7 @@ from typing import Any, Literal
 from regionha.aws import Clients, deployment_filter
 from regionha.local.network import Flow, LocalNetwork
 from regionha.local.nodes import NodeService
-from regionha.local.routing import OPEN, Routing
+from regionha.local.routing import OPEN, Routing, fix_moto_endpoint_routes
 from regionha.netguard import to_local, to_local_network
 from regionha.topology import Topology
 
@@ -184,6 +184,7 @@ class World:
         self._thread: threading.Thread | None = None
         self.last: dict[str, Any] = {}
         self._installs: dict[str, str] = {}
+        fix_moto_endpoint_routes()
 
     # -- reading AWS ---------------------------------------------------------------------------------
 
