@@ -301,3 +301,44 @@ def test_without_the_gateway_endpoint_the_osaka_bind_server_is_refused_with_the_
         "endpoint route and no default route to a NAT; give VPC osaka `gateway_endpoints: [{service: s3, "
         "route_tables: [...]}]` with that route table, or a 0.0.0.0/0 route to its NAT instance"
     )
+
+
+class _RecordingWaiter:
+    def __init__(self, calls: list, fail: bool) -> None:
+        self.calls, self.fail = calls, fail
+
+    def wait(self, **kwargs: Any) -> None:
+        self.calls.append(kwargs["WaiterConfig"])
+        if self.fail:
+            from botocore.exceptions import WaiterError
+
+            raise WaiterError("InstanceStopped", "Max attempts exceeded", {})
+
+
+class _Ec2:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list = []
+        self.fail = fail
+
+    def get_waiter(self, name: str) -> _RecordingWaiter:
+        return _RecordingWaiter(self.calls, self.fail)
+
+
+def test_a_drift_restart_waits_only_until_the_deadline_then_is_not_ready(topology: Topology) -> None:
+    import time
+
+    from regionha.converge.instances import _wait
+    from regionha.errors import NotReadyError
+
+    ec2 = _Ec2()
+    _wait(ec2, "instance_stopped", ["i-1"], topology)
+    _wait(ec2, "instance_stopped", ["i-1"], topology, deadline=time.monotonic() + 22)
+    _wait(ec2, "instance_stopped", ["i-1"], topology, deadline=time.monotonic() - 5)
+    delay = topology.waits.poll_seconds
+    assert ec2.calls == [
+        {"Delay": delay, "MaxAttempts": topology.waits.max_polls},  # 300 s of polls without a deadline
+        {"Delay": delay, "MaxAttempts": 22 // delay},
+        {"Delay": delay, "MaxAttempts": 1},
+    ]
+    with pytest.raises(NotReadyError, match="instance_stopped for i-1"):
+        _wait(_Ec2(fail=True), "instance_stopped", ["i-1"], topology, deadline=time.monotonic() + 10)

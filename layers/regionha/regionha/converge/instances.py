@@ -16,6 +16,7 @@ Drift policy, since some fixes need the instance stopped:
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
@@ -105,8 +106,13 @@ def converge_instance(
     clients: Any,
     run_id: str,
     instance_type: str | None = None,
+    deadline: float | None = None,
 ) -> list[Outcome]:
     """One instance with a fixed private IP, no public IP, IMDSv2 required, tagged with its role.
+
+    ``deadline`` (``time.monotonic()`` seconds) bounds a drift restart's wait for the instance to stop:
+    a handler passes its Lambda remaining time minus a margin, so the wait never runs into the function's
+    timeout; past it NotReadyError, and the next attempt finishes the restart (``regionha:restarting``).
 
     A stopped instance stays stopped; a terminated one is replaced (its ClientToken counts the
     terminated instances of that name, so it differs from the one that made the old instance).
@@ -128,6 +134,7 @@ def converge_instance(
         role=role,
         user_data=user_data,
         instance_type=instance_type,
+        deadline=deadline,
     )
     return outcomes
 
@@ -145,6 +152,7 @@ def _converge_instance(
     role: str,
     user_data: str,
     instance_type: str | None,
+    deadline: float | None = None,
 ) -> tuple[list[Outcome], dict[str, Any]]:
     if role not in ROLES:
         raise ConfigurationError(f"instance {name}: role {role!r} is not one of {', '.join(ROLES)}")
@@ -175,6 +183,7 @@ def _converge_instance(
             role=role,
             user_data=user_data,
             instance_type=instance_type,
+            deadline=deadline,
         )
         action = "updated" if changed else "unchanged"
         return [Outcome("instance", name, action, instance["InstanceId"], vpc.region)], instance
@@ -291,6 +300,7 @@ def _fix_instance(
     role: str,
     user_data: str,
     instance_type: str,
+    deadline: float | None = None,
 ) -> bool:
     """Fix an existing instance's drift (see the module docstring); True if anything changed."""
     iid = instance["InstanceId"]
@@ -323,6 +333,7 @@ def _fix_instance(
             instance,
             user_data=user_data if user_data_drift else None,
             instance_type=instance_type if type_drift else None,
+            deadline=deadline,
         )
         changed = True
     return changed
@@ -335,6 +346,7 @@ def _restart_with_changes(
     *,
     user_data: str | None,
     instance_type: str | None,
+    deadline: float | None = None,
 ) -> None:
     iid = instance["InstanceId"]
     state = instance["State"]["Name"]
@@ -353,7 +365,7 @@ def _restart_with_changes(
         ec2.create_tags(Resources=[iid], Tags=[{"Key": TAG_RESTARTING, "Value": "true"}])
     if state in ("pending", "running"):
         ec2.stop_instances(InstanceIds=[iid])
-    _wait(ec2, "instance_stopped", [iid], topology)
+    _wait(ec2, "instance_stopped", [iid], topology, deadline=deadline)
     _modify_stopped(ec2, iid, user_data=user_data, instance_type=instance_type)
     ec2.start_instances(InstanceIds=[iid])
     ec2.delete_tags(Resources=[iid], Tags=[{"Key": TAG_RESTARTING}])
@@ -369,12 +381,19 @@ def _modify_stopped(ec2: Any, iid: str, *, user_data: str | None, instance_type:
         ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": instance_type})
 
 
-def _wait(ec2: Any, waiter: str, instance_ids: list[str], topology: Topology) -> None:
-    """A bounded boto3 waiter; running out of attempts is NotReadyError (the state machine retries)."""
+def _wait(
+    ec2: Any, waiter: str, instance_ids: list[str], topology: Topology, deadline: float | None = None
+) -> None:
+    """A bounded boto3 waiter: ``waits.max_polls`` polls, fewer when ``deadline`` (monotonic seconds)
+    comes first; running out is NotReadyError (the state machine retries)."""
+    delay = topology.waits.poll_seconds
+    attempts = topology.waits.max_polls
+    if deadline is not None:
+        attempts = max(1, min(attempts, int((deadline - time.monotonic()) // max(delay, 1))))
     try:
         ec2.get_waiter(waiter).wait(
             InstanceIds=instance_ids,
-            WaiterConfig={"Delay": topology.waits.poll_seconds, "MaxAttempts": topology.waits.max_polls},
+            WaiterConfig={"Delay": delay, "MaxAttempts": attempts},
         )
     except WaiterError as e:
         raise NotReadyError(f"{waiter} for {', '.join(instance_ids)}: {e}") from e
