@@ -137,6 +137,18 @@ def _client_route_table(runtime) -> tuple[object, dict]:
     return ec2, table
 
 
+def _connects(host: str, port: int, source: str) -> str:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0, source_address=(source, 0)):
+            return "connected"
+    except TimeoutError:
+        return "timeout"
+    except OSError as e:
+        return type(e).__name__
+
+
 def test_deleting_the_client_route_to_tokyo_stops_the_tokyo_paths(runtime):
     # Mutation: the route tables decide reachability in the twin, as the VPC router does on AWS.
     src = netguard.to_local(client_source(runtime.topology))
@@ -152,6 +164,9 @@ def test_deleting_the_client_route_to_tokyo_stops_the_tokyo_paths(runtime):
         assert ask(osaka, source=src) == ["10.0.110.10"]
         reason = runtime.world.last["paths"]["tokyo-resolver"]["10.0.111.100"]["udp"]
         assert reason.startswith("route: route table C1-rt:")
+        # Server-A's port is behind the same route: silent too (no RST), Server-B still answers.
+        assert _connects(netguard.to_local("10.0.110.10"), 80, src) == "timeout"
+        assert _connects(netguard.to_local("10.1.110.10"), 80, src) == "connected"
     finally:
         ec2.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="10.0.0.0/16",
                          VpcPeeringConnectionId=route["VpcPeeringConnectionId"])

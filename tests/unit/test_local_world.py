@@ -303,6 +303,7 @@ def test_a_fully_built_deployment_is_open_and_its_nodes_serve(world, topology) -
     w, network, _ = world
     applied = w.reconcile()
     assert applied["nodes"] == {"Server-A": "up", "Server-B": "up"}
+    assert applied["node_paths"] == {"Server-A": "open", "Server-B": "open"}
     assert applied["blocked"] == []
     assert network.blocked == frozenset()
     assert applied["paths"]["tokyo-resolver"] == {
@@ -432,7 +433,11 @@ def test_deleting_the_client_route_to_tokyo_cuts_the_tokyo_paths_only(world, top
     reason = applied["paths"]["tokyo-resolver"]["10.0.111.100"]["udp"]
     # The default route to the internet gateway matches now, and an IGW carries no private traffic.
     assert reason == "route: route table C1-rt: an internet gateway does not carry traffic to 10.0.111.100"
-    assert {f.dst for f in network.blocked} == {"127.0.111.100", "127.0.111.101"}
+    # Server-A's port sits behind the same route.
+    assert applied["node_paths"]["Server-A"].startswith("route: route table C1-rt:")
+    assert applied["node_paths"]["Server-B"] == "open"
+    assert {f.dst for f in network.blocked} == {"127.0.111.100", "127.0.111.101", "127.0.110.10"}
+    assert Flow("127.2.10.0/24", "127.0.110.10", "tcp", 80) in network.blocked
     assert applied["paths"]["osaka-bind"]["10.1.111.10"] == {"udp": "open", "tcp": "open"}
 
 
@@ -455,7 +460,7 @@ def test_a_route_to_a_deleted_peering_cuts_both_paths_it_carried(world, topology
     sg.delete_vpc_peering_connection(VpcPeeringConnectionId=tokyo_pcx)
     applied = w.reconcile()
     assert applied["paths"]["tokyo-resolver"]["10.0.111.101"]["udp"].startswith("route: route table C1-rt: peering ")
-    assert {f.dst for f in network.blocked} == {"127.0.111.100", "127.0.111.101"}
+    assert {f.dst for f in network.blocked} == {"127.0.111.100", "127.0.111.101", "127.0.110.10"}
 
 
 def test_a_route_through_the_peer_vpc_is_not_transitive(world, topology) -> None:
@@ -491,3 +496,13 @@ def test_the_first_boot_install_needs_egress_to_the_repositories(world, topology
     assert verdict == "dnf cannot reach the repositories: route table B3-rt: no route to 52.219.0.1"
     # Decided once, at the first boot: the first instance keeps what it installed.
     assert w.package_install(instance) == "installed"
+
+
+def test_a_node_port_the_security_group_no_longer_admits_is_a_silent_drop(world, topology) -> None:
+    w, network, deployment = world
+    ec2(topology, "osaka").revoke_security_group_ingress(
+        GroupId=deployment.ids["sg:osaka/ClusterNode"], IpPermissions=[perm("tcp", 80, 80, "10.2.10.0/24")]
+    )
+    applied = w.reconcile()
+    assert applied["node_paths"]["Server-B"] == "security group"
+    assert network.blocked == {Flow("127.2.10.0/24", "127.1.110.10", "tcp", 80)}
