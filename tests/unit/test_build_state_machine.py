@@ -229,6 +229,27 @@ def test_teardown_removes_everything_the_build_tagged(stack):
     ] == []
 
 
+def test_teardown_refuses_before_deleting_anything_while_the_canary_runs_in_the_client_vpc(stack):
+    build = run(stack, "BuildStateMachine", topology_input(), "build-1")
+    assert build["status"] == "SUCCEEDED"
+    placement = json.loads(build["output"])["canary"]["placement"]
+    assert placement["status"] == "pending"  # the build reports; only CloudFormation places
+    # What `sam deploy --parameter-overrides ClientSubnetId=… CanarySecurityGroupId=…` does:
+    params = placement["parameters"]
+    boto3.client("lambda", region_name=SINGAPORE).update_function_configuration(
+        FunctionName=stack.functions["RunCanaryFunction"].name,
+        VpcConfig={"SubnetIds": [params["ClientSubnetId"]], "SecurityGroupIds": [params["CanarySecurityGroupId"]]},
+    )
+    before = {r: {k: len(v) for k, v in tagged(r).items()} for r in REGIONS}
+
+    desc = run(stack, "TeardownStateMachine", topology_input(), "teardown-1")
+
+    assert desc["status"] == "FAILED"
+    assert "still runs in the client VPC" in desc["cause"]
+    assert "ClientSubnetId= CanarySecurityGroupId=" in desc["cause"]
+    assert {r: {k: len(v) for k, v in tagged(r).items()} for r in REGIONS} == before
+
+
 def test_an_interrupted_build_is_rerun_and_converges_without_duplicates(stack, monkeypatch):
     from regionha.converge import routes
     from regionha.errors import ConfigurationError
