@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 # One logger per function: functions sharing a process (the local runtime) never share its context.
 logger = Logger(service="regionha-converge-instances")
 tracer = Tracer()
+# Stop waiting for a drift restart this long before the function's timeout: the state machine's
+# retry (NotReadyError) resumes it, instead of a Sandbox.Timedout.
+MARGIN_SECONDS = 30
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -29,7 +33,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         raise ConfigurationError(f"role: unknown instance role {role!r} (bind, node)")
     specs = bind_instances(task.topology) if role == "bind" else node_instances(task.topology)
     aws = clients()
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - MARGIN_SECONDS
     outcomes = []
     for spec in specs:
-        outcomes += converge_instance(task.topology, **spec, clients=aws, run_id=task.run_id)
+        outcomes += converge_instance(task.topology, **spec, clients=aws, run_id=task.run_id, deadline=deadline)
     return report(outcomes)

@@ -22,4 +22,4 @@ tracer = Tracer()
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = task_from_event(event)
-    return report(converge_routes(task.topology, task.param("vpc"), clients()))
+    return report(converge_routes(task.topology, task.param("vpc"), clients(), task.run_id))

@@ -1,4 +1,6 @@
-"""PlaceCanary: put the canary function inside the client site's network (or take it out for teardown)."""
+"""PlaceCanary: the canary's network side. CloudFormation owns the function's VpcConfig (stack
+parameters); the build converges the Canary security group and reports those parameters' values;
+teardown checks the function is out of the client VPC and waits, bounded, for Lambda's ENIs to go."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge import report
-from regionha.converge.placement import place_canary, unplace_canary
+from regionha.converge.placement import lambda_enis_released, place, require_canary_unplaced
 from regionha.errors import ConfigurationError
 from regionha.payload import clients, task_from_event
 
@@ -23,9 +25,14 @@ tracer = Tracer()
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = task_from_event(event)
-    action, function = task.param("action"), task.param("function_name")
+    action = task.param("action")
     if action == "place":
-        return report(place_canary(task.topology, clients(), function, task.run_id))
+        outcomes, placement = place(task.topology, clients(), task.param("function_name"))
+        if placement["status"] != "placed":
+            logger.warning("canary not in the client network yet", extra={"placement": placement})
+        return {**report(outcomes), "placement": placement}
     if action == "unplace":
-        return report(unplace_canary(task.topology, clients(), function))
-    raise ConfigurationError(f"action: unknown placement action {action!r} (place, unplace)")
+        return report(require_canary_unplaced(task.topology, clients(), task.param("function_name")))
+    if action == "enis_released":
+        return lambda_enis_released(task.topology, clients(), int(task.param("attempt")))
+    raise ConfigurationError(f"action: unknown placement action {action!r} (place, unplace, enis_released)")

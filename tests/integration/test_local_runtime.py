@@ -127,6 +127,53 @@ def test_a_cut_path_drops_silently_and_the_other_path_still_resolves(runtime):
     assert ask(osaka, source=src) == ["10.0.110.10"]
 
 
+def _client_route_table(runtime) -> tuple[object, dict]:
+    topology = runtime.topology
+    ec2 = runtime.clients.ec2(topology.region_of(topology.client.vpc))
+    table = ec2.describe_route_tables(
+        Filters=[{"Name": "tag:regionha:deployment", "Values": [topology.deployment]},
+                 {"Name": "tag:regionha:name", "Values": ["C1-rt"]}]
+    )["RouteTables"][0]
+    return ec2, table
+
+
+def _connects(host: str, port: int, source: str) -> str:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0, source_address=(source, 0)):
+            return "connected"
+    except TimeoutError:
+        return "timeout"
+    except OSError as e:
+        return type(e).__name__
+
+
+def test_deleting_the_client_route_to_tokyo_stops_the_tokyo_paths(runtime):
+    # Mutation: the route tables decide reachability in the twin, as the VPC router does on AWS.
+    src = netguard.to_local(client_source(runtime.topology))
+    tokyo = [runtime.dns_map()[f"tokyo-resolver/{ip}"].split(":")[0] for ip in ("10.0.111.100", "10.0.111.101")]
+    osaka = runtime.dns_map()["osaka-bind"].split(":")[0]
+    ec2, table = _client_route_table(runtime)
+    route = next(r for r in table["Routes"] if r.get("DestinationCidrBlock") == "10.0.0.0/16")
+
+    ec2.delete_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="10.0.0.0/16")
+    runtime.settle()
+    try:
+        assert [ask(host, source=src) for host in tokyo] == ["timeout", "timeout"]
+        assert ask(osaka, source=src) == ["10.0.110.10"]
+        reason = runtime.world.last["paths"]["tokyo-resolver"]["10.0.111.100"]["udp"]
+        assert reason.startswith("route: route table C1-rt:")
+        # Server-A's port is behind the same route: silent too (no RST), Server-B still answers.
+        assert _connects(netguard.to_local("10.0.110.10"), 80, src) == "timeout"
+        assert _connects(netguard.to_local("10.1.110.10"), 80, src) == "connected"
+    finally:
+        ec2.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="10.0.0.0/16",
+                         VpcPeeringConnectionId=route["VpcPeeringConnectionId"])
+        runtime.settle()
+    assert until(lambda: ask(tokyo[0], source=src) == ["10.0.110.10"], 5)
+
+
 def test_an_upsert_is_visible_through_bind_once_the_ttl_expires(runtime):
     src = netguard.to_local(client_source(runtime.topology))
     onprem = runtime.dns_map()["onprem"].split(":")[0]

@@ -129,7 +129,7 @@ def test_build_converges_the_reference_deployment(stack):
                 target = (
                     route.get("GatewayId") or route.get("NetworkInterfaceId") or route.get("VpcPeeringConnectionId")
                 )
-                rows[(name, route["DestinationCidrBlock"])] = target
+                rows[(name, route.get("DestinationCidrBlock") or route["DestinationPrefixListId"])] = target
     igw = {r: tagged(r)["internet_gateways"][0]["InternetGatewayId"] for r in (TOKYO, OSAKA)}
     pcx_id = pcx["VpcPeeringConnectionId"]
     expected = {
@@ -152,6 +152,10 @@ def test_build_converges_the_reference_deployment(stack):
     }
     assert {k: rows.get(k) for k in expected} == expected
     assert ("A3-rt", "0.0.0.0/0") not in rows and ("B3-rt", "0.0.0.0/0") not in rows
+    # B3's only way out is the S3 gateway endpoint (the Osaka BIND server's dnf install): a prefix-list route.
+    (endpoint,) = boto3.client("ec2", region_name=OSAKA).describe_vpc_endpoints()["VpcEndpoints"]
+    assert endpoint["ServiceName"] == f"com.amazonaws.{OSAKA}.s3"
+    assert [k[0] for k, v in rows.items() if v == endpoint["VpcEndpointId"]] == ["B3-rt"]
 
     # InboundEndpoint SGs: DNS UDP+TCP 53 from 10.2.10.0/24 only.
     for region in (TOKYO, OSAKA):
@@ -223,6 +227,27 @@ def test_teardown_removes_everything_the_build_tagged(stack):
     assert [
         z for z in boto3.client("route53").list_hosted_zones()["HostedZones"] if z["Name"] == "cluster.local."
     ] == []
+
+
+def test_teardown_refuses_before_deleting_anything_while_the_canary_runs_in_the_client_vpc(stack):
+    build = run(stack, "BuildStateMachine", topology_input(), "build-1")
+    assert build["status"] == "SUCCEEDED"
+    placement = json.loads(build["output"])["canary"]["placement"]
+    assert placement["status"] == "pending"  # the build reports; only CloudFormation places
+    # What `sam deploy --parameter-overrides ClientSubnetId=… CanarySecurityGroupId=…` does:
+    params = placement["parameters"]
+    boto3.client("lambda", region_name=SINGAPORE).update_function_configuration(
+        FunctionName=stack.functions["RunCanaryFunction"].name,
+        VpcConfig={"SubnetIds": [params["ClientSubnetId"]], "SecurityGroupIds": [params["CanarySecurityGroupId"]]},
+    )
+    before = {r: {k: len(v) for k, v in tagged(r).items()} for r in REGIONS}
+
+    desc = run(stack, "TeardownStateMachine", topology_input(), "teardown-1")
+
+    assert desc["status"] == "FAILED"
+    assert "still runs in the client VPC" in desc["cause"]
+    assert "ClientSubnetId= CanarySecurityGroupId=" in desc["cause"]
+    assert {r: {k: len(v) for k, v in tagged(r).items()} for r in REGIONS} == before
 
 
 def test_an_interrupted_build_is_rerun_and_converges_without_duplicates(stack, monkeypatch):

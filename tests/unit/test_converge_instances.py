@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import sys
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -21,6 +23,11 @@ from regionha.converge.network import converge_vpc
 from regionha.errors import ConfigurationError
 from regionha.topology import Topology
 
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+from egress import give_egress  # noqa: E402
+
 RUN = "run-1"
 OSAKA = "ap-northeast-3"
 USER_DATA = "#!/bin/bash\necho node\n"
@@ -35,6 +42,7 @@ def clients(moto_aws: None) -> Clients:
 @pytest.fixture
 def osaka(topology: Topology, clients: Clients) -> Any:
     converge_vpc(topology, "osaka", clients, RUN)
+    give_egress(topology, clients)
     return boto3.client("ec2", region_name=OSAKA)
 
 
@@ -101,11 +109,11 @@ def test_instance_is_created_as_specified(topology: Topology, clients: Clients, 
 
 
 def test_no_public_ip_even_in_a_public_subnet(topology: Topology, clients: Clients, osaka: Any) -> None:
-    node_b(topology, clients, name="probe", subnet="B1", ip="10.1.10.50", role="bind")
+    node_b(topology, clients, name="probe", subnet="B1", ip="10.1.10.50", role="node")
 
     instance = _live(osaka, topology, "probe")
     assert "PublicIpAddress" not in instance
-    assert tag_value(instance, "regionha:role") == "bind"
+    assert tag_value(instance, "regionha:role") == "node"
 
 
 def test_second_run_makes_no_mutating_call(topology: Topology, clients: Clients, osaka: Any, call_counter: Any) -> None:
@@ -237,11 +245,14 @@ def test_nat_instance_and_its_routes(topology: Topology, clients: Clients, osaka
     }
     eni = nat["NetworkInterfaces"][0]["NetworkInterfaceId"]
     routes = {
-        tag_value(t, "regionha:name"): {r["DestinationCidrBlock"]: r.get("NetworkInterfaceId") for r in t["Routes"]}
+        tag_value(t, "regionha:name"): {
+            r.get("DestinationCidrBlock") or r["DestinationPrefixListId"]: r.get("NetworkInterfaceId")
+            for r in t["Routes"]
+        }
         for t in osaka.describe_route_tables(Filters=deployment_filter(topology.deployment))["RouteTables"]
     }
     assert routes["B2-rt"]["0.0.0.0/0"] == eni
-    assert "0.0.0.0/0" not in routes["B3-rt"]  # B3 is private with no Internet at all
+    assert "0.0.0.0/0" not in routes["B3-rt"]  # B3 is private with no Internet at all (S3 only, by its endpoint)
     assert ("route", "B2-rt:0.0.0.0/0", "created") in {(o.kind, o.name, o.action) for o in outcomes}
 
 
@@ -254,3 +265,80 @@ def test_instance_states_reports_missing_and_running(topology: Topology, clients
     assert wait_instances_running(topology, clients, ["Server-B"]) == {"Server-B": "running"}
     with pytest.raises(ConfigurationError, match="Server-A"):
         wait_instances_running(topology, clients, ["Server-A", "Server-B"])
+
+
+@pytest.mark.parametrize(
+    ("subnet", "ip", "launched"),
+    [("B3", "10.1.111.10", True), ("B2", "10.1.110.20", False), ("B1", "10.1.10.20", False)],
+)
+def test_a_bind_server_is_launched_only_where_its_dnf_install_reaches_the_repositories(
+    topology: Topology, clients: Clients, osaka: Any, subnet: str, ip: str, launched: bool
+) -> None:
+    # B3: the S3 gateway endpoint. B2: its NAT route is not there yet (no NAT instance). B1: the IGW,
+    # but a BIND server gets no public IP.
+    spec = {"name": "bind-probe", "subnet": subnet, "ip": ip, "role": "bind", "security_group": "InboundEndpoint"}
+    if launched:
+        node_b(topology, clients, **spec)
+        assert _live(osaka, topology, "bind-probe")
+        return
+    with pytest.raises(ConfigurationError, match=f"instance bind-probe: .* subnet {subnet} has no egress"):
+        node_b(topology, clients, **spec)
+    assert _instances(osaka, topology, "bind-probe") == []
+
+
+def test_without_the_gateway_endpoint_the_osaka_bind_server_is_refused_with_the_fix(
+    topology: Topology, clients: Clients
+) -> None:
+    converge_vpc(topology, "osaka", clients, RUN)
+    path = next(p for p in topology.forwarder_paths if p.kind == "bind")
+    with pytest.raises(ConfigurationError) as refused:
+        converge_instance(topology, name=path.name, vpc_name=path.vpc, subnet=path.subnet, ip=str(path.ip),
+                          security_group=path.security_group, role="bind", user_data=USER_DATA,
+                          clients=clients, run_id=RUN)
+    assert str(refused.value) == (
+        "instance osaka-bind: its user-data installs packages with dnf from the Amazon Linux repositories "
+        "(S3 in ap-northeast-3), but subnet B3 has no egress to them: route table B3-rt has no S3 gateway "
+        "endpoint route and no default route to a NAT; give VPC osaka `gateway_endpoints: [{service: s3, "
+        "route_tables: [...]}]` with that route table, or a 0.0.0.0/0 route to its NAT instance"
+    )
+
+
+class _RecordingWaiter:
+    def __init__(self, calls: list, fail: bool) -> None:
+        self.calls, self.fail = calls, fail
+
+    def wait(self, **kwargs: Any) -> None:
+        self.calls.append(kwargs["WaiterConfig"])
+        if self.fail:
+            from botocore.exceptions import WaiterError
+
+            raise WaiterError("InstanceStopped", "Max attempts exceeded", {})
+
+
+class _Ec2:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list = []
+        self.fail = fail
+
+    def get_waiter(self, name: str) -> _RecordingWaiter:
+        return _RecordingWaiter(self.calls, self.fail)
+
+
+def test_a_drift_restart_waits_only_until_the_deadline_then_is_not_ready(topology: Topology) -> None:
+    import time
+
+    from regionha.converge.instances import _wait
+    from regionha.errors import NotReadyError
+
+    ec2 = _Ec2()
+    _wait(ec2, "instance_stopped", ["i-1"], topology)
+    _wait(ec2, "instance_stopped", ["i-1"], topology, deadline=time.monotonic() + 22)
+    _wait(ec2, "instance_stopped", ["i-1"], topology, deadline=time.monotonic() - 5)
+    delay = topology.waits.poll_seconds
+    assert ec2.calls == [
+        {"Delay": delay, "MaxAttempts": topology.waits.max_polls},  # 300 s of polls without a deadline
+        {"Delay": delay, "MaxAttempts": 22 // delay},
+        {"Delay": delay, "MaxAttempts": 1},
+    ]
+    with pytest.raises(NotReadyError, match="instance_stopped for i-1"):
+        _wait(_Ec2(fail=True), "instance_stopped", ["i-1"], topology, deadline=time.monotonic() + 10)

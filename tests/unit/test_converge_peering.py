@@ -34,11 +34,12 @@ SEED_ROUTES = {
                   "10.2.0.0/16": "pcx:onprem-osaka"},
         "B2-rt": {"10.1.0.0/16": "local", "0.0.0.0/0": "nat", "10.0.0.0/16": "pcx:tokyo-osaka",
                   "10.2.0.0/16": "pcx:onprem-osaka"},
-        "B3-rt": {"10.1.0.0/16": "local", "10.0.0.0/16": "pcx:tokyo-osaka", "10.2.0.0/16": "pcx:onprem-osaka"},
+        "B3-rt": {"10.1.0.0/16": "local", "10.0.0.0/16": "pcx:tokyo-osaka", "10.2.0.0/16": "pcx:onprem-osaka",
+                  "prefix-list:s3": "vpce"},
     },
     "singapore": {
         "C1-rt": {"10.2.0.0/16": "local", "0.0.0.0/0": "igw", "10.0.0.0/16": "pcx:onprem-tokyo",
-                  "10.1.0.0/16": "pcx:onprem-osaka"},
+                  "10.1.0.0/16": "pcx:onprem-osaka", "prefix-list:s3": "vpce"},
     },
 }  # fmt: skip
 SEED_SUBNETS = {"A1-rt": "A1", "A2-rt": "A2", "A3-rt": "A3", "B1-rt": "B1", "B2-rt": "B2", "B3-rt": "B3", "C1-rt": "C1"}
@@ -90,6 +91,11 @@ def _world_routes(topology: Topology) -> dict[str, dict[str, dict[str, str]]]:
             rows = {}
             for r in t["Routes"]:
                 target = r.get("GatewayId") or r.get("VpcPeeringConnectionId") or r.get("NetworkInterfaceId")
+                if r.get("DestinationPrefixListId"):
+                    # A gateway endpoint's route (the package installs' egress), by the endpoint's service.
+                    (endpoint,) = _ec2(vpc).describe_vpc_endpoints(VpcEndpointIds=[target])["VpcEndpoints"]
+                    rows[f"prefix-list:{endpoint['ServiceName'].rsplit('.', 1)[-1]}"] = "vpce"
+                    continue
                 rows[r["DestinationCidrBlock"]] = names.get(target, target)
             world[vpc][tag_value(t, "regionha:name")] = rows
     return world

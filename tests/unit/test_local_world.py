@@ -262,7 +262,24 @@ def build_reference(topology) -> Deployment:
             )["ResolverEndpoint"]["Id"]
     server = topology.client.dns_server
     instance(server.name, topology.client.vpc, server.subnet, str(server.ip), server.security_group)
+    build_routing(topology)
     return Deployment(ids)
+
+
+def build_routing(topology) -> None:
+    """Route tables, peerings and routes, by the build's own converge steps (NAT routes excepted)."""
+    from regionha.converge.network import converge_vpc
+    from regionha.converge.peering import accept_peering, request_peering
+    from regionha.converge.routes import converge_routes
+
+    clients = Clients()
+    for vpc in topology.vpcs:
+        converge_vpc(topology, vpc.name, clients, "test")
+    for p in topology.peerings:
+        request_peering(topology, p.name, clients, "test")
+        accept_peering(topology, p.name, clients)
+    for vpc in topology.vpcs:
+        converge_routes(topology, vpc.name, clients)
 
 
 @pytest.fixture
@@ -286,6 +303,7 @@ def test_a_fully_built_deployment_is_open_and_its_nodes_serve(world, topology) -
     w, network, _ = world
     applied = w.reconcile()
     assert applied["nodes"] == {"Server-A": "up", "Server-B": "up"}
+    assert applied["node_paths"] == {"Server-A": "open", "Server-B": "open"}
     assert applied["blocked"] == []
     assert network.blocked == frozenset()
     assert applied["paths"]["tokyo-resolver"] == {
@@ -392,3 +410,99 @@ def test_local_addresses_are_the_loopback_images(topology) -> None:
         "127.1.111.10",
         "127.2.10.10",
     ]
+
+
+# --- routing: the route tables decide too ----------------------------------------------------------
+
+
+def route_table(topology, vpc: str, name: str) -> dict:
+    tables = ec2(topology, vpc).describe_route_tables(
+        Filters=[{"Name": "tag:regionha:deployment", "Values": [topology.deployment]},
+                 {"Name": "tag:regionha:name", "Values": [name]}]
+    )["RouteTables"]
+    return tables[0]
+
+
+def test_deleting_the_client_route_to_tokyo_cuts_the_tokyo_paths_only(world, topology) -> None:
+    w, network, _ = world
+    assert w.reconcile()["blocked"] == []
+    c1 = route_table(topology, "singapore", "C1-rt")
+    ec2(topology, "singapore").delete_route(RouteTableId=c1["RouteTableId"], DestinationCidrBlock="10.0.0.0/16")
+
+    applied = w.reconcile()
+    reason = applied["paths"]["tokyo-resolver"]["10.0.111.100"]["udp"]
+    # The default route to the internet gateway matches now, and an IGW carries no private traffic.
+    assert reason == "route: route table C1-rt: an internet gateway does not carry traffic to 10.0.111.100"
+    # Server-A's port sits behind the same route.
+    assert applied["node_paths"]["Server-A"].startswith("route: route table C1-rt:")
+    assert applied["node_paths"]["Server-B"] == "open"
+    assert {f.dst for f in network.blocked} == {"127.0.111.100", "127.0.111.101", "127.0.110.10"}
+    assert Flow("127.2.10.0/24", "127.0.110.10", "tcp", 80) in network.blocked
+    assert applied["paths"]["osaka-bind"]["10.1.111.10"] == {"udp": "open", "tcp": "open"}
+
+
+def test_a_missing_return_route_is_a_cut_too(world, topology) -> None:
+    w, network, _ = world
+    b3 = route_table(topology, "osaka", "B3-rt")
+    ec2(topology, "osaka").delete_route(RouteTableId=b3["RouteTableId"], DestinationCidrBlock="10.2.0.0/16")
+    applied = w.reconcile()
+    assert applied["paths"]["osaka-bind"]["10.1.111.10"]["tcp"] == (
+        "route: no way back: route table B3-rt: no route to 10.2.10.10"
+    )
+    assert {f.dst for f in network.blocked} == {"127.1.111.10"}
+
+
+def test_a_route_to_a_deleted_peering_cuts_both_paths_it_carried(world, topology) -> None:
+    w, network, _ = world
+    sg = ec2(topology, "singapore")
+    pcx = route_table(topology, "singapore", "C1-rt")["Routes"]
+    tokyo_pcx = next(r["VpcPeeringConnectionId"] for r in pcx if r.get("DestinationCidrBlock") == "10.0.0.0/16")
+    sg.delete_vpc_peering_connection(VpcPeeringConnectionId=tokyo_pcx)
+    applied = w.reconcile()
+    assert applied["paths"]["tokyo-resolver"]["10.0.111.101"]["udp"].startswith("route: route table C1-rt: peering ")
+    assert {f.dst for f in network.blocked} == {"127.0.111.100", "127.0.111.101", "127.0.110.10"}
+
+
+def test_a_route_through_the_peer_vpc_is_not_transitive(world, topology) -> None:
+    # Osaka reaches Tokyo's 10.0/16 over tokyo-osaka; the client site cannot ride on it via Osaka.
+    w, _, _ = world
+    c1 = route_table(topology, "singapore", "C1-rt")
+    osaka_pcx = next(
+        r["VpcPeeringConnectionId"] for r in c1["Routes"] if r.get("DestinationCidrBlock") == "10.1.0.0/16"
+    )
+    singapore = ec2(topology, "singapore")
+    singapore.delete_route(RouteTableId=c1["RouteTableId"], DestinationCidrBlock="10.0.0.0/16")
+    singapore.create_route(RouteTableId=c1["RouteTableId"], DestinationCidrBlock="10.0.0.0/15",
+                           VpcPeeringConnectionId=osaka_pcx)
+    applied = w.reconcile()
+    assert "not transitive" in applied["paths"]["tokyo-resolver"]["10.0.111.100"]["udp"]
+    assert applied["paths"]["osaka-bind"]["10.1.111.10"]["udp"] == "open"
+
+
+
+def test_the_first_boot_install_needs_egress_to_the_repositories(world, topology) -> None:
+    w, _, deployment = world
+    osaka = ec2(topology, "osaka")
+    instance = osaka.describe_instances(InstanceIds=[deployment.ids["instance:osaka-bind"]])["Reservations"][0][
+        "Instances"
+    ][0]
+    # The reference topology gives B3 an S3 gateway endpoint (built by ConvergeRoutes).
+    assert w.package_install(instance) == "installed"
+
+    vpce = osaka.describe_vpc_endpoints()["VpcEndpoints"][0]["VpcEndpointId"]
+    osaka.delete_vpc_endpoints(VpcEndpointIds=[vpce])
+    replacement = {**instance, "InstanceId": "i-0replacement"}
+    verdict = w.package_install(replacement)
+    assert verdict == "dnf cannot reach the repositories: route table B3-rt: no route to 52.219.0.1"
+    # Decided once, at the first boot: the first instance keeps what it installed.
+    assert w.package_install(instance) == "installed"
+
+
+def test_a_node_port_the_security_group_no_longer_admits_is_a_silent_drop(world, topology) -> None:
+    w, network, deployment = world
+    ec2(topology, "osaka").revoke_security_group_ingress(
+        GroupId=deployment.ids["sg:osaka/ClusterNode"], IpPermissions=[perm("tcp", 80, 80, "10.2.10.0/24")]
+    )
+    applied = w.reconcile()
+    assert applied["node_paths"]["Server-B"] == "security group"
+    assert network.blocked == {Flow("127.2.10.0/24", "127.1.110.10", "tcp", 80)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -15,6 +17,11 @@ from regionha.converge.peering import accept_peering, request_peering, teardown_
 from regionha.converge.routes import converge_routes
 from regionha.errors import ConfigurationError
 from regionha.topology import Topology, parse_topology
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+from egress import give_egress  # noqa: E402
 
 RUN = "run-1"
 REGIONS = ("ap-northeast-1", "ap-northeast-3", "ap-southeast-1")
@@ -142,6 +149,7 @@ def test_teardown_only_touches_this_deployment(topology: Topology, clients: Clie
 
 def test_vpc_with_instances_left_is_refused_and_roles_are_honoured(topology: Topology, clients: Clients) -> None:
     converge_vpc(topology, "osaka", clients, RUN)
+    give_egress(topology, clients)
     converge_nat(topology, "osaka", clients, RUN)
 
     with pytest.raises(ConfigurationError, match="terminate them first"):

@@ -73,6 +73,15 @@ class NatInstance(Model):
     instance_type: str | None = None
 
 
+class GatewayEndpoint(Model):
+    """A VPC gateway endpoint (``com.amazonaws.<region>.<service>``) whose prefix-list route goes into
+    these route tables: a private subnet reaches the service (S3: the Amazon Linux repositories, for
+    the BIND servers' ``dnf install``) without a default route, NAT or public IP."""
+
+    service: Literal["s3"]
+    route_tables: list[Name] = Field(min_length=1)
+
+
 class Vpc(Model):
     name: Name
     region: str
@@ -81,6 +90,7 @@ class Vpc(Model):
     subnets: list[Subnet] = Field(min_length=1)
     nat_instance: NatInstance | None = None
     route_tables: list[RouteTable] = []
+    gateway_endpoints: list[GatewayEndpoint] = []
     security_groups: list[SecurityGroup] = []
 
     def subnet(self, name: str) -> Subnet:

@@ -231,6 +231,23 @@ def _check_vpcs(t: Topology) -> Iterator[Problem]:
                     nat_at, "a NAT instance needs the VPC's internet gateway (internet_gateway: true)"
                 )
         yield from _check_route_table_subnets(vpc, at)
+        yield from _check_gateway_endpoints(vpc, at)
+
+
+def _check_gateway_endpoints(vpc: Vpc, at: str) -> Iterator[Problem]:
+    # One gateway endpoint per service and VPC: EC2 allows one route per prefix list in a table.
+    tables = {t.name for t in vpc.route_tables}
+    seen: set[str] = set()
+    for e_i, endpoint in enumerate(vpc.gateway_endpoints):
+        if endpoint.service in seen:
+            yield Problem(f"{at}.gateway_endpoints[{e_i}].service", f"a second {endpoint.service} endpoint")
+        seen.add(endpoint.service)
+        for r_i, name in enumerate(endpoint.route_tables):
+            if name not in tables:
+                yield Problem(
+                    f"{at}.gateway_endpoints[{e_i}].route_tables[{r_i}]",
+                    f"no route table {name!r} in VPC {vpc.name} (known: {_known(tables)})",
+                )
 
 
 def _check_route_table_subnets(vpc: Vpc, at: str) -> Iterator[Problem]:

@@ -16,6 +16,7 @@ Drift policy, since some fixes need the instance stopped:
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
@@ -39,6 +40,8 @@ TAG_ROLE = "regionha:role"
 TAG_RESTARTING = "regionha:restarting"
 ROLES = ("bind", "node", "nat")
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# Roles whose user-data runs ``dnf install`` (BIND servers: bind; NAT instances: iptables-services).
+INSTALLS_PACKAGES = ("bind", "nat")
 
 NAT_USER_DATA = """#!/bin/bash
 # regionha NAT instance: forward and masquerade the traffic of the VPC's private subnets.
@@ -103,15 +106,21 @@ def converge_instance(
     clients: Any,
     run_id: str,
     instance_type: str | None = None,
+    deadline: float | None = None,
 ) -> list[Outcome]:
     """One instance with a fixed private IP, no public IP, IMDSv2 required, tagged with its role.
+
+    ``deadline`` (``time.monotonic()`` seconds) bounds a drift restart's wait for the instance to stop:
+    a handler passes its Lambda remaining time minus a margin, so the wait never runs into the function's
+    timeout; past it NotReadyError, and the next attempt finishes the restart (``regionha:restarting``).
 
     A stopped instance stays stopped; a terminated one is replaced (its ClientToken counts the
     terminated instances of that name, so it differs from the one that made the old instance).
     IAM: ec2:DescribeVpcs, ec2:DescribeSubnets, ec2:DescribeSecurityGroups, ec2:DescribeInstances,
     ec2:DescribeInstanceAttribute, ec2:RunInstances, ec2:CreateTags, ec2:DeleteTags,
     ec2:ModifyInstanceAttribute, ec2:ModifyInstanceMetadataOptions, ec2:StopInstances,
-    ec2:StartInstances, ssm:GetParameter.
+    ec2:StartInstances, ssm:GetParameter, and before launching: ec2:DescribeRouteTables,
+    ec2:DescribeVpcEndpoints (``require_package_egress``; nodes install nothing and skip it).
     """
     outcomes, _ = _converge_instance(
         topology,
@@ -125,6 +134,7 @@ def converge_instance(
         role=role,
         user_data=user_data,
         instance_type=instance_type,
+        deadline=deadline,
     )
     return outcomes
 
@@ -142,6 +152,7 @@ def _converge_instance(
     role: str,
     user_data: str,
     instance_type: str | None,
+    deadline: float | None = None,
 ) -> tuple[list[Outcome], dict[str, Any]]:
     if role not in ROLES:
         raise ConfigurationError(f"instance {name}: role {role!r} is not one of {', '.join(ROLES)}")
@@ -172,6 +183,7 @@ def _converge_instance(
             role=role,
             user_data=user_data,
             instance_type=instance_type,
+            deadline=deadline,
         )
         action = "updated" if changed else "unchanged"
         return [Outcome("instance", name, action, instance["InstanceId"], vpc.region)], instance
@@ -179,6 +191,10 @@ def _converge_instance(
         # Its private IP is not free until it has terminated.
         raise NotReadyError(f"instance {name}: the previous instance is still shutting down")
 
+    if role in INSTALLS_PACKAGES:
+        # Its user-data installs packages once, at the first boot: without egress then, never.
+        require_package_egress(ec2, topology, name=name, vpc_name=vpc_name, subnet=found_subnet,
+                               public_ip=role == "nat")
     terminated = sum(i["State"]["Name"] == "terminated" for i in instances)
     interface: dict[str, Any] = {
         "DeviceIndex": 0,
@@ -212,6 +228,67 @@ def _converge_instance(
     return [Outcome("instance", name, "created", instance["InstanceId"], vpc.region)], instance
 
 
+def _route_table_of(ec2: Any, subnet: dict[str, Any]) -> dict[str, Any] | None:
+    """The subnet's route table: its explicit association, else the VPC's main table."""
+    for filters in (
+        [{"Name": "association.subnet-id", "Values": [subnet["SubnetId"]]}],
+        [{"Name": "vpc-id", "Values": [subnet["VpcId"]]}, {"Name": "association.main", "Values": ["true"]}],
+    ):
+        tables = list(paginate(ec2, "describe_route_tables", "RouteTables", Filters=filters))
+        if tables:
+            return tables[0]
+    return None
+
+
+def package_egress(ec2: Any, region: str, subnet: dict[str, Any], *, public_ip: bool) -> str | None:
+    """None when an instance in ``subnet`` reaches the Amazon Linux repositories (S3 in ``region``):
+    an S3 gateway endpoint route in its table, or a 0.0.0.0/0 route to a NAT (instance or gateway), or
+    to an internet gateway for an instance with a public IP. Otherwise what is missing.
+
+    IAM: ec2:DescribeRouteTables, ec2:DescribeVpcEndpoints.
+    """
+    table = _route_table_of(ec2, subnet)
+    if table is None:
+        return "the subnet has no route table"
+    label = tag_value(table, TAG_NAME) or table["RouteTableId"]
+    active = [r for r in table.get("Routes", []) if r.get("State", "active") == "active"]
+    endpoint_ids = [r["GatewayId"] for r in active
+                    if r.get("DestinationPrefixListId") and str(r.get("GatewayId", "")).startswith("vpce-")]
+    if endpoint_ids:
+        endpoints = ec2.describe_vpc_endpoints(VpcEndpointIds=endpoint_ids)["VpcEndpoints"]
+        s3 = f"com.amazonaws.{region}.s3"
+        if any(e.get("ServiceName") == s3 and e.get("State", "").lower() in ("available", "pending")
+               for e in endpoints):
+            return None
+    default = next((r for r in active if r.get("DestinationCidrBlock") == "0.0.0.0/0"), None)
+    if default is not None:
+        if default.get("NetworkInterfaceId") or default.get("InstanceId") or default.get("NatGatewayId"):
+            return None
+        if str(default.get("GatewayId", "")).startswith("igw-"):
+            if public_ip:
+                return None
+            return f"route table {label} sends 0.0.0.0/0 to the internet gateway, but the instance has no public IP"
+    return f"route table {label} has no S3 gateway endpoint route and no default route to a NAT"
+
+
+def require_package_egress(
+    ec2: Any, topology: Topology, *, name: str, vpc_name: str, subnet: dict[str, Any], public_ip: bool
+) -> None:
+    """ConfigurationError (before RunInstances) when the instance's first-boot ``dnf install`` could not
+    reach the repositories: on AWS it would run with its service never installed, silently."""
+    region = topology.region_of(vpc_name)
+    missing = package_egress(ec2, region, subnet, public_ip=public_ip)
+    if missing is None:
+        return
+    subnet_name = tag_value(subnet, TAG_NAME) or subnet["SubnetId"]
+    raise ConfigurationError(
+        f"instance {name}: its user-data installs packages with dnf from the Amazon Linux repositories "
+        f"(S3 in {region}), but subnet {subnet_name} has no egress to them: {missing}; give VPC {vpc_name} "
+        "`gateway_endpoints: [{service: s3, route_tables: [...]}]` with that route table, or a 0.0.0.0/0 "
+        "route to its NAT instance"
+    )
+
+
 def _fix_instance(
     ec2: Any,
     topology: Topology,
@@ -223,6 +300,7 @@ def _fix_instance(
     role: str,
     user_data: str,
     instance_type: str,
+    deadline: float | None = None,
 ) -> bool:
     """Fix an existing instance's drift (see the module docstring); True if anything changed."""
     iid = instance["InstanceId"]
@@ -255,6 +333,7 @@ def _fix_instance(
             instance,
             user_data=user_data if user_data_drift else None,
             instance_type=instance_type if type_drift else None,
+            deadline=deadline,
         )
         changed = True
     return changed
@@ -267,6 +346,7 @@ def _restart_with_changes(
     *,
     user_data: str | None,
     instance_type: str | None,
+    deadline: float | None = None,
 ) -> None:
     iid = instance["InstanceId"]
     state = instance["State"]["Name"]
@@ -285,7 +365,7 @@ def _restart_with_changes(
         ec2.create_tags(Resources=[iid], Tags=[{"Key": TAG_RESTARTING, "Value": "true"}])
     if state in ("pending", "running"):
         ec2.stop_instances(InstanceIds=[iid])
-    _wait(ec2, "instance_stopped", [iid], topology)
+    _wait(ec2, "instance_stopped", [iid], topology, deadline=deadline)
     _modify_stopped(ec2, iid, user_data=user_data, instance_type=instance_type)
     ec2.start_instances(InstanceIds=[iid])
     ec2.delete_tags(Resources=[iid], Tags=[{"Key": TAG_RESTARTING}])
@@ -301,12 +381,19 @@ def _modify_stopped(ec2: Any, iid: str, *, user_data: str | None, instance_type:
         ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": instance_type})
 
 
-def _wait(ec2: Any, waiter: str, instance_ids: list[str], topology: Topology) -> None:
-    """A bounded boto3 waiter; running out of attempts is NotReadyError (the state machine retries)."""
+def _wait(
+    ec2: Any, waiter: str, instance_ids: list[str], topology: Topology, deadline: float | None = None
+) -> None:
+    """A bounded boto3 waiter: ``waits.max_polls`` polls, fewer when ``deadline`` (monotonic seconds)
+    comes first; running out is NotReadyError (the state machine retries)."""
+    delay = topology.waits.poll_seconds
+    attempts = topology.waits.max_polls
+    if deadline is not None:
+        attempts = max(1, min(attempts, int((deadline - time.monotonic()) // max(delay, 1))))
     try:
         ec2.get_waiter(waiter).wait(
             InstanceIds=instance_ids,
-            WaiterConfig={"Delay": topology.waits.poll_seconds, "MaxAttempts": topology.waits.max_polls},
+            WaiterConfig={"Delay": delay, "MaxAttempts": attempts},
         )
     except WaiterError as e:
         raise NotReadyError(f"{waiter} for {', '.join(instance_ids)}: {e}") from e

@@ -367,6 +367,26 @@ def delete_resource(what: str, call: Any, **kwargs: Any) -> None:
         raise
 
 
+def live_endpoints(ec2: Any, deployment: str, vpc_id: str) -> list[dict[str, Any]]:
+    """This deployment's gateway endpoints in one VPC that are not (being) deleted.
+    IAM: ec2:DescribeVpcEndpoints."""
+    found = paginate(ec2, "describe_vpc_endpoints", "VpcEndpoints",
+                     Filters=[vpc_filter(vpc_id), *deployment_filter(deployment)])
+    return [e for e in found if e.get("State", "").lower() not in ("deleted", "deleting", "failed", "rejected")]
+
+
+def teardown_gateway_endpoints(ec2: Any, deployment: str, vpc_id: str, region: str) -> list[Outcome]:
+    """Delete this deployment's endpoints of one VPC (before its route tables).
+    IAM: ec2:DescribeVpcEndpoints, ec2:DeleteVpcEndpoints."""
+    outcomes = []
+    for e in live_endpoints(ec2, deployment, vpc_id):
+        delete_resource(f"gateway endpoint {e['VpcEndpointId']}", ec2.delete_vpc_endpoints,
+                        VpcEndpointIds=[e["VpcEndpointId"]])
+        name = tag_value(e, TAG_NAME) or ""
+        outcomes.append(Outcome("gateway_endpoint", name, "deleted", e["VpcEndpointId"], region))
+    return outcomes
+
+
 def teardown_vpc(topology: Topology, vpc_name: str, clients: Any) -> list[Outcome]:
     """Delete one VPC and what the build put in it, in reverse build order; only this deployment's.
 
@@ -376,7 +396,8 @@ def teardown_vpc(topology: Topology, vpc_name: str, clients: Any) -> list[Outcom
     IAM: ec2:DescribeVpcs, ec2:DescribeInstances, ec2:DescribeRouteTables,
     ec2:DisassociateRouteTable, ec2:DeleteRouteTable, ec2:DescribeSecurityGroups,
     ec2:DeleteSecurityGroup, ec2:DescribeSubnets, ec2:DeleteSubnet, ec2:DescribeInternetGateways,
-    ec2:DetachInternetGateway, ec2:DeleteInternetGateway, ec2:DeleteVpc.
+    ec2:DetachInternetGateway, ec2:DeleteInternetGateway, ec2:DeleteVpc, ec2:DescribeVpcEndpoints,
+    ec2:DeleteVpcEndpoints.
     """
     vpc = topology.vpc(vpc_name)
     ec2 = clients.ec2(vpc.region)
@@ -430,7 +451,8 @@ def _teardown_vpc_contents(ec2: Any, deployment: str, vpc: Vpc, vpc_id: str) -> 
     if instances:
         ids = ", ".join(i["InstanceId"] for i in instances)
         raise ConfigurationError(f"vpc {vpc.name}: instances still in it ({ids}); terminate them first")
-    outcomes = []
+    # A gateway endpoint holds routes in the route tables that go next.
+    outcomes = teardown_gateway_endpoints(ec2, deployment, vpc_id, vpc.region)
     mine = [*in_vpc, *deployment_filter(deployment)]
     for rt in paginate(ec2, "describe_route_tables", "RouteTables", Filters=mine):
         for assoc in rt.get("Associations", []):

@@ -637,14 +637,17 @@ class _Provisioner:
             "Environment": {"Variables": environment},
             "Layers": list(props.get("Layers") or []),
         }
-        for key in ("Description", "Architectures", "TracingConfig", "EphemeralStorage", "LoggingConfig"):
+        for key in ("Description", "Architectures", "TracingConfig", "EphemeralStorage", "LoggingConfig",
+                    "VpcConfig"):
             if key in props:
                 config[key] = props[key]
         try:
             lambda_.get_function(FunctionName=name)
             # Architectures are fixed at creation; UpdateFunctionConfiguration does not take them.
-            function = lambda_.update_function_configuration(
-                **{k: v for k, v in config.items() if k != "Architectures"})
+            # A VpcConfig the template no longer gives is removed, as CloudFormation does.
+            update = {k: v for k, v in config.items() if k != "Architectures"}
+            update.setdefault("VpcConfig", {"SubnetIds": [], "SecurityGroupIds": []})
+            function = lambda_.update_function_configuration(**update)
         except ClientError as e:
             if _error_code(e) != "ResourceNotFoundException":
                 raise
@@ -653,7 +656,7 @@ class _Provisioner:
                 Tags=_tag_map(props.get("Tags")), Publish=False)
         self._ignore(logical_id, props, "FunctionName", "Role", "Handler", "Runtime", "Timeout", "MemorySize",
                      "Environment", "Layers", "Description", "Architectures", "TracingConfig",
-                     "EphemeralStorage", "LoggingConfig", "Tags", "Code")
+                     "EphemeralStorage", "LoggingConfig", "Tags", "Code", "VpcConfig")
         self.stack.functions[logical_id] = StackFunction(
             logical_id=logical_id, name=name, arn=function["FunctionArn"], region=self._region,
             handler=config["Handler"], code_dir=code_dir, runtime=config["Runtime"], timeout=config["Timeout"],

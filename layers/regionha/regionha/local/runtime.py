@@ -96,10 +96,18 @@ class BindFleet:
     render so that what runs here is what EC2 would run.
     """
 
-    def __init__(self, topology: Topology, clients: Clients, workdir: Path):
+    def __init__(
+        self,
+        topology: Topology,
+        clients: Clients,
+        workdir: Path,
+        installs: Callable[[dict[str, Any]], str] | None = None,
+    ):
         self.topology = topology
         self.clients = clients
         self.workdir = workdir
+        # instance -> "installed" or why its first-boot ``dnf install bind`` failed (World.package_install).
+        self.installs = installs
         self.processes: dict[str, Any] = {}
         self.user_data_mismatch: set[str] = set()
         self._stop = threading.Event()
@@ -162,6 +170,11 @@ class BindFleet:
                 running = instance is not None and instance["State"]["Name"] == "running"
                 process = self.processes.get(server.name)
                 if running and process is None:
+                    verdict = self.installs(instance) if self.installs is not None else "installed"
+                    if verdict != "installed":
+                        # On AWS named was never installed: nothing listens on the server's address.
+                        states[server.name] = f"not installed: {verdict}"
+                        continue
                     self._check_user_data(server.name, vpc, instance["InstanceId"], ec2_conf)
                     process = NamedProcess(
                         server.name,
@@ -327,7 +340,7 @@ class LocalRuntime:
                 self.resolvers.append(resolver)
             self.progress(f"VPC resolvers on {', '.join(h for r in self.resolvers for h, _ in r.addresses)}")
 
-            self.fleet = BindFleet(self.topology, self.clients, self.workdir)
+            self.fleet = BindFleet(self.topology, self.clients, self.workdir, installs=self.world.package_install)
             self.world.run(self.reconcile_interval)
             self.fleet.run(self.reconcile_interval)
 

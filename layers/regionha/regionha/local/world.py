@@ -3,10 +3,16 @@
 moto keeps the AWS state but moves no packet. ``World.reconcile()`` reads that state and applies it:
 
 - a cluster node's EC2 instance running -> its ``NodeService`` listens, otherwise its port is closed;
+  its port answers the client network only if the node's security group, network ACL and the route
+  tables let it (else a silent drop, as for DNS);
 - DNS from the client site to each forwarder path address (and to the on-prem DNS server) passes
   only if AWS would let it: the security groups attached to the endpoint or instance allow it, the
-  network ACL of its subnet allows it inbound, the endpoint exists / the instance runs. UDP 53 and
-  TCP 53 are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``).
+  network ACL of its subnet allows it inbound, the endpoint exists / the instance runs, and the route
+  tables carry the packets there and the replies back (``regionha.local.routing``). UDP 53 and TCP 53
+  are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``);
+- an instance whose user-data installs packages (a BIND server: ``dnf install bind``) has them only if
+  its subnet had egress to the Amazon Linux repositories (S3 in its region) when it first booted
+  (``package_install``); without them its named never starts.
 
 The security group and network ACL rules are evaluated by pure functions (``sg_allows``,
 ``nacl_allows``) with AWS's semantics: security groups are a union of allows; a network ACL's
@@ -26,8 +32,9 @@ from typing import Any, Literal
 from regionha.aws import Clients, deployment_filter
 from regionha.local.network import Flow, LocalNetwork
 from regionha.local.nodes import NodeService
+from regionha.local.routing import OPEN, Routing, fix_moto_endpoint_routes
 from regionha.netguard import to_local, to_local_network
-from regionha.topology import Topology
+from regionha.topology import Node, Topology
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +158,13 @@ def _cut_everywhere(reason: str) -> Reach:
     return Reach(reason, reason)
 
 
+def _primary_groups(instance: Mapping[str, Any]) -> list[str]:
+    # Security groups belong to network interfaces: read the primary ENI's, as AWS applies them.
+    primary = [n for n in instance.get("NetworkInterfaces", []) if n.get("Attachment", {}).get("DeviceIndex", 0) == 0]
+    groups = primary[0].get("Groups", []) if primary else instance.get("SecurityGroups", [])
+    return [g["GroupId"] for g in groups]
+
+
 class World:
     """Applies the AWS-side state to the local runtime. ``port_of(address)`` gives the local port the
     runtime serves DNS on for a topology (cloud) address; the default is 53.
@@ -178,6 +192,8 @@ class World:
         self._reconcile_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.last: dict[str, Any] = {}
+        self._installs: dict[str, str] = {}
+        fix_moto_endpoint_routes()
 
     # -- reading AWS ---------------------------------------------------------------------------------
 
@@ -234,7 +250,26 @@ class World:
         ]
         return acls[0]["Entries"] if acls else None
 
-    def reach(self, target: DnsTarget) -> Reach:
+    def package_install(self, instance: Mapping[str, Any]) -> str:
+        """``"installed"`` when the packages the instance's user-data installs (from the Amazon Linux
+        repositories, served from S3 in its region) were reachable when it first ran, else why not.
+
+        Decided once per instance: cloud-init runs user-data scripts at the first boot only, so egress
+        added later does not install anything (AWS: replace the instance)."""
+        iid = instance["InstanceId"]
+        if iid not in self._installs:
+            verdict = Routing.read(self.topology, self.clients).egress(instance["PrivateIpAddress"], "s3")
+            self._installs[iid] = "installed" if verdict == OPEN else f"dnf cannot reach the repositories: {verdict}"
+            if verdict != OPEN:
+                logger.warning("instance %s: package install fails: %s", iid, verdict)
+        return self._installs[iid]
+
+    @property
+    def installs(self) -> dict[str, str]:
+        """Instance id -> the outcome of its first-boot package install, as decided so far."""
+        return dict(self._installs)
+
+    def reach(self, target: DnsTarget, routing: Routing | None = None) -> Reach:
         """Would DNS over UDP and over TCP from the target's source reach it in AWS right now?"""
         vpc_id = self._vpc_id(target.vpc)
         if vpc_id is None:
@@ -253,24 +288,42 @@ class World:
                 return _cut_everywhere("instance missing")
             if instance["State"]["Name"] != "running":
                 return _cut_everywhere(f"instance {instance['State']['Name']}")
-            # Security groups belong to network interfaces: read the primary ENI's, as AWS applies them.
-            primary = [
-                n for n in instance.get("NetworkInterfaces", []) if n.get("Attachment", {}).get("DeviceIndex", 0) == 0
-            ]
-            groups = primary[0].get("Groups", []) if primary else instance.get("SecurityGroups", [])
-            group_ids = [g["GroupId"] for g in groups]
-            subnet_id = instance["SubnetId"]
-        permissions = self._permissions(target.vpc, group_ids)
-        entries = self._nacl_entries(target.vpc, subnet_id)
+            group_ids, subnet_id = _primary_groups(instance), instance["SubnetId"]
+        return self._decide(target.vpc, group_ids, subnet_id, target.source, target.address, DNS_PORT, routing)
+
+    def _decide(
+        self, vpc: str, group_ids: list[str], subnet_id: str, source: Network, address: str, port: int,
+        routing: Routing | None,
+    ) -> Reach:
+        permissions = self._permissions(vpc, group_ids)
+        entries = self._nacl_entries(vpc, subnet_id)
+        routing = routing or Routing.read(self.topology, self.clients)
+        # Every address of the source network sits in one subnet: one of them stands for all.
+        route = routing.path(next(iter(source)), address)
 
         def decide(proto: Proto) -> str:
-            if not sg_allows(permissions, target.source, proto, DNS_PORT):
+            if not sg_allows(permissions, source, proto, port):
                 return "security group"
-            if entries is not None and not nacl_allows(entries, target.source, proto, DNS_PORT):
+            if entries is not None and not nacl_allows(entries, source, proto, port):
                 return "network acl"
+            if route != OPEN:
+                return f"route: {route}"
             return "open"
 
         return Reach(decide("udp"), decide("tcp"))
+
+    def node_reach(self, node: Node, routing: Routing | None = None) -> str:
+        """Would the node's service port (TCP) answer the client network in AWS right now? The canary,
+        the failover health check and the drill all check the nodes from there."""
+        instances = self._instances(node.vpc, deployment_filter(self.topology.deployment, node.name))
+        running = [i for i in instances if i["State"]["Name"] == "running"]
+        if not running:
+            return "instance not running"
+        instance = running[0]
+        source = ipaddress.IPv4Network(self.topology.client.cidr)
+        reach = self._decide(node.vpc, _primary_groups(instance), instance["SubnetId"], source, str(node.ip),
+                             node.port, routing)
+        return reach.tcp
 
     # -- applying ------------------------------------------------------------------------------------
 
@@ -308,8 +361,15 @@ class World:
 
         paths: dict[str, dict[str, dict[str, str]]] = {}
         flows: set[Flow] = set()
+        routing = Routing.read(self.topology, self.clients)
+        node_paths: dict[str, str] = {}
+        for node in self.topology.nodes:
+            node_paths[node.name] = self.node_reach(node, routing)
+            if node_paths[node.name] not in ("open", "instance not running"):
+                # A stopped node's port is closed by its service; a cut one drops silently.
+                flows.add(Flow(self.client_net, to_local(str(node.ip)), "tcp", node.port))
         for target in dns_targets(self.topology):
-            reach = self.reach(target)
+            reach = self.reach(target, routing)
             paths.setdefault(target.name, {})[target.address] = {"udp": reach.udp, "tcp": reach.tcp}
             for proto in DNS_PROTOCOLS:
                 if reach.of(proto) != "open":
@@ -317,6 +377,7 @@ class World:
         changes = self.network.set_blocked(flows)
         self.last = {
             "nodes": nodes,
+            "node_paths": node_paths,
             "paths": paths,
             "blocked": sorted(str(f) for f in flows),
             "changes": changes,
