@@ -101,6 +101,15 @@ def _local_target(path: Path, arn: str | None) -> Target:
 
     state = read_local_state(path)
     arn = arn or state["state_machines"].get(LOCAL_STATE_MACHINE)
+    if state.get("netns"):
+        # The runtime's loopback lives in its own network namespace: talk to it from in there.
+        from regionha.local.netns import Namespace, NamespaceError
+
+        try:
+            Namespace(state["netns"]).enter()
+        except NamespaceError as e:
+            raise InvalidInput(f"local state file {path}: cannot enter namespace {state['netns']}: {e}; "
+                               "is the runtime still up (and are you root)?") from None
     # The emulated AWS checks no signature; fixed credentials keep a real profile out of it.
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                     region_name=state["region"])
