@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import itertools
 import json
 import logging
@@ -34,11 +33,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from regionha.errors import ConfigurationError
+from regionha.local.network import _state_lock as _flock
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +99,9 @@ def _owner_alive(record: dict[str, Any]) -> bool:
     return _start_time(pid) == started  # a reused pid has another start time
 
 
-@contextlib.contextmanager
-def _state_lock() -> Iterator[None]:
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(STATE_DIR / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _state_lock() -> contextlib.AbstractContextManager[None]:
+    # The same flock discipline as the loopback owners' state (regionha.local.network).
+    return _flock(STATE_DIR)
 
 
 def namespaces() -> list[str]:
