@@ -50,7 +50,8 @@ def register_local(subparsers: Any) -> None:
         help="run a command inside a running local runtime's network namespace",
         description="Run COMMAND inside the network namespace of the runtime that `regionha local up` "
         "started (named in its state file), with AWS_ENDPOINT_URL, the region and fake credentials "
-        "pointing at its emulated AWS. Same as `ip netns exec NAME COMMAND`. Example: "
+        "pointing at its emulated AWS, and REGIONHA_LOCAL=1 (regionha commands in local mode). "
+        "Same as `ip netns exec NAME COMMAND`. Example: "
         "regionha local exec -- dig @127.2.10.10 -b 127.2.10.4 sample.cluster.local",
     )
     run.add_argument("--state-file", type=Path, default=Path("out/local-state.json"))
@@ -172,6 +173,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "AWS_EC2_METADATA_DISABLED": "true",
+        # regionha commands run in here are in local mode: cloud addresses map onto loopback.
+        "REGIONHA_LOCAL": "1",
     }
     env.pop("AWS_PROFILE", None)
     try:
