@@ -17,6 +17,8 @@ from typing import Any
 
 from regionha.topology import TopologyError, load_topology
 
+DEFAULT_STATE_FILE = Path("out/local-state.json")
+
 
 def register_local(subparsers: Any) -> None:
     local = subparsers.add_parser("local", help="run the product locally: emulated AWS, real DNS on loopback")
@@ -32,7 +34,7 @@ def register_local(subparsers: Any) -> None:
     up = commands.add_parser(
         "up", parents=[common], help="start, build, write the state file and stay up until Ctrl-C"
     )
-    up.add_argument("--state-file", type=Path, default=Path("out/local-state.json"))
+    up.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE)
     up.set_defaults(handler=cmd_up)
 
     demo = commands.add_parser(
@@ -54,7 +56,7 @@ def register_local(subparsers: Any) -> None:
         "Same as `ip netns exec NAME COMMAND`. Example: "
         "regionha local exec -- dig @127.2.10.10 -b 127.2.10.4 sample.cluster.local",
     )
-    run.add_argument("--state-file", type=Path, default=Path("out/local-state.json"))
+    run.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
     run.set_defaults(handler=cmd_exec)
 
@@ -113,16 +115,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.state_file.parent.mkdir(parents=True, exist_ok=True)
         args.state_file.write_text(json.dumps(state, indent=2) + "\n")
         _say(f"built {runtime.topology.deployment}; state file {args.state_file}")
-        _say("  regionha local exec -- aws stepfunctions list-executions --state-machine-arn "
-             f"{state['state_machines'].get('BuildStateMachine')}")
+        enter = "regionha local exec"
+        if args.state_file != DEFAULT_STATE_FILE:
+            enter += f" --state-file {args.state_file}"
         _say(f"everything runs in network namespace {state['netns']}; enter it with "
-             f"`regionha local exec -- CMD` (or `ip netns exec {state['netns']} CMD`):")
+             f"`{enter} -- CMD` (or `ip netns exec {state['netns']} CMD`):")
+        _say(f"  {enter} -- aws stepfunctions list-executions --state-machine-arn "
+             f"{state['state_machines'].get('BuildStateMachine')}")
         for path, where in state["dns"].items():
             host, port = where.split(":")
-            _say(f"  regionha local exec -- dig @{host} -p {port} -b {state['client_source']} "
-                 f"{state['record']}   # {path}")
+            _say(f"  {enter} -- dig @{host} -p {port} -b {state['client_source']} {state['record']}   # {path}")
         for node, where in state["nodes"].items():
-            _say(f"  regionha local exec -- curl http://{where}/   # {node}")
+            _say(f"  {enter} -- curl http://{where}/   # {node}")
         _say("up; Ctrl-C to stop")
         done.wait()
         return 0
