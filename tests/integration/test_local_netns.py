@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -23,13 +24,20 @@ def _links() -> list[str]:
     return [line.split(":")[1].strip() for line in out.splitlines()]
 
 
-def _gone(pid: int) -> bool:
-    """No such process, or a zombie its new parent has not reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """No such process, or a zombie its new parent has not reaped yet, within ``within`` seconds
+    (SIGKILL is delivered asynchronously)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _send_errno(address: str) -> int:
