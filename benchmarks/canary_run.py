@@ -6,6 +6,7 @@ Runs ``regionha.canary.run_canary`` for the reference topology against scripted 
 (tests/dnsfake.py) and real HTTP node services, all on loopback in local mode. Probes run at once,
 so the goal is that a silently dropping path costs no more than one probe timeout over the healthy
 run, however many paths drop. Prints the median and the worst run time of each case and that cost.
+Runs in a network namespace of its own holding only loopback (needs root).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from regionha import netguard
 from regionha.canary import canary_targets, run_canary, truth_from_record
+from regionha.local.netns import Namespace
 from regionha.local.nodes import NodeService
 from regionha.topology import load_topology
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown path(s) {', '.join(sorted(unknown))}; paths: {', '.join(paths)}")
 
     with ExitStack() as stack:
+        stack.enter_context(Namespace())  # first: the servers below live in it
         nodes = {}
         for i, node in enumerate(topology.nodes):
             service = NodeService(node.name, f"127.0.80.{i + 1}", 0)

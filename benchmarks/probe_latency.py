@@ -5,7 +5,8 @@
 Prints p50/p95/max of the latency the probe itself reports, for plain UDP answers or (``--tcp``)
 answers truncated over UDP and fetched again over TCP. It measures the probe's own overhead (socket
 setup, dnspython encode/parse), which bounds how short a canary's timeout can sensibly be.
-Loopback only: the network guard runs in local mode.
+Loopback only: in a network namespace of its own holding only loopback (needs root), with the
+network guard in local mode.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from regionha import netguard
+from regionha.local.netns import Namespace
 from regionha.probe import ProbeConfig, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     action = answer("10.1.0.10")
     if args.tcp:
         action = truncated(action)
-    with FakeDNSServer(action) as server:
+    with Namespace(), FakeDNSServer(action) as server:
         config = ProbeConfig(
             name="db.cluster.local.",
             server=server.address,

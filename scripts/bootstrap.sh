@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install what regionha needs on a fresh Debian machine: system packages (BIND, iproute2, venv)
-# when we are root, then a virtualenv with regionha and its dev tools. Safe to re-run.
+# Install what regionha needs on a fresh Debian machine: system packages (BIND, iproute2, strace,
+# venv) when we are root, then a virtualenv with regionha and its dev tools, then the wheelhouse of
+# the Lambda layer. The only step that needs the network (apt and PyPI); afterwards `make test` and
+# `make demo` run with no network at all. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -15,6 +17,7 @@ command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 # Only tests/unit/test_drill_report_browser.py needs it (it renders the drill report page).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)  # the sealed-trace test
 "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then
@@ -39,4 +42,16 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
   touch "$stamp"
+fi
+
+# The wheels the Lambda layer is built from (python3.13, manylinux2014_x86_64, as PYVER and PLATFORM
+# in layers/regionha/Makefile), so that `sam build` (and its test) need no registry after setup.
+WHEELHOUSE=${WHEELHOUSE:-.wheelhouse}
+wheel_stamp=$WHEELHOUSE/.complete
+if [[ ! -f $wheel_stamp || layers/regionha/requirements.txt -nt $wheel_stamp ]]; then
+  echo "bootstrap: pip download the Lambda layer's wheels into $WHEELHOUSE"
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$WHEELHOUSE" \
+    --python-version 3.13 --implementation cp --only-binary=:all: --platform manylinux2014_x86_64 \
+    -r layers/regionha/requirements.txt
+  touch "$wheel_stamp"
 fi

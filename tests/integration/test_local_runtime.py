@@ -16,6 +16,7 @@ import pytest
 
 from regionha import netguard
 from regionha.canary import client_source
+from regionha.local import netns
 from regionha.topology import load_topology
 
 pytestmark = pytest.mark.integration
@@ -243,6 +244,8 @@ def test_stopping_the_active_node_fails_over_and_the_onprem_resolver_follows(run
 def test_teardown_then_stop_leaves_nothing_behind(runtime):
     named_pids = [p.pid for p in runtime.fleet.processes.values() if p.pid]
     assert len(named_pids) == 2  # the Osaka forwarder and the on-prem resolver
+    namespace = runtime.state()["netns"]
+    assert namespace in netns.namespaces()
 
     execution = runtime.teardown()
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
@@ -255,3 +258,4 @@ def test_teardown_then_stop_leaves_nothing_behind(runtime):
     for pid in named_pids:
         assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
     assert not netguard.local_mode_enabled()
+    assert namespace not in netns.namespaces()  # its addresses, qdisc and processes went with it

@@ -88,6 +88,18 @@ def read_local_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def enter_namespace(name: str, path: Path) -> None:
+    """Move this (single-threaded CLI) process into the local runtime's network namespace: its loopback
+    addresses exist only in there (regionha.local.netns)."""
+    from regionha.local.netns import Namespace, NamespaceError
+
+    try:
+        Namespace(name).enter()
+    except NamespaceError as e:
+        raise CommandError(f"local state file {path}: cannot enter namespace {name}: {e}; "
+                           "is the runtime still up (and are you root)?") from None
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a command runs: a client factory, the region, and the local state when local."""
@@ -130,6 +142,8 @@ def target_for(args: argparse.Namespace, arn: str | None = None) -> Target:
 
     if getattr(args, "local_state", None) is not None:
         state = read_local_state(args.local_state)
+        if state.get("netns"):
+            enter_namespace(state["netns"], args.local_state)
         # The emulated AWS checks no signature; fixed credentials keep a real profile out of it.
         session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                         region_name=state["region"])

@@ -5,6 +5,12 @@ nodes, all at once. The truth is the record in Route 53 (needs AWS credentials) 
 gives it. ``--publish`` puts the same datapoints with PutMetricData, into the client site's region
 (where the stack and its alarms live) unless ``--region`` says otherwise.
 
+Two modes. Real network (the default): the topology's own addresses, from this host; before sending
+anything the command says on stderr that it probes the real network and lists every address it will
+reach. Local (``REGIONHA_LOCAL=1``, which ``regionha local exec`` sets): cloud addresses map onto
+loopback, probes leave from the client site's loopback image and the socket guard refuses anything
+else; ``regionha local exec -- regionha canary run`` probes a running local runtime.
+
 Exit codes: 0 every path of every run succeeded, 1 some path failed (or publishing failed), 2 the
 command could not run (bad arguments, topology or overrides, no access to the truth).
 """
@@ -75,6 +81,30 @@ def format_run(run: Any) -> str:
     return "\n".join(lines)
 
 
+def real_network_notice(
+    topology: Any, servers: dict[str, tuple[str, int]], nodes: dict[str, tuple[str, int]], *,
+    read_record: bool, publish_region: str | None,
+) -> str:
+    """What a real-network run will reach, one line per destination, for stderr before the first probe."""
+    from regionha.canary import DNS_PORT, canary_targets
+
+    lines = [
+        "regionha canary run: probing the REAL network from this host (REGIONHA_LOCAL is not set; "
+        "`regionha local exec -- regionha canary run` probes a local runtime instead). It will reach:"
+    ]
+    for t in canary_targets(topology):
+        host, port = servers.get(t.path, (t.server, DNS_PORT))
+        lines.append(f"  DNS (UDP, TCP on truncation) {host}:{port}   # {t.path}")
+    for n in topology.nodes:
+        host, port = nodes.get(n.name, (str(n.ip), n.port))
+        lines.append(f"  TCP {host}:{port}   # node {n.name}'s service port")
+    if read_record:
+        lines.append(f"  AWS Route 53 (ListResourceRecordSets): the record {topology.dns.record.name}")
+    if publish_region:
+        lines.append(f"  AWS CloudWatch (PutMetricData) in {publish_region}")
+    return "\n".join(lines)
+
+
 def cmd_canary_run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -103,9 +133,12 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
         runs = args.count
 
     netguard.install_socket_guard()  # in local mode, nothing but loopback; elsewhere a no-op
+    region = args.region or topology.region_of(topology.client.vpc)
+    if not netguard.local_mode_enabled():
+        print(real_network_notice(topology, servers, nodes, read_record=expect is None,
+                                  publish_region=region if args.publish else None), file=sys.stderr, flush=True)
     source = canary.client_source(topology) if netguard.local_mode_enabled() else None
     aws = Clients() if (expect is None or args.publish) else None
-    region = args.region or topology.region_of(topology.client.vpc)
     status = EXIT_OK
     done = 0
     try:
@@ -153,6 +186,11 @@ def register(subparsers: Any) -> None:
         description="Probe every forwarder path address, the on-prem resolver and the nodes at once, "
         "compare with the record in Route 53 (or --expect) and print a table. Exit 0 when every path "
         "succeeded, 1 when one failed, 2 when the command could not run.",
+        epilog="Modes: by default the real network: the topology's addresses as they are, from this host "
+        "(an on-prem machine); it first lists on stderr everything it will reach. With REGIONHA_LOCAL=1 "
+        "(set by `regionha local exec`): local mode, cloud addresses 10.a.b.c map onto loopback 127.a.b.c "
+        "and nothing else may be reached; `regionha local exec -- regionha canary run` probes a running "
+        "local runtime inside its network namespace.",
     )
     run.add_argument("--topology", metavar="FILE", help="topology YAML (default: the reference deployment)")
     mode = run.add_mutually_exclusive_group()

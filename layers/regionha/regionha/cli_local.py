@@ -1,4 +1,8 @@
-"""``regionha local up|demo``: the local runtime from the command line."""
+"""``regionha local up|demo|exec``: the local runtime from the command line.
+
+The runtime runs in a network namespace of its own holding only loopback (``regionha.local.netns``);
+its state file names it, and ``regionha local exec -- CMD`` runs a command in there.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from regionha.topology import TopologyError, load_topology
+
+DEFAULT_STATE_FILE = Path("out/local-state.json")
 
 
 def register_local(subparsers: Any) -> None:
@@ -28,7 +34,7 @@ def register_local(subparsers: Any) -> None:
     up = commands.add_parser(
         "up", parents=[common], help="start, build, write the state file and stay up until Ctrl-C"
     )
-    up.add_argument("--state-file", type=Path, default=Path("out/local-state.json"))
+    up.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE)
     up.set_defaults(handler=cmd_up)
 
     demo = commands.add_parser(
@@ -40,6 +46,19 @@ def register_local(subparsers: Any) -> None:
         help="record TTL for the demo (default 3 s, so that failovers show within seconds; 0 keeps the file's)",
     )
     demo.set_defaults(handler=cmd_demo)
+
+    run = commands.add_parser(
+        "exec",
+        help="run a command inside a running local runtime's network namespace",
+        description="Run COMMAND inside the network namespace of the runtime that `regionha local up` "
+        "started (named in its state file), with AWS_ENDPOINT_URL, the region and fake credentials "
+        "pointing at its emulated AWS, and REGIONHA_LOCAL=1 (regionha commands in local mode). "
+        "Same as `ip netns exec NAME COMMAND`. Example: "
+        "regionha local exec -- dig @127.2.10.10 -b 127.2.10.4 sample.cluster.local",
+    )
+    run.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE)
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
+    run.set_defaults(handler=cmd_exec)
 
 
 def _say(text: str) -> None:
@@ -96,17 +115,74 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.state_file.parent.mkdir(parents=True, exist_ok=True)
         args.state_file.write_text(json.dumps(state, indent=2) + "\n")
         _say(f"built {runtime.topology.deployment}; state file {args.state_file}")
-        _say(f"  aws --endpoint-url {state['endpoint_url']} --region {state['region']} "
-             "stepfunctions list-executions --state-machine-arn "
+        enter = "regionha local exec"
+        if args.state_file != DEFAULT_STATE_FILE:
+            enter += f" --state-file {args.state_file}"
+        _say(f"everything runs in network namespace {state['netns']}; enter it with "
+             f"`{enter} -- CMD` (or `ip netns exec {state['netns']} CMD`):")
+        _say(f"  {enter} -- aws stepfunctions list-executions --state-machine-arn "
              f"{state['state_machines'].get('BuildStateMachine')}")
         for path, where in state["dns"].items():
             host, port = where.split(":")
-            _say(f"  dig @{host} -p {port} -b {state['client_source']} {state['record']}   # {path}")
+            _say(f"  {enter} -- dig @{host} -p {port} -b {state['client_source']} {state['record']}   # {path}")
         for node, where in state["nodes"].items():
-            _say(f"  curl http://{where}/   # {node}")
+            _say(f"  {enter} -- curl http://{where}/   # {node}")
         _say("up; Ctrl-C to stop")
         done.wait()
         return 0
     finally:
         _say("stopping")
         runtime.stop()
+        if args.state_file.exists() and _state_names(args.state_file, runtime):
+            args.state_file.unlink()
+
+
+def _state_names(path: Path, runtime: Any) -> bool:
+    """Whether the state file at ``path`` is this runtime's (not one another runtime wrote since)."""
+    try:
+        return json.loads(path.read_text()).get("pid") == os.getpid()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from regionha.local import netns
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("regionha local exec: give a command after --, e.g. "
+              "regionha local exec -- dig @127.2.10.10 -b 127.2.10.4 sample.cluster.local", file=sys.stderr)
+        return 2
+    try:
+        state = json.loads(args.state_file.read_text())
+        name = state["netns"]
+    except FileNotFoundError:
+        print(f"regionha local exec: no state file {args.state_file}; start the runtime with "
+              "`regionha local up`", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"regionha local exec: {args.state_file} names no network namespace ({e!r})", file=sys.stderr)
+        return 2
+    if name not in netns.namespaces():
+        print(f"regionha local exec: namespace {name} of {args.state_file} is gone: the runtime is not "
+              "running (start it with `regionha local up`)", file=sys.stderr)
+        return 2
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": state.get("endpoint_url", ""),
+        "AWS_REGION": state.get("region", ""),
+        "AWS_DEFAULT_REGION": state.get("region", ""),
+        # The emulated AWS checks no signature; fixed credentials keep a real profile out of it.
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        # regionha commands run in here are in local mode: cloud addresses map onto loopback.
+        "REGIONHA_LOCAL": "1",
+    }
+    env.pop("AWS_PROFILE", None)
+    try:
+        os.execvpe("ip", ["ip", "netns", "exec", name, *argv], env)
+    except OSError as e:
+        print(f"regionha local exec: ip netns exec: {e}", file=sys.stderr)
+        return 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import socketserver
 import threading
 from typing import Any
 
@@ -209,3 +210,24 @@ def uninstall_socket_guard() -> None:
 
 def socket_guard_installed() -> bool:
     return bool(_saved)
+
+
+# --- servers that never look names up ---------------------------------------------------------------
+
+
+class NoLookupServerMixin:
+    """For ``http.server.HTTPServer`` subclasses (werkzeug's too): bind without ``socket.getfqdn()``.
+
+    ``HTTPServer.server_bind`` sets ``server_name = socket.getfqdn(host)``, a reverse lookup that
+    glibc sends to the nameserver of ``/etc/resolv.conf`` for any address ``/etc/hosts`` does not
+    know (127.0.110.10 included), inside the C library where the socket guard cannot see it. The
+    literal address is all a loopback server needs as its name. Put it first in the bases.
+    """
+
+    server_address: Any
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # type: ignore[arg-type]
+        host, port = self.server_address[:2]
+        self.server_name = host
+        self.server_port = port

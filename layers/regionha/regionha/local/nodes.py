@@ -12,12 +12,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from regionha.errors import ConfigurationError
-from regionha.netguard import is_local_address
+from regionha.netguard import NoLookupServerMixin, is_local_address
 
 logger = logging.getLogger(__name__)
 
 
-class _NodeServer(ThreadingHTTPServer):
+class _NodeServer(NoLookupServerMixin, ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # restart on the same port right after a stop (TIME_WAIT)
     node_name = ""

@@ -6,6 +6,12 @@ the build launched, with the configs regionha renders), the nodes, the network (
 cloud addresses, tc silent drops for what security groups, network ACLs and instance states
 forbid) and what moto does not emulate (schedules, EC2 state-change events, alarm evaluation),
 all on one emulated clock.
+
+The whole runtime lives in a network namespace of its own that holds only loopback
+(``regionha.local.netns``): ``start()`` makes it and moves the starting thread in before anything
+else starts, ``stop()`` moves the thread back and deletes it, so nothing the runtime or a library
+under it does can send a packet off the machine. The socket guard (``regionha.netguard``) stays on
+as a second line.
 """
 
 from __future__ import annotations
@@ -240,6 +246,7 @@ class LocalRuntime:
         self.stack: Any = None
         self.clients: Clients | None = None
         self.network: Any = None
+        self.netns: Any = None
         self.world: Any = None
         self.fleet: BindFleet | None = None
         self.resolvers: list[Any] = []
@@ -268,13 +275,15 @@ class LocalRuntime:
     def start(self) -> LocalRuntime:
         if os.geteuid() != 0:
             raise ConfigurationError(
-                "the local runtime needs root: it adds 127.x addresses to lo and cuts paths with tc"
+                "the local runtime needs root: it runs in a network namespace of its own, adds 127.x "
+                "addresses to its lo and cuts paths with tc"
             )
         from regionha import metrics
         from regionha.local.alarms import AlarmEvaluator
         from regionha.local.clock import CompressedClock
         from regionha.local.events import Ec2StateChangeEmitter, EventBus, ScheduleRunner
-        from regionha.local.network import LocalNetwork, cleanup_stale
+        from regionha.local.netns import Namespace
+        from regionha.local.network import LocalNetwork
         from regionha.local.nodes import NodeService
         from regionha.local.server import LocalAws
         from regionha.local.vpcdns import VpcResolver, vpc_id_by_tags
@@ -282,11 +291,17 @@ class LocalRuntime:
 
         self._started = True
         try:
+            # First: every thread and process started below inherits the namespace.
+            self.netns = Namespace().create()
+            if self.netns.stale_reaped:
+                self.progress(f"removed namespaces of runtimes that died: {', '.join(self.netns.stale_reaped)}")
+            self.netns.enter()
+            self.progress(
+                f"network namespace {self.netns.name}: loopback only "
+                f"(enter it with `regionha local exec -- CMD` or `ip netns exec {self.netns.name} CMD`)"
+            )
             netguard.enable_local_mode()
             netguard.install_socket_guard()
-            stale = cleanup_stale()
-            if any(stale.values()):
-                self.progress(f"removed leftovers of an earlier run: {stale}")
             self.workdir.mkdir(parents=True, exist_ok=True)
             for key, value in {
                 netguard.LOCAL_ENV: "1",
@@ -314,7 +329,7 @@ class LocalRuntime:
 
             self.clock = CompressedClock(self.compression)
             metrics.set_clock(self.clock.now)
-            self.network = LocalNetwork()
+            self.network = LocalNetwork(self.netns.directory / "localnet")
             self.nodes = {
                 n.name: NodeService(n.name, netguard.to_local(n.ip), n.port) for n in self.topology.nodes
             }
@@ -368,7 +383,8 @@ class LocalRuntime:
         return out
 
     def stop(self) -> None:
-        """Stop every thread and process and remove every address and tc filter. Idempotent."""
+        """Stop every thread and process, remove every address and tc filter, and delete the network
+        namespace. Idempotent. Call it from the thread that called ``start()``."""
         if not self._started:
             return
         self._started = False
@@ -394,6 +410,11 @@ class LocalRuntime:
         metrics.set_clock(None)
         netguard.uninstall_socket_guard()
         netguard.disable_local_mode()
+        if self.netns is not None:
+            # Deleting the namespace removes whatever address, qdisc or process a failed stop left.
+            _safely(self.netns.leave)
+            _safely(self.netns.delete)
+            self.netns = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -517,6 +538,7 @@ class LocalRuntime:
             },
             "compression": self.compression,
             "pid": os.getpid(),
+            "netns": self.netns.name,
         }
 
 

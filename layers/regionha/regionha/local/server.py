@@ -29,7 +29,7 @@ from typing import Any
 from unittest import mock
 
 import boto3
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer
 from werkzeug.wrappers import Request, Response
 
 from regionha.aws import Clients
@@ -37,6 +37,7 @@ from regionha.errors import ConfigurationError
 from regionha.local.iam import LocalIam
 from regionha.local.lambdas import HandlerRegistry, InvocationOutcome, LocalFunction
 from regionha.local.provision import DEFAULT_REGION, Stack, provision
+from regionha.netguard import NoLookupServerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,11 @@ class Invocation:
 def _json_error(status: int, error_type: str, message: str) -> Response:
     return Response(json.dumps({"Type": "User", "message": message}), status=status,
                     headers={"x-amzn-ErrorType": error_type}, content_type="application/json")
+
+
+class _Server(NoLookupServerMixin, ThreadedWSGIServer):
+    """werkzeug's threaded server (what ``make_server(threaded=True)`` builds), binding without a
+    reverse lookup of its address."""
 
 
 def _request_handler() -> type:
@@ -152,8 +158,7 @@ class LocalAws:
             moto_api_backend.reset()
             app = _InvokeMiddleware(_CompositeAlarmMiddleware(DomainDispatcherApplication(create_backend_app), self),
                                     self)
-            self._server = make_server(self._host, self._requested_port, app, threaded=True,
-                                       request_handler=_request_handler())
+            self._server = _Server(self._host, self._requested_port, app, _request_handler())
             self._set_environ({
                 "MOTO_PORT": str(self._server.server_port),
                 "AWS_ENDPOINT_URL": self.endpoint_url,
