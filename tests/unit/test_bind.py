@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.exception
@@ -331,16 +332,22 @@ def wait_answering(server: str, port: int, source: str, procs: list[subprocess.P
     raise AssertionError(f"{server}#{port} did not answer within {limit} s")
 
 
-@pytest.mark.integration
-@pytest.mark.skipif(not os.path.exists(NAMED) or os.geteuid() != 0, reason="needs root and named")
-def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path):
-    # GIVEN the on-prem resolver and the Osaka forwarder from local renders, the Osaka VPC resolver
-    # faked, and the Tokyo Resolver endpoint absent (that path is down)
+@dataclass
+class Chain:
+    """The on-prem resolver and the Osaka forwarder running as real named, the Osaka VPC resolver faked."""
+
+    onprem: str
+    osaka: str
+    port: int
+    fake: FakeVpcResolver
+
+
+@contextmanager
+def named_chain(topology, tmp_path: Path, client: str, *, missing: bool = False) -> Iterator[Chain]:
     port = free_port()
     onprem = to_loopback(topology.client.dns_server.ip)  # 127.2.10.10
     osaka = to_loopback(topology.forwarder_paths[1].ip)  # 127.1.111.10
     vpc_resolver = to_loopback(topology.vpc("osaka").resolver_ip())  # 127.1.0.2
-    client, stranger = "127.2.10.50", "127.9.9.9"  # inside / outside the client network
     onprem_conf = bind.render_onprem_conf(
         topology, addr=to_loopback, runtime=local_runtime(tmp_path, "onprem", port, free_port(), onprem)
     )
@@ -351,6 +358,7 @@ def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path)
         runtime=local_runtime(tmp_path, "osaka", port, free_port(), osaka),
     )
     fake = FakeVpcResolver((vpc_resolver, port), "sample.cluster.local.", "10.1.110.10")
+    fake.missing = missing
     threading.Thread(target=fake.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with (
@@ -360,65 +368,55 @@ def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path)
         ):
             wait_answering(osaka, port, client, [p1, p2])
             wait_answering(onprem, port, client, [p1, p2])
-
-            # WHEN a client of the client network asks the on-prem resolver
-            answer = ask(onprem, port, client, timeout=8.0)
-            # THEN the name resolves through the Osaka path alone
-            assert answer.rcode() == dns.rcode.NOERROR
-            assert [r.address for rr in answer.answer for r in rr] == ["10.1.110.10"]
-            # and the Osaka forwarder asked its VPC resolver from its own address
-            assert set(fake.sources) == {osaka}
-
-            # WHEN someone outside the client network asks either server THEN it is refused
-            assert ask(onprem, port, stranger).rcode() == dns.rcode.REFUSED
-            assert ask(osaka, port, stranger).rcode() == dns.rcode.REFUSED
-            # while the forwarder answers the client network directly
-            assert ask(osaka, port, client).rcode() == dns.rcode.NOERROR
+            yield Chain(onprem, osaka, port, fake)
     finally:
         fake.shutdown()
         fake.server_close()
+
+
+needs_root_named = pytest.mark.skipif(not os.path.exists(NAMED) or os.geteuid() != 0, reason="needs root and named")
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not os.path.exists(NAMED) or os.geteuid() != 0, reason="needs root and named")
+@needs_root_named
+def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path):
+    # GIVEN the on-prem resolver and the Osaka forwarder from local renders, the Osaka VPC resolver
+    # faked, and the Tokyo Resolver endpoint absent (that path is down)
+    client, stranger = "127.2.10.50", "127.9.9.9"  # inside / outside the client network
+    with named_chain(topology, tmp_path, client) as c:
+        # WHEN a client of the client network asks the on-prem resolver
+        answer = ask(c.onprem, c.port, client, timeout=8.0)
+        # THEN the name resolves through the Osaka path alone
+        assert answer.rcode() == dns.rcode.NOERROR
+        assert [r.address for rr in answer.answer for r in rr] == ["10.1.110.10"]
+        # and the Osaka forwarder asked its VPC resolver from its own address
+        assert set(c.fake.sources) == {c.osaka}
+
+        # WHEN someone outside the client network asks either server THEN it is refused
+        assert ask(c.onprem, c.port, stranger).rcode() == dns.rcode.REFUSED
+        assert ask(c.osaka, c.port, stranger).rcode() == dns.rcode.REFUSED
+        # while the forwarder answers the client network directly
+        assert ask(c.osaka, c.port, client).rcode() == dns.rcode.NOERROR
+
+
+@pytest.mark.integration
+@needs_root_named
 def test_real_named_chain_forgets_a_missing_record_within_its_ttl(topology, tmp_path):
-    # GIVEN the on-prem resolver and the Osaka forwarder rendered for a record TTL of 2 s, and the
-    # Osaka VPC resolver answering NXDOMAIN with Route 53's SOA (900 s) while the record is absent
+    # GIVEN the chain rendered for a record TTL of 2 s, and the Osaka VPC resolver answering NXDOMAIN
+    # with Route 53's SOA (900 s) while the record is absent
     ttl = 2
     t = topology.model_copy(update={"dns": topology.dns.model_copy(
         update={"record": topology.dns.record.model_copy(update={"ttl": ttl})})})
-    port = free_port()
-    onprem = to_loopback(t.client.dns_server.ip)
-    osaka = to_loopback(t.forwarder_paths[1].ip)
     client = "127.2.10.50"
-    onprem_conf = bind.render_onprem_conf(
-        t, addr=to_loopback, runtime=local_runtime(tmp_path, "onprem", port, free_port(), onprem)
-    )
-    osaka_conf = bind.render_forwarder_conf(
-        t, "osaka-bind", addr=to_loopback, runtime=local_runtime(tmp_path, "osaka", port, free_port(), osaka)
-    )
-    fake = FakeVpcResolver((to_loopback(t.vpc("osaka").resolver_ip()), port), "sample.cluster.local.", "10.1.110.10")
-    fake.missing = True
-    threading.Thread(target=fake.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        with (
-            loopback_addresses([onprem, osaka]),
-            named(osaka_conf, tmp_path / "osaka.conf") as p1,
-            named(onprem_conf, tmp_path / "onprem.conf") as p2,
-        ):
-            wait_answering(osaka, port, client, [p1, p2])
-            wait_answering(onprem, port, client, [p1, p2])
-            absent = ask(onprem, port, client, timeout=8.0)
-            assert absent.rcode() == dns.rcode.NXDOMAIN
-            # THEN both servers keep the negative answer at most the record TTL, not the SOA's 900 s
-            assert [rr.ttl for rr in absent.authority] and all(rr.ttl <= ttl for rr in absent.authority)
+    with named_chain(t, tmp_path, client, missing=True) as c:
+        absent = ask(c.onprem, c.port, client, timeout=8.0)
+        assert absent.rcode() == dns.rcode.NXDOMAIN
+        # THEN both servers keep the negative answer at most the record TTL, not the SOA's 900 s
+        assert [rr.ttl for rr in absent.authority] and all(rr.ttl <= ttl for rr in absent.authority)
 
-            # WHEN the record exists again THEN the chain answers it once the TTL has run out
-            fake.missing = False
-            time.sleep(ttl + 1)
-            answer = ask(onprem, port, client, timeout=8.0)
-            assert answer.rcode() == dns.rcode.NOERROR
-            assert [r.address for rr in answer.answer for r in rr] == ["10.1.110.10"]
-    finally:
-        fake.shutdown()
-        fake.server_close()
+        # WHEN the record exists again THEN the chain answers it once the TTL has run out
+        c.fake.missing = False
+        time.sleep(ttl + 1)
+        answer = ask(c.onprem, c.port, client, timeout=8.0)
+        assert answer.rcode() == dns.rcode.NOERROR
+        assert [r.address for rr in answer.answer for r in rr] == ["10.1.110.10"]
