@@ -172,6 +172,10 @@ def test_schedule_environment_and_alarm_fit_the_code():
         assert (alarm["Namespace"], alarm["MetricName"]) == ("regionha", metric), logical_id
         assert alarm["Dimensions"] == [{"Name": "Deployment", "Value": {"Ref": "Deployment"}}]
         assert alarm["AlarmActions"] == [{"Ref": "NoticesTopic"}]
+    # The scheduled run's loop, its last evaluation's re-checks, throttling retries and INSYNC wait fit
+    # the Lambda timeout (reference topology: 3 checks 5 s apart, 2 s each).
+    loop = float(props["Environment"]["Variables"]["HEALTH_CHECK_LOOP_SECONDS"])
+    assert loop + (2 * 5 + 3 * 2) + 8 + 60 <= props["Timeout"]
     # The compare-and-swap needs exactly DELETE and CREATE of A records.
     r53 = [
         st for p in props["Policies"] if "Statement" in p for st in p["Statement"]

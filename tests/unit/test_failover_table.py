@@ -237,3 +237,49 @@ def test_detection_settings_are_validated(topology, section, message):
     data = topology.to_json() | {"failover": section}
     with pytest.raises(TopologyError, match=message):
         parse_topology(data, "t.yaml")
+
+
+class SteppingClock:
+    """Time that moves only by the controller's own sleeps (and a fixed cost per port check round)."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def test_watch_checks_every_interval_and_catches_a_failure_mid_minute(moto_world, ports, cw):
+    """Sub-minute detection: one scheduled invocation evaluates every 5 s for 40 s; Server-A dies
+    after the third evaluation and the record moves within that same minute."""
+    clock = SteppingClock(T0)
+    checks = {"n": 0}
+    real = ports.__call__
+
+    def dies_later(ip, port, timeout, **kw):
+        if NAMES[ip] == "Server-A" and kw.get("source") is None:
+            checks["n"] += 1
+        if NAMES[ip] == "Server-A" and checks["n"] > 3:
+            ports.client["Server-A"] = ports.peer["Server-A"] = REFUSED
+        return real(ip, port, timeout, **kw)
+
+    failover.check_node = dies_later  # restored by the ports fixture's monkeypatch
+    s = ControllerSettings(poll_seconds=0.01, wait_seconds=1, sleep=clock.sleep, now=clock.now)
+    results = failover.watch(
+        moto_world.topology,
+        moto_world.clients,
+        check(T0, "hc-1"),
+        table=moto_world.table,
+        table_region=STACK_REGION,
+        seconds=40,
+        settings=s,
+    )
+    actions = [r.decision.action for r in results]
+    assert actions[:3] == ["nothing"] * 3 and "failover" in actions
+    moved = next(r for r in results if r.moved)
+    # detected at the 4th evaluation (T0 + 15 s) and confirmed by two re-checks 5 s apart
+    assert moved.failover_seconds is not None and clock.now() - T0 <= 45
+    assert record(moto_world) == "Server-B" and len(results) <= 9

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -851,6 +852,40 @@ def run_controller(
     logger.info("record on %s (generation %d) %.1f s after the event", decision.target, claimed.generation, seconds)
     target_ip = str(_node(topology, decision.target).ip)
     return ControllerResult(decision, claimed.generation, True, seconds, target_ip, health)
+
+
+def watch(
+    topology: Topology,
+    clients: Clients,
+    trigger: Trigger,
+    *,
+    table: str,
+    table_region: str,
+    seconds: float,
+    settings: ControllerSettings = ControllerSettings(),
+) -> list[ControllerResult]:
+    """Sub-minute detection inside one scheduled invocation: evaluate at once, then every
+    ``failover.check_interval_seconds`` until ``seconds`` (on ``settings.now``'s clock) have passed.
+
+    EventBridge schedules go down to one minute; this loop is what checks the nodes every few seconds
+    (a Lambda that loops inside its scheduled minute: 43,800 invocations a month of about ``seconds``
+    each). Each evaluation is a ``run_controller`` with its own trigger id (``<event id>#<n>``) and the
+    event time plus the elapsed time, so hold-down and stale-event screening work as for separate
+    events. Errors end the loop and reach Lambda (its retry, or the next minute, starts afresh).
+    """
+    interval = topology.failover.check_interval_seconds
+    start = settings.now()
+    results: list[ControllerResult] = []
+    for n in range(max(1, math.ceil(seconds / interval) + 1)):
+        elapsed = max(0.0, settings.now() - start)
+        if n and elapsed >= seconds:
+            break
+        tick = Trigger(trigger.kind, f"{trigger.id}#{n}", trigger.time + elapsed, trigger.region)
+        results.append(
+            run_controller(topology, clients, tick, table=table, table_region=table_region, settings=settings)
+        )
+        settings.sleep(max(0.0, interval - (settings.now() - start - elapsed)))
+    return results
 
 
 def _swap(
