@@ -92,7 +92,7 @@ def activate(
     wait_seconds: float = 60.0,
     poll_seconds: float = 1.0,
     retry: RetryPolicy = RetryPolicy(),
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = metrics.sleep,
 ) -> list[Outcome]:
     """Point the record at ``node``'s IP with the topology's TTL and wait, bounded, for INSYNC.
 
@@ -553,7 +553,7 @@ def node_health(
     timeout: float | None = None,
     threshold: int | None = None,
     interval: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = metrics.sleep,
     peer_check: bool | None = None,
 ) -> dict[str, NodeHealth]:
     """Health of every node: the instance state, and for a running instance ``GET /`` on its port,
@@ -732,8 +732,8 @@ class ControllerSettings:
     wait_seconds: float = 60.0
     poll_seconds: float = 1.0
     retry: RetryPolicy = RetryPolicy()
-    sleep: Callable[[float], None] = time.sleep
-    # Event times come from the same clock (emulated in the local runtime, see metrics.now).
+    # Waits and event times follow one clock (emulated in the local runtime, see metrics.now/sleep).
+    sleep: Callable[[float], None] = metrics.sleep
     now: Callable[[], float] = field(default=lambda: metrics.now().timestamp())
     cloudwatch: Any = None  # for the PutMetricData sink
     # Check a node from its peer region too (None: wherever the controller dials the nodes itself).

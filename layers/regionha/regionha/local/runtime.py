@@ -11,6 +11,7 @@ all on one emulated clock.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -259,7 +260,7 @@ class LocalRuntime:
             )
         from regionha import metrics
         from regionha.local.alarms import AlarmEvaluator
-        from regionha.local.clock import CompressedClock
+        from regionha.local.clock import CompressedClock, real_ttl
         from regionha.local.events import Ec2StateChangeEmitter, EventBus, ScheduleRunner
         from regionha.local.network import LocalNetwork, cleanup_stale
         from regionha.local.nodes import NodeService
@@ -300,7 +301,7 @@ class LocalRuntime:
             )
 
             self.clock = CompressedClock(self.compression)
-            metrics.set_clock(self.clock.now)
+            metrics.set_clock(self.clock.now, self.clock.real_seconds)
             self.network = LocalNetwork()
             self.nodes = {
                 n.name: NodeService(n.name, netguard.to_local(n.ip), n.port) for n in self.topology.nodes
@@ -322,6 +323,8 @@ class LocalRuntime:
                     route53,
                     listen,
                     name=vpc.name,
+                    # One clock: DNS caches expire on the emulated time the alarms run on.
+                    ttl=functools.partial(real_ttl, self.clock),
                 )
                 resolver.start()
                 self.resolvers.append(resolver)
