@@ -51,9 +51,9 @@ def local_topology(
 
     Time compression distorts what runs in real time: BIND's forwarder fallback takes about 1.2 s per
     silent forwarder whatever the clock says (two Tokyo endpoint IPs can be silent at once), so the
-    canary's probe timeout stays above that (else a legitimate fallback reads as "unresolvable");
-    and the record TTL, real seconds in named's cache, must stay well inside the stale-answer
-    alarm's 3 emulated minutes (9 s at 20x)."""
+    canary's probe timeout stays above that (else a legitimate fallback reads as "unresolvable").
+    The record TTL needs no shortening: the VPC resolvers answer it in real seconds of the emulated
+    clock (``clock.real_ttl``), so named's caches expire on the clock the alarms run on."""
     update: dict[str, Any] = {
         "waits": topology.waits.model_copy(update={"poll_seconds": poll_seconds}),
         "canary": topology.canary.model_copy(update={"timeout_seconds": canary_timeout}),
