@@ -869,9 +869,10 @@ def watch(
 
     EventBridge schedules go down to one minute; this loop is what checks the nodes every few seconds
     (a Lambda that loops inside its scheduled minute: 43,800 invocations a month of about ``seconds``
-    each). Each evaluation is a ``run_controller`` with its own trigger id (``<event id>#<n>``) and the
-    event time plus the elapsed time, so hold-down and stale-event screening work as for separate
-    events. Errors end the loop and reach Lambda (its retry, or the next minute, starts afresh).
+    each, about $11 a month at 55 s and 256 MB, see docs/failover.md). Each evaluation is a
+    ``run_controller`` with its own trigger id (``<event id>#<n>``) and the event time plus the elapsed
+    time, so hold-down and stale-event screening work as for separate events.
+    Errors end the loop and reach Lambda (its retry, or the next minute, starts afresh).
     """
     interval = topology.failover.check_interval_seconds
     start = settings.now()
