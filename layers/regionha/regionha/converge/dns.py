@@ -547,18 +547,23 @@ def swap_record(topology: Topology, clients: Clients, expected_ip: str | None, i
             "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": ttl, "ResourceRecords": [{"Value": address}]},
         }
     )
+    batch = {"Comment": comment or f"regionha {topology.deployment}: {name} -> {address}", "Changes": changes}
     try:
-        change = r53.change_resource_record_sets(
-            HostedZoneId=zone_id,
-            ChangeBatch={
-                "Comment": comment or f"regionha {topology.deployment}: {name} -> {address}",
-                "Changes": changes,
-            },
-        )["ChangeInfo"]
+        change = r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)["ChangeInfo"]
     except ClientError as e:
-        if _error_code(e) == "InvalidChangeBatch":
+        if _error_code(e) != "InvalidChangeBatch":
+            raise
+        if current is None or "already exists" not in str(e) or _record_set(r53, zone_id, name) != current:
             raise RecordChanged(f"record {name} changed since it was read: {e}") from e
-        raise
+        # The record is exactly as read, yet the CREATE after its DELETE was refused: moto's journal
+        # (AWS frees the name within the batch). The DELETE still makes the batch a compare-and-swap.
+        changes[-1] = changes[-1] | {"Action": "UPSERT"}
+        try:
+            change = r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)["ChangeInfo"]
+        except ClientError as again:
+            if _error_code(again) == "InvalidChangeBatch":
+                raise RecordChanged(f"record {name} changed since it was read: {again}") from again
+            raise
     return Swap(Outcome("record", name, "created" if current is None else "updated", zone_id), change)
 
 

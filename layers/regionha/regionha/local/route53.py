@@ -9,8 +9,10 @@ resource record set … but it already exists").
 
 moto's gaps, closed here: a DELETE passes if the record set was *ever* written (its journal), and then
 removes whatever record set has that name and type; a CREATE of an existing name passes unless the
-identical change is in the journal, leaving two record sets. Both would let two failover controllers
-that read the same value both "win" (the compare-and-swap ``regionha.failover`` relies on).
+identical change is in the journal, leaving two record sets; and a CREATE that is in the journal is
+refused even when the batch's own DELETE frees the name (a swap back to an earlier value). The first two
+would let two failover controllers that read the same value both "win" (the compare-and-swap
+``regionha.failover`` relies on); the last would refuse a legitimate failback.
 
 ``install()`` wraps moto's backend once per process; the local runtime and in-process tests get it by
 importing ``regionha.local``.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_installed = False
+_original: Any = None
 
 
 def _key(rrset: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -86,16 +88,29 @@ class _Pending:
 
 def install() -> None:
     """Make moto's Route 53 refuse what AWS refuses (idempotent)."""
-    global _installed
-    if _installed:
-        return
+    global _original
     from moto.route53.models import Route53Backend
 
-    original = Route53Backend.change_resource_record_sets
+    if _original is not None:
+        return
+    _original = original = Route53Backend.change_resource_record_sets
 
     def change_resource_record_sets(self: Any, zoneid: str, change_list: list[dict[str, Any]]) -> None:
         validate_batch(self.get_hosted_zone(zoneid), change_list)
-        return original(self, zoneid, change_list)
+        # Validated as AWS does; moto's own CREATE check would refuse a CREATE it has journaled before
+        # (a swap back to an earlier value) while the DELETE before it in the batch frees the name.
+        # A validated CREATE meets no record set, so UPSERT applies it identically.
+        as_upserts = [c | {"Action": "UPSERT"} if c["Action"] == "CREATE" else c for c in change_list]
+        return original(self, zoneid, as_upserts)
 
     Route53Backend.change_resource_record_sets = change_resource_record_sets  # type: ignore[method-assign]
-    _installed = True
+
+
+def uninstall() -> None:
+    """moto as it comes (tests prove the product also copes with plain moto)."""
+    global _original
+    from moto.route53.models import Route53Backend
+
+    if _original is not None:
+        Route53Backend.change_resource_record_sets = _original  # type: ignore[method-assign]
+        _original = None
