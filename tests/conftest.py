@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import boto3
 import pytest
@@ -30,12 +31,16 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def moto_aws(aws_credentials: None) -> Iterator[None]:
+def moto_aws(aws_credentials: None) -> Iterator[Any]:
     """moto in-process, with Step Functions executions run by its ASL interpreter."""
     from moto import mock_aws
 
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
-        yield
+    from composites import installed
+
+    config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    # moto has no composite alarms: the local runtime's evaluator holds them (tests/composites.py).
+    with mock_aws(config=config), installed(REGIONS) as store:
+        yield store
 
 
 @dataclass
@@ -52,6 +57,12 @@ class CallCounter:
     @property
     def mutating(self) -> list[tuple[str, str]]:
         return [c for c in self.calls if not c[1].startswith(READ_PREFIXES)]
+
+
+@pytest.fixture
+def composite_alarms(moto_aws: Any) -> Any:
+    """The AlarmEvaluator holding the composite alarms of the ``moto_aws`` session."""
+    return moto_aws
 
 
 @pytest.fixture

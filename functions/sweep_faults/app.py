@@ -1,12 +1,16 @@
-"""SweepFaults: restore drill faults that outlived their expiry or their execution, release stale locks.
+"""SweepFaults: restore drill faults that outlived their expiry or their execution, release stale locks,
+remove drill entries that no fault item records.
 
 Scheduled by EventBridge. A drill execution stopped from the console runs no restore; its faults
-stay recorded in the state table, and this puts them back within one schedule period.
+stay recorded in the state table, and this puts them back within one schedule period. A drill's
+NACL deny entry whose fault item is gone (deleted by hand, a restore that forgot it) is removed too,
+once no drill holds the deployment's lock.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -39,10 +43,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     swept = drill_faults.sweep(aws, env.table, region, execution_status=execution_status)
     locks = drill.sweep_locks(aws, env, execution_status=execution_status)
+
+    def lock_held(deployment: str) -> bool:
+        lock = drill.read_lock(aws, env, deployment)
+        return lock is not None and lock["expires_at"] >= time.time()
+
+    orphans = drill_faults.sweep_all_orphans(aws, env.table, region, lock_held=lock_held)
+    for entry in orphans:
+        logger.warning("orphaned drill entry removed", extra=entry)
     for item in swept:
         (logger.info if item["restored"] else logger.error)("fault swept", extra=item)
     if os.environ.get("NOTICES_TOPIC") and any(not s["restored"] for s in swept):
         aws.client("sns", region).publish(
             TopicArn=os.environ["NOTICES_TOPIC"], Subject="CRITICAL: regionha fault sweeper could not restore",
             Message="\n".join(f"- {s['fault']}: {s.get('error')}" for s in swept if not s["restored"]))
-    return {"swept": swept, "locks_released": locks}
+    return {"swept": swept, "locks_released": locks, "orphans_removed": orphans}

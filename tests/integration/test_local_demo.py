@@ -49,7 +49,8 @@ def test_the_demo_passes_with_an_acceptance_drill_report(tmp_path):
         "osaka-bind", "onprem", "tokyo-resolver/10.0.111.100", "tokyo-resolver/10.0.111.101"
     }
     assert all(0 < s < 60 for s in drill["recovery_seconds"].values())
-    assert drill["alarms"]["regionha-path-down-osaka-bind"]["fired_during_fault"]
+    # The alarms are the build's, named from the topology (ConvergeWatch).
+    assert drill["alarms"]["regionha-regionha-ref-path-down-osaka-bind"]["fired_during_fault"]
     assert not any(a.get("fired") for a in drill["alarms"].values() if a["critical"])
     assert report["canary"]["path_alarm_fired"] and not report["canary"]["critical_fired"]
     assert "lo:rha" not in subprocess.run(["ip", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout

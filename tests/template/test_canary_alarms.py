@@ -1,8 +1,9 @@
-"""template.yaml's canary: function, schedule, every alarm against its intent, the composite, the dashboard.
+"""template.yaml's canary (function, schedule), and the alarms the build makes from the topology.
 
-The intents come from ``regionha.alarms`` for the reference topology, and the metrics from
-``regionha.canary.metrics`` of a run of that topology: an alarm that watches a name or a dimension the
-canary does not emit (and so would never fire) fails here.
+The template names no path, node or address: the alarms and the dashboard come from the topology at
+build time (``regionha.converge.watch``). The intents come from ``regionha.alarms`` for the reference
+topology, and the metrics from ``regionha.canary.metrics`` of a run of that topology: an alarm that
+watches a name or a dimension the canary does not emit (and so would never fire) fails here.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from regionha.alarms import (
     FAILOVER_UNHEALTHY_NODE,
     ON_PREM_UNRESOLVABLE,
     AlarmIntent,
+    alarm_name,
     canary_alarm_intents,
     critical_members,
+    dashboard_name,
     path_down,
 )
 from regionha.canary import CanaryRun, NodeCheck, PathResult, Truth, canary_targets, metrics
+from regionha.converge.watch import WatchSettings, composite_params, dashboard_body, metric_alarm_params
 from regionha.local.alarms import ALARM, INSUFFICIENT_DATA, OK, evaluate_range
 from regionha.topology import load_topology
 
@@ -103,90 +107,82 @@ def test_schedule_translates_to_a_rule_targeting_the_function():
     assert rule["Properties"]["ScheduleExpression"] == {"Ref": "CanaryRate"}
 
 
-def test_the_template_holds_exactly_the_intended_canary_alarms(resources):
-    # Other alarms (the failover controller's) share the namespace; the canary's metrics are its own.
+def _reference_words() -> set[str]:
+    """Every path, node, address and network of the reference topology: none may be in the template."""
+    words = {t.path for t in canary_targets(TOPOLOGY)} | {t.server for t in canary_targets(TOPOLOGY)}
+    words |= {p.name for p in TOPOLOGY.forwarder_paths} | {n.name for n in TOPOLOGY.nodes}
+    words |= {str(n.ip) for n in TOPOLOGY.nodes} | {v.name for v in TOPOLOGY.vpcs}
+    words |= {str(v.cidr) for v in TOPOLOGY.vpcs} | {TOPOLOGY.dns.record.name.rstrip("."), TOPOLOGY.dns.zone}
+    words.discard("onprem")  # the canary's fixed label of the on-prem resolver, not a topology name
+    return words
+
+
+def test_the_template_names_no_path_node_or_address_of_the_reference():
+    text = TEMPLATE.read_text()
+    assert [w for w in sorted(_reference_words()) if w in text] == []
+    assert "onprem" not in text.replace("on-prem", "")
+
+
+def test_the_template_holds_no_canary_alarm_or_dashboard(resources):
+    # The build makes them from the topology (regionha.converge.watch); only deployment-wide alarms of
+    # the failover controller stay in the template.
     canary_metrics = {name for name, _ in emitted()}
-    in_template = {k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"
-                   and r["Properties"].get("Namespace") == "regionha"
-                   and r["Properties"].get("MetricName") in canary_metrics}
-    assert in_template == {i.logical_id for i in INTENTS}
+    in_template = [k for k, r in resources.items() if r["Type"].startswith("AWS::CloudWatch::")
+                   and r["Properties"].get("MetricName") in canary_metrics | {None}]
+    assert in_template == []
+    assert [k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"] == ["FailoverRefusedAlarm"]
 
 
-@pytest.mark.parametrize("intent", INTENTS, ids=lambda i: i.logical_id)
-def test_alarm_matches_its_intent(resources, intent: AlarmIntent):
-    alarm = resources[intent.logical_id]
-    assert alarm["Type"] == "AWS::CloudWatch::Alarm"
-    props = alarm["Properties"]
-    dimensions = [{"Name": "Deployment", "Value": {"Ref": "Deployment"}}]
-    if intent.path is not None:
-        dimensions.append({"Name": "Path", "Value": intent.path})
-    assert {
-        "Namespace": props["Namespace"],
-        "MetricName": props["MetricName"],
-        "Dimensions": props["Dimensions"],
-        "Statistic": props["Statistic"],
-        "Period": props["Period"],
-        "EvaluationPeriods": props["EvaluationPeriods"],
-        "DatapointsToAlarm": props["DatapointsToAlarm"],
-        "Threshold": float(props["Threshold"]),
-        "ComparisonOperator": props["ComparisonOperator"],
-        "TreatMissingData": props["TreatMissingData"],
-        "AlarmActions": props["AlarmActions"],
-        "OKActions": props["OKActions"],
-    } == {
-        "Namespace": intent.namespace,
-        "MetricName": intent.metric,
-        "Dimensions": dimensions,
-        "Statistic": intent.statistic,
-        "Period": intent.period,
-        "EvaluationPeriods": intent.evaluation_periods,
-        "DatapointsToAlarm": intent.datapoints_to_alarm,
-        "Threshold": intent.threshold,
-        "ComparisonOperator": intent.comparison,
-        "TreatMissingData": intent.treat_missing_data,
-        "AlarmActions": NOTICES,
-        "OKActions": NOTICES,
+def test_the_watch_function_may_touch_only_its_deployments_alarms_and_dashboard(resources):
+    props = resources["ConvergeWatchFunction"]["Properties"]
+    statements = [s for p in props["Policies"] for s in p["Statement"]]
+    by_resource = {json.dumps(s["Resource"]): set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+                   for s in statements}
+    assert by_resource.pop('"*"') == {"cloudwatch:DescribeAlarms"}
+    alarm_arn = ("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:"
+                 "regionha-${Deployment}-*")
+    dashboard_arn = "arn:${AWS::Partition}:cloudwatch::${AWS::AccountId}:dashboard/regionha-${Deployment}*"
+    assert by_resource == {
+        json.dumps({"Fn::Sub": alarm_arn}): {"cloudwatch:PutMetricAlarm", "cloudwatch:PutCompositeAlarm",
+                                            "cloudwatch:DeleteAlarms", "cloudwatch:TagResource"},
+        json.dumps({"Fn::Sub": dashboard_arn}): {"cloudwatch:GetDashboard", "cloudwatch:PutDashboard",
+                                                "cloudwatch:DeleteDashboards"},
     }
-    assert {"Unit", "ExtendedStatistic", "Metrics"}.isdisjoint(props)  # a Unit filter could match nothing
-    # The alarm watches a series the canary really emits (Deployment = the parameter's default).
-    dims = {"Deployment": TOPOLOGY.deployment} | ({"Path": intent.path} if intent.path else {})
-    assert (intent.metric, tuple(sorted(dims.items()))) in emitted()
+    # The names the converge op gives match those ARNs.
+    assert alarm_name(TOPOLOGY.deployment, "x").startswith(f"regionha-{TOPOLOGY.deployment}-")
+    assert dashboard_name(TOPOLOGY.deployment).startswith(f"regionha-{TOPOLOGY.deployment}")
+    for machine in ("BuildStateMachine", "TeardownStateMachine"):
+        sm = resources[machine]["Properties"]
+        assert sm["DefinitionSubstitutions"]["ConvergeWatchFunctionArn"] == {
+            "Fn::GetAtt": ["ConvergeWatchFunction", "Arn"]}
+        assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "ConvergeWatchFunction"}}} in sm["Policies"]
 
 
-def test_composite_critical_alarm_ors_the_critical_alarms(resources):
-    alarm = resources[CRITICAL_COMPOSITE]
-    assert alarm["Type"] == "AWS::CloudWatch::CompositeAlarm"
-    props = alarm["Properties"]
-    rule = props["AlarmRule"]["Fn::Sub"]
-    terms = [t.strip() for t in rule.split(" OR ")]
-    assert [re.fullmatch(r'ALARM\("\$\{(\w+)\}"\)', t).group(1) for t in terms] == critical_members(TOPOLOGY)
+@pytest.mark.parametrize("intent", INTENTS, ids=lambda i: i.suffix)
+def test_each_alarm_watches_a_series_the_canary_emits(intent: AlarmIntent):
+    params = metric_alarm_params(TOPOLOGY, intent, WatchSettings(region="ap-southeast-1", topic_arn="arn:t"))
+    dims = tuple(sorted((d["Name"], d["Value"]) for d in params["Dimensions"]))
+    assert (params["MetricName"], dims) in emitted()
+    assert params["AlarmActions"] == params["OKActions"] == ["arn:t"]
+    assert {"Unit", "ExtendedStatistic", "Metrics"}.isdisjoint(params)  # a Unit filter could match nothing
+
+
+def test_composite_critical_alarm_ors_the_critical_alarms():
+    params = composite_params(TOPOLOGY, WatchSettings(region="ap-southeast-1"))
+    terms = [t.strip() for t in params["AlarmRule"].split(" OR ")]
+    assert [re.fullmatch(r'ALARM\("([^"]+)"\)', t).group(1) for t in terms] == critical_members(TOPOLOGY)
     critical = (ON_PREM_UNRESOLVABLE, FAILOVER_UNHEALTHY_NODE, FAILOVER_STALE_ANSWER, CANARY_SILENT)
-    assert set(critical_members(TOPOLOGY)) == {i.logical_id for i in critical}
-    assert props["AlarmActions"] == NOTICES and props["OKActions"] == NOTICES
-    assert props.get("ActionsEnabled", True) is True
+    assert set(critical_members(TOPOLOGY)) == {alarm_name(TOPOLOGY.deployment, i.suffix) for i in critical}
+    assert params["AlarmName"] == f"regionha-{TOPOLOGY.deployment}-{CRITICAL_COMPOSITE}"
 
 
-def _substituted(body: str) -> str:
-    """${Deployment} -> its default, any other ${X} -> "<X>", so the body parses as JSON."""
-    known = {"Deployment": TOPOLOGY.deployment}
-    return re.sub(r"\$\{([A-Za-z0-9:.]+)\}", lambda m: known.get(m.group(1), f"<{m.group(1)}>"), body)
-
-
-def test_dashboard_shows_paths_record_target_and_alarm_states(resources):
-    body = json.loads(_substituted(resources["CanaryDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]))
-    graphs = [w["properties"] for w in body["widgets"] if w["type"] == "metric"]
-    rows = [tuple(row) for g in graphs for row in g["metrics"]]
-    series = {(r[1], tuple(sorted(zip(r[2:-1:2], r[3::2], strict=True)))) for r in rows}
-    assert all(r[0] == "regionha" for r in rows)
-    assert series <= emitted()  # nothing on the dashboard that the canary does not emit
-    dep = ("Deployment", TOPOLOGY.deployment)
-    for target in canary_targets(TOPOLOGY):
-        for metric in ("PathSuccess", "PathLatency"):
-            assert (metric, tuple(sorted([dep, ("Path", target.path)]))) in series
-    for node in TOPOLOGY.nodes:
-        assert ("RecordTarget", tuple(sorted([dep, ("Node", node.name)]))) in series
-    (alarms,) = [w["properties"]["alarms"] for w in body["widgets"] if w["type"] == "alarm"]
-    assert alarms == [f"<{i.logical_id}.Arn>" for i in INTENTS] + [f"<{CRITICAL_COMPOSITE}.Arn>"]
+def test_dashboard_series_are_ones_something_emits():
+    body = dashboard_body(TOPOLOGY, WatchSettings(region="ap-southeast-1"))
+    rows = [r for w in body["widgets"] if w["type"] == "metric" for r in w["properties"]["metrics"]
+            if isinstance(r[0], str) and r[0] == "regionha"]
+    series = {(r[1], tuple(sorted(zip(r[2::2], r[3::2], strict=True)))) for r in rows}
+    controller_or_drill = {"FailoverStarted", "FailoverCompleted", "FailoverRefused", "FailoverSeconds", "DrillPassed"}
+    assert {s for s in series if s[0] not in controller_or_drill} <= emitted()
 
 
 # --- what the counts mean, by the CloudWatch evaluation rule (regionha.local.alarms.evaluate_range) ----
@@ -230,3 +226,16 @@ def test_stale_answer_window_exceeds_the_ttl_plus_a_grace():
     ttl = TOPOLOGY.dns.record.ttl
     for intent in (FAILOVER_STALE_ANSWER, FAILOVER_UNHEALTHY_NODE):
         assert intent.datapoints_to_alarm * intent.period >= ttl + intent.period
+
+
+def test_build_makes_the_watch_after_placing_the_canary_and_teardown_removes_it_first():
+    root = TEMPLATE.parent / "statemachines"
+    build = json.loads((root / "build.asl.json").read_text())["States"]
+    teardown = json.loads((root / "teardown.asl.json").read_text())["States"]
+    assert build["PlaceCanary"]["Next"] == "ConvergeWatch" and build["ConvergeWatch"]["Next"] == "SaveInventory"
+    assert build["ConvergeWatch"]["Parameters"]["action"] == "converge"
+    assert teardown["ValidateTopology"]["Next"] == "TeardownWatch"
+    assert teardown["TeardownWatch"]["Parameters"]["action"] == "teardown"
+    for state in (build["ConvergeWatch"], teardown["TeardownWatch"]):
+        assert state["Resource"] == "${ConvergeWatchFunctionArn}"
+        assert state["Parameters"]["topology.$"] == "$.plan.topology"

@@ -52,7 +52,12 @@ def test_the_no_aws_guard_can_fail() -> None:
 def test_validate_default_prints_one_ok_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["topology", "validate"]) == EXIT_OK
     out, err = capsys.readouterr()
-    assert err == ""
+    # The reference's zone is the article's cluster.local: valid, with the one mDNS warning.
+    assert err.splitlines() == [
+        f"{default_topology_path()}: dns.zone: warning: zone cluster.local. is under local., which RFC 6762 "
+        "reserves for Multicast DNS: hosts running mDNS (macOS, Avahi, systemd-resolved) may ask the local link "
+        "instead of the DNS server and never see the record; a zone under a domain you own avoids that"
+    ]
     assert out.count("\n") == 1
     assert out.startswith(f"{default_topology_path()}: OK: deployment regionha-ref")
     assert "primary Server-A" in out
@@ -169,10 +174,11 @@ def test_show_prints_the_normalised_topology_as_json(capsys: pytest.CaptureFixtu
     shown = json.loads(capsys.readouterr().out)
     assert shown["deployment"] == "regionha-ref"
     # Defaults the file leaves out are filled in: the output is the whole model.
-    assert shown["failover"] == {
-        "mode": "builtin", "failback": "manual", "hold_down_seconds": 60,
+    defaults = {
+        "mode": "builtin", "failback": "manual", "hold_down_seconds": 60, "rto_budget_seconds": 300,
         "failure_threshold": 3, "check_interval_seconds": 5.0, "client_link_cut": "stay",
     }
+    assert defaults.items() <= shown["failover"].items()
     assert shown["forwarder_paths"][0]["ips"][0] == {"subnet": "A3", "ip": "10.0.111.100"}
 
 

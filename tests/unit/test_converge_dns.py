@@ -356,7 +356,7 @@ def test_upsert_refuses_what_is_not_an_ipv4_address(topology, clients):
 def test_operations_without_their_prerequisites_say_what_is_missing(topology, moto_aws, clients):
     with pytest.raises(ConfigurationError, match="VPC tokyo .* not found"):
         converge_private_zone(topology, clients, RUN)
-    with pytest.raises(ConfigurationError, match="zone cluster.local .* not found"):
+    with pytest.raises(ConfigurationError, match="zone cluster.local. .* not found"):
         upsert_record(topology, clients, "10.0.110.10")
     with pytest.raises(ConfigurationError, match="not a Resolver endpoint"):
         converge_resolver_endpoint(topology, "osaka-bind", clients, RUN)
@@ -406,11 +406,11 @@ def test_teardown_leaves_nothing_and_a_second_teardown_writes_nothing(topology, 
     for region in (TOKYO, OSAKA, SINGAPORE):
         assert resolver(region).list_resolver_endpoints()["ResolverEndpoints"] == []
     assert sorted((o.kind, o.name) for o in outcomes if o.action == "deleted") == [
-        ("hosted_zone", "cluster.local"),
+        ("hosted_zone", "cluster.local."),
         ("record", "by-hand.cluster.local.:CNAME"),
         ("record", "sample.cluster.local.:A"),
         ("resolver_endpoint", "tokyo-resolver"),
-        ("zone_vpc_association", f"cluster.local:{network.vpcs['osaka']}"),
+        ("zone_vpc_association", f"cluster.local.:{network.vpcs['osaka']}"),
     ]
     assert resolver_endpoint_status(topology, "tokyo-resolver", clients) == "missing"
 

@@ -128,6 +128,9 @@ def sequence_from(states, start):
         if name == "Restore":
             return ids
         state = states[name]
+        if state["Type"] == "Map":  # the further steps of a plan (none for two nodes)
+            name = state["Next"]
+            continue
         ids.append(state["Parameters"]["step"])
         name = state["Next"]
     raise AssertionError("no path to Restore")
@@ -163,20 +166,20 @@ def test_every_task_retries_transient_errors_and_catches_into_restore_or_onwards
     assert states["Report"]["Next"] == "ReleaseLock"
 
 
-def test_template_watches_every_path_down_alarm_and_judges_every_critical_child():
+def test_the_drill_watches_the_deployments_own_alarms_and_the_stacks():
+    from regionha.alarms import critical_members, watched_alarm_names
     from regionha.local.provision import load_template
+    from regionha.topology import load_topology
 
     template = load_template(ROOT / "template.yaml")
-    resources = template["Resources"]
-    env = resources["RunDrillStepFunction"]["Properties"]["Environment"]["Variables"]
-    watched = [ref["Ref"] for ref in env["DRILL_WATCH_ALARMS"]["Fn::Join"][1]]
-    critical = [ref["Ref"] for ref in env["CRITICAL_ALARMS"]["Fn::Join"][1]]
-    path_down = [lid for lid, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"
-                 and "path-down" in json.dumps(r["Properties"]["AlarmName"])]
-    rule = json.dumps(resources["CanaryCriticalAlarm"]["Properties"]["AlarmRule"])
+    env = template["Resources"]["RunDrillStepFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["DRILL_WATCH_ALARMS"] == {"Ref": "FailoverRefusedAlarm"}
+    topology = load_topology()
+    drill_env = drill.DrillEnv(table="t", region="ap-southeast-1", watch_alarms=("stack-failover-refused",))
+    run = drill.Drill(None, drill_env, {"deployment": topology.deployment}, topology=topology)
 
-    assert path_down and set(path_down) <= set(watched)
-    assert sorted(critical) == sorted(lid for lid in resources if f"${{{lid}}}" in rule)
+    assert run.alarms.watch_alarms == ("stack-failover-refused", *watched_alarm_names(topology))
+    assert run.alarms.critical_alarms == tuple(critical_members(topology))
 
 
 # --- a small world in moto ---------------------------------------------------------------------------
@@ -558,3 +561,36 @@ def test_an_alarm_counts_as_fired_if_it_was_in_alarm_during_the_cut(log, expecte
     from regionha.drill import _in_alarm_during
 
     assert _in_alarm_during(log, "a", {"start": 3, "end": 10}) is expected
+
+
+def test_acceptance_with_three_nodes_fails_each_node_in_turn():
+    from regionha.topology import load_topology
+
+    topology = load_topology(ROOT / "layers/regionha/regionha/topologies/three-regions.yaml")
+    settings = drill.DrillSettings(deployment=topology.deployment)
+
+    steps = drill.plan(topology, settings, "Server-A")
+
+    assert [s["id"] for s in steps[:7]] == list(drill.ACCEPTANCE_STEPS)
+    assert [s["id"] for s in steps[7:]] == ["rejoin-secondary", "fail-node-Server-C", "observe-node-Server-C"]
+    failed = [f["target"] for s in steps if s["kind"] == "inject"
+              for f in s["faults"] if f["kind"] == drill_faults.NODE]
+    assert failed == ["Server-A", "Server-B", "Server-C"]
+    observe_c = steps[-1]
+    cut = {label: want for label, want in observe_c["expect"].items() if want == drill.CUT}
+    assert cut == {"seoul-bind": drill.CUT}
+    assert {want for want in observe_c["expect"].values() if want != drill.CUT} == {"Server-A"}
+    # The two-node reference keeps exactly the article's seven steps.
+    assert [s["id"] for s in drill.plan(load_topology(), settings, "Server-A")] == list(drill.ACCEPTANCE_STEPS)
+
+
+def test_the_state_machine_runs_further_steps_one_at_a_time_after_the_named_ones():
+    doc = json.loads((ROOT / "statemachines/drill.asl.json").read_text())
+    states = doc["States"]
+    more = states["RunMoreSteps"]
+    assert states["ObservePrimary"]["Next"] == "RunMoreSteps" and more["Next"] == "Restore"
+    assert more["Type"] == "Map" and more["MaxConcurrency"] == 1 and more["ItemsPath"] == "$.drill.more_steps"
+    assert more["Catch"][0]["Next"] == "Restore"
+    named = [s["Parameters"]["step"] for s in states.values() if s.get("Parameters", {}).get("action") == "step"
+             and "step" in s["Parameters"]]
+    assert set(drill.ACCEPTANCE_STEPS) <= set(named)

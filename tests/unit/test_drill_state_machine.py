@@ -34,6 +34,7 @@ from regionha.local.world import World, dns_targets
 from regionha.topology import load_topology
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import composites  # noqa: E402
 from dnsfake import FakeDNSServer, answer  # noqa: E402
 from inprocess import STACK_REGION, handlers_in_process  # noqa: E402
 
@@ -120,9 +121,10 @@ class FakeWorld:
         if self.mode == "builtin" and named not in healthy and healthy:
             upsert_record(self.topology, self.clients, str(self.topology.node(healthy[0]).ip), poll_seconds=0.05)
         # Alarms as CloudWatch would judge the canary's datapoints, periods shrunk to fractions of a second.
-        self._alarm("failover-unhealthy-node", named not in healthy and bool(healthy), 1.0)
+        # The deployment's alarms are the build's (regionha-<deployment>-…), failover-refused the stack's.
+        self._alarm(f"{DEP}-failover-unhealthy-node", named not in healthy and bool(healthy), 1.0)
         self._alarm("failover-refused", self.mode == "external" and named not in healthy, 0.2)
-        self._alarm("onprem-unresolvable", not self.open["onprem"], 1.0)
+        self._alarm(f"{DEP}-onprem-unresolvable", not self.open["onprem"], 1.0)
         for name, label in self.path_alarms.items():
             self._alarm(name, not self.open[label], 0.2, full_name=True)
 
@@ -154,7 +156,7 @@ def deployment():
             mp.setenv(key, value)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        with mock_aws(config=config), handlers_in_process() as (stack, _):
+        with mock_aws(config=config), handlers_in_process() as (stack, _), composites.installed((STACK_REGION,)):
             topology = load_topology()
             fast = topology.model_copy(update={"waits": topology.waits.model_copy(update={"poll_seconds": 0})})
             build = run(stack, "BuildStateMachine", {"topology": fast.to_json()})
@@ -266,7 +268,7 @@ def test_acceptance_drill_passes_with_measured_recovery_and_proven_alarms(deploy
     cut_tokyo = [s for s in report["timeline"] if s["step"] == "observe-secondary" and s["path"].startswith("tokyo")]
     assert cut_tokyo and cut_tokyo[-1]["outcome"] == "timeout"
     alarms = report["alarms"]
-    for name in ("regionha-path-down-tokyo-resolver-10.0.111.100", "regionha-path-down-osaka-bind"):
+    for name in (f"regionha-{DEP}-path-down-tokyo-resolver-10.0.111.100", f"regionha-{DEP}-path-down-osaka-bind"):
         assert alarms[name]["fired_during_fault"] and alarms[name]["ok_after_restore"], alarms[name]
     assert report["alarm_proof"]["critical_fired"] == []
     assert [(f["kind"], f["target"]) for f in report["faults"]] == [
@@ -389,5 +391,68 @@ def test_the_sweeper_restores_the_faults_of_a_finished_execution(deployment, wor
     swept = json.loads(result["Payload"].read())["swept"]
 
     assert sorted(s["reason"] for s in swept) == ["execution succeeded", "execution succeeded"]
+    time.sleep(0.2)
+    assert leftovers(stack, world) == []
+
+
+def orphan_cut(world, path="osaka-bind", execution="lost"):
+    """A path cut whose fault item is gone: the NACL entries and the drill tag, nothing recorded."""
+    fault = drill_faults.path_fault(world.topology, world.clients, path)
+    drill_faults.apply_path_fault(world.clients, fault, execution)
+    return fault
+
+
+def test_the_sweeper_removes_drill_entries_that_no_fault_item_records(deployment, world):
+    stack = deployment[0]
+    fault = orphan_cut(world)
+    nacl = fault["entries"][0]["nacl"]
+    osaka = world.clients.ec2("ap-northeast-3")
+    # Someone else's deny in the reserved range is not a drill's: reported by the audit, never deleted.
+    osaka.create_network_acl_entry(NetworkAclId=nacl, RuleNumber=90, Protocol="6", RuleAction="deny", Egress=False,
+                                   CidrBlock="10.9.0.0/16", PortRange={"From": 22, "To": 22})
+    # A hand-made cut (as the local demo makes one) on a NACL without the drill marker is not a drill's either.
+    tokyo = world.clients.ec2("ap-northeast-1")
+    tokyo_nacl = drill_faults.path_fault(world.topology, world.clients, "tokyo-resolver")["entries"][0]["nacl"]
+    tokyo.create_network_acl_entry(NetworkAclId=tokyo_nacl, RuleNumber=91, Protocol="-1", RuleAction="deny",
+                                   Egress=False, CidrBlock="10.2.10.0/24")
+    env = drill.DrillEnv.from_environ()
+    sweeper = stack.physical_id("SweepFaultsFunction")
+    invoke = boto3.client("lambda", region_name=STACK_REGION).invoke
+    try:
+        drill.acquire_lock(world.clients, env, DEP, "running-drill", ttl=600)
+        held = json.loads(invoke(FunctionName=sweeper, Payload=b"{}")["Payload"].read())
+        drill.release_lock(world.clients, env, DEP, "running-drill")
+        assert held["orphans_removed"] == []  # a drill holds the lock: its entries may not be recorded yet
+        assert len(leftovers(stack, world)) == 4
+
+        result = json.loads(invoke(FunctionName=sweeper, Payload=b"{}")["Payload"].read())
+
+        assert sorted((o["nacl"], o["rule"], o["entry"]) for o in result["orphans_removed"]) == [
+            (nacl, 64, "deny 10.2.10.0/24 udp/53 inbound"), (nacl, 65, "deny 10.2.10.0/24 tcp/53 inbound")]
+        assert leftovers(stack, world) == [f"{tokyo_nacl} rule 91", f"{nacl} rule 90"]
+        acl = osaka.describe_network_acls(NetworkAclIds=[nacl])["NetworkAcls"][0]
+        assert not any(t["Key"] == drill_faults.DRILL_TAG for t in acl.get("Tags", []))
+    finally:
+        drill.release_lock(world.clients, env, DEP, "running-drill")
+        osaka.delete_network_acl_entry(NetworkAclId=nacl, RuleNumber=90, Egress=False)
+        tokyo.delete_network_acl_entry(NetworkAclId=tokyo_nacl, RuleNumber=91, Egress=False)
+        drill_faults.restore_path_fault(world.clients, fault)
+
+
+def test_a_refused_preflight_names_the_drill_entries_left_behind(deployment, world):
+    stack = deployment[0]
+    fault = orphan_cut(world)
+    nacl = fault["entries"][0]["nacl"]
+    time.sleep(0.2)  # the world sees the cut
+    try:
+        desc, report = drill_run(stack, scenario="cut-path", region_path="tokyo-resolver")
+    finally:
+        drill_faults.restore_path_fault(world.clients, fault)
+
+    assert (desc["status"], report["status"]) == ("FAILED", "FAILED")
+    error = report["steps"][0]["detail"]["error"]
+    assert "osaka-bind: timeout" in error
+    assert (f"left broken: nacl {nacl} (osaka) rule 64 deny 10.2.10.0/24 udp/53 inbound left by a drill "
+            f"(no fault recorded); nacl {nacl} (osaka) rule 65 deny 10.2.10.0/24 tcp/53 inbound") in error
     time.sleep(0.2)
     assert leftovers(stack, world) == []

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from regionha.topology import DEFAULT_TOPOLOGY, Problem, TopologyError, load_topology, parse_topology
-from regionha.validation import AWS_REGIONS, check_topology
+from regionha.validation import AWS_REGIONS, check_topology, topology_warnings
 
 REFERENCE: dict[str, Any] = yaml.safe_load(
     resources.files("regionha.topologies").joinpath(DEFAULT_TOPOLOGY).read_text(encoding="utf-8")
@@ -545,3 +545,312 @@ def test_load_topology_reports_cross_field_problems_with_the_file_name(tmp_path)
     assert [str(p) for p in raised.value.problems] == [
         "dns.record.ttl: TTL -1 is outside Route 53's range 0..2147483647"
     ]
+
+
+# --- reachability (field case validate-misses-unreachable-paths) ------------------------------------
+# Each case removes one route or rule of the reference; the flows are those regionha relies on.
+
+TOKYO_A2_RT, TOKYO_A3_RT = "vpcs[0].route_tables[1]", "vpcs[0].route_tables[2]"
+OSAKA_B2_RT, OSAKA_B3_RT = "vpcs[1].route_tables[1]", "vpcs[1].route_tables[2]"
+CLIENT_C1_RT = "vpcs[2].route_tables[0]"
+
+REACHABILITY_CASES = [
+    (
+        "a2-node-no-route-back-to-client",
+        put(f"{TOKYO_A2_RT}.routes[2]", DELETE),
+        TOKYO_A2_RT,
+        "subnet A2 (node Server-A) has no route back to VPC singapore (10.2.0.0/16): 10.2.10.0/24 goes to "
+        "the NAT instance by route 0.0.0.0/0; replies to client network 10.2.10.0/24 are dropped",
+    ),
+    (
+        "b2-node-no-route-back-to-client",
+        put(f"{OSAKA_B2_RT}.routes[2]", DELETE),
+        OSAKA_B2_RT,
+        "subnet B2 (node Server-B) has no route back to VPC singapore",
+    ),
+    (
+        "a3-no-route-back-to-onprem",
+        put(f"{TOKYO_A3_RT}.routes[1]", DELETE),
+        TOKYO_A3_RT,
+        "subnet A3 (forwarder path tokyo-resolver) has no route back to VPC singapore (10.2.0.0/16): no route "
+        "matches 10.2.10.10; replies to on-prem DNS server onprem-dns 10.2.10.10 are dropped",
+    ),
+    (
+        "b3-no-route-back-to-onprem",
+        put(f"{OSAKA_B3_RT}.routes[1]", DELETE),
+        OSAKA_B3_RT,
+        "subnet B3 (forwarder path osaka-bind) has no route back to VPC singapore",
+    ),
+    (
+        "c1-no-route-to-tokyo",
+        put(f"{CLIENT_C1_RT}.routes[1]", DELETE),
+        CLIENT_C1_RT,
+        "subnet C1 (on-prem DNS server onprem-dns, client network) has no route to VPC tokyo (10.0.0.0/16): "
+        "10.0.111.100 goes to the internet gateway by route 0.0.0.0/0; unreachable: forwarder path "
+        "tokyo-resolver 10.0.111.100, 10.0.111.101; node Server-A 10.0.110.10",
+    ),
+    (
+        "c1-no-route-to-osaka",
+        put(f"{CLIENT_C1_RT}.routes[2]", DELETE),
+        CLIENT_C1_RT,
+        "has no route to VPC osaka (10.1.0.0/16)",
+    ),
+    (
+        "c1-no-routes-at-all",
+        put(f"{CLIENT_C1_RT}.routes", []),
+        CLIENT_C1_RT,
+        "no route matches 10.0.111.100",
+    ),
+    (
+        "node-subnet-without-route-table",
+        put(f"{TOKYO_A2_RT}.subnets", ["A1"]),  # A2 left to the main route table (and A1 listed twice)
+        "vpcs[0].subnets[1]",
+        "subnet A2 (node Server-A; no route table, so the VPC's main one with only the local route) has no "
+        "route back to VPC singapore",
+    ),
+    (
+        "client-to-tokyo-through-osaka-is-not-transitive",
+        put(f"{CLIENT_C1_RT}.routes[1]", {"destination": "10.0.0.0/16", "target": "peering:onprem-osaka"}),
+        CLIENT_C1_RT,
+        "goes to VPC osaka by peering onprem-osaka (route 10.0.0.0/16), and peerings are not transitive",
+    ),
+    (
+        "more-specific-route-takes-part-of-the-client-network-away",
+        append(f"{TOKYO_A2_RT}.routes", {"destination": "10.2.10.128/25", "target": "nat"}),
+        TOKYO_A2_RT,
+        "10.2.10.128/25 goes to the NAT instance by route 10.2.10.128/25",
+    ),
+    (
+        "node-sg-closed-to-client",
+        put("vpcs[0].security_groups[1].ingress[0].cidr", "10.2.20.0/24"),
+        "nodes[0].security_group",
+        "security group ClusterNode of VPC tokyo does not admit TCP 80 from the client network 10.2.10.0/24 "
+        "(client.cidr): clients, the canary's node checks and the failover controller's port checks cannot "
+        "reach node Server-A",
+    ),
+    (
+        "node-sg-admits-half-the-client-network",
+        put("vpcs[1].security_groups[1].ingress[0].cidr", "10.2.10.0/25"),
+        "nodes[1].security_group",
+        "admits TCP 80 from only part of the client network 10.2.10.0/24 (not from 10.2.10.128/25)",
+    ),
+    (
+        "node-port-not-admitted",
+        put("nodes[1].port", 8080),
+        "nodes[1].security_group",
+        "does not admit TCP 8080 from the client network",
+    ),
+    (
+        "dns-server-sg-closed-to-clients",
+        put("vpcs[2].security_groups[0].ingress[1].cidr", "10.2.10.10/32"),
+        "client.dns_server.security_group",
+        "security group OnPremDns admits TCP 53 from only part of the client network 10.2.10.0/24",
+    ),
+    (
+        "client-network-in-no-subnet",
+        put("client.cidr", "10.2.20.0/24"),
+        "client.cidr",
+        "no subnet of VPC singapore holds any of the client network 10.2.20.0/24",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "field", "fragment"), [c[1:] for c in REACHABILITY_CASES], ids=[c[0] for c in REACHABILITY_CASES]
+)
+def test_unreachable_flows_are_refused_naming_the_route_table_or_group(
+    mutation: Mutation, field: str, fragment: str
+) -> None:
+    assert_problem(problems_after(mutation), field, fragment)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "fields"),
+    [
+        pytest.param(put(f"{TOKYO_A3_RT}.routes[1]", DELETE), [TOKYO_A3_RT], id="a3-one-route-one-problem"),
+        pytest.param(put(f"{CLIENT_C1_RT}.routes[1]", DELETE), [CLIENT_C1_RT], id="c1-one-route-one-problem"),
+        pytest.param(
+            both(
+                put("vpcs[0].security_groups[1].ingress", REFERENCE["vpcs"][0]["security_groups"][1]["ingress"][1:]),
+                put("vpcs[1].security_groups[1].ingress", REFERENCE["vpcs"][1]["security_groups"][1]["ingress"][1:]),
+            ),
+            ["nodes[0].security_group", "nodes[1].security_group"],
+            id="nodes-sg-closed-to-client-one-problem-per-node",
+        ),
+    ],
+)
+def test_one_missing_route_or_rule_is_one_problem(mutation: Mutation, fields: list[str]) -> None:
+    assert [p.field for p in problems_after(mutation)] == fields
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        pytest.param(
+            put(
+                "vpcs[0].security_groups[1].ingress",
+                [{"protocol": "tcp", "port": 80, "cidr": "10.2.10.0/25"},
+                 {"protocol": "tcp", "port": 80, "cidr": "10.2.10.128/25"}],
+            ),
+            id="client-network-admitted-in-two-halves",
+        ),
+        pytest.param(
+            both(put("nodes[0].port", 8443), put("vpcs[0].security_groups[1].ingress[0]",
+                                                 {"protocol": "all", "cidr": "10.2.0.0/16"})),
+            id="node-port-admitted-by-an-all-traffic-rule",
+        ),
+        pytest.param(
+            put(f"{TOKYO_A3_RT}.routes[1]", {"destination": "10.2.10.0/24", "target": "peering:onprem-tokyo"}),
+            id="route-back-to-just-the-client-network",
+        ),
+        pytest.param(
+            append(f"{CLIENT_C1_RT}.routes", {"destination": "10.0.111.0/24", "target": "peering:onprem-tokyo"}),
+            id="more-specific-route-to-the-same-peer",
+        ),
+    ],
+)
+def test_reachable_variants_are_valid(mutation: Mutation) -> None:
+    assert problems_after(mutation) == []
+
+
+def test_reachability_is_judged_from_the_model_alone(topology) -> None:
+    from regionha.reachability import check_reachability
+
+    assert check_reachability(topology) == []
+
+
+# --- independent forwarder paths ------------------------------------------------------------------
+
+ONE_PATH = put("forwarder_paths", REFERENCE["forwarder_paths"][:1])
+BOTH_PATHS_IN_TOKYO = both(
+    put("forwarder_paths[1].vpc", "tokyo"),
+    put("forwarder_paths[1].subnet", "A3"),
+    put("forwarder_paths[1].ip", "10.0.111.10"),
+)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "fragment"),
+    [
+        pytest.param(ONE_PATH, "only one independent forwarder path (tokyo-resolver, in VPC tokyo)", id="one-path"),
+        pytest.param(
+            BOTH_PATHS_IN_TOKYO,
+            "only one independent forwarder path (tokyo-resolver, osaka-bind, all in VPC tokyo)",
+            id="two-paths-in-one-vpc",
+        ),
+    ],
+)
+def test_fewer_than_two_independent_paths_are_refused(mutation: Mutation, fragment: str) -> None:
+    problems = problems_after(mutation)
+    assert_problem(problems, "forwarder_paths", fragment)
+    assert_problem(problems, "forwarder_paths", "set dns.allow_single_path: true")
+
+
+@pytest.mark.parametrize("mutation", [ONE_PATH, BOTH_PATHS_IN_TOKYO], ids=["one-path", "two-paths-in-one-vpc"])
+def test_a_single_path_is_accepted_when_explicitly_allowed(mutation: Mutation) -> None:
+    assert problems_after(both(mutation, put("dns.allow_single_path", True))) == []
+
+
+# --- warnings: valid, but likely to hurt -----------------------------------------------------------
+
+
+def warnings_after(mutation: Mutation) -> list[Problem]:
+    data = copy.deepcopy(REFERENCE)
+    mutation(data)
+    return topology_warnings(parse_topology(data))  # parse_topology raises if it is not valid
+
+
+def test_reference_warns_only_about_its_mdns_zone(topology) -> None:
+    assert [(w.field, w.message.split(",")[0]) for w in topology_warnings(topology)] == [
+        ("dns.zone", "zone cluster.local. is under local.")
+    ]
+    assert "RFC 6762" in topology_warnings(topology)[0].message
+
+
+@pytest.mark.parametrize(
+    ("zone", "record", "warned"),
+    [
+        ("local", "sample.local.", True),
+        ("Cluster.LOCAL.", "sample.cluster.local.", True),
+        ("cluster.internal", "sample.cluster.internal.", False),
+        ("cluster.localhost", "sample.cluster.localhost.", False),
+        ("notlocal", "sample.notlocal.", False),
+    ],
+)
+def test_zone_under_local_is_warned_about(zone: str, record: str, warned: bool) -> None:
+    found = warnings_after(both(put("dns.zone", zone), put("dns.record.name", record)))
+    assert [w.field for w in found if "Multicast DNS" in w.message] == (["dns.zone"] if warned else [])
+
+
+@pytest.mark.parametrize(
+    ("ttl", "budget", "warned"),
+    [(60, None, False), (300, None, False), (301, None, True), (120, 90, True), (90, 90, False)],
+)
+def test_ttl_longer_than_the_failover_budget_is_warned_about(ttl: int, budget: int | None, warned: bool) -> None:
+    mutation = put("dns.record.ttl", ttl)
+    if budget is not None:
+        mutation = both(mutation, put("failover", {"rto_budget_seconds": budget}))
+    found = [w for w in warnings_after(mutation) if w.field == "dns.record.ttl"]
+    assert len(found) == int(warned)
+    if warned:
+        shown = budget if budget is not None else 300
+        assert f"TTL {ttl} s is longer than the failover budget failover.rto_budget_seconds ({shown} s)" in (
+            found[0].message
+        )
+
+
+def test_paths_in_two_vpcs_of_one_region_are_warned_about() -> None:
+    # A fourth VPC in Tokyo's region, peered to the client site, takes the BIND path.
+    kyoto = copy.deepcopy(REFERENCE["vpcs"][1])
+    kyoto.update(name="tokyo2", region="ap-northeast-1", cidr="10.1.0.0/16")
+    for s in kyoto["subnets"]:
+        s["az"] = "ap-northeast-1a"
+    found = warnings_after(
+        both(
+            put("vpcs[1]", kyoto),
+            put("dns.zone_vpcs", ["tokyo", "tokyo2"]),
+            put("forwarder_paths[1].vpc", "tokyo2"),
+            put("nodes[1].vpc", "tokyo2"),
+            put("peerings", [{"name": "tokyo-osaka", "requester": "tokyo2", "accepter": "tokyo"},
+                             {"name": "onprem-tokyo", "requester": "singapore", "accepter": "tokyo"},
+                             {"name": "onprem-osaka", "requester": "singapore", "accepter": "tokyo2"}]),
+        )
+    )
+    assert [(w.field, w.message) for w in found if w.field == "forwarder_paths"] == [
+        ("forwarder_paths", "every forwarder path is in region ap-northeast-1: an outage of that region takes them all")
+    ]
+
+
+def test_budget_must_be_positive() -> None:
+    assert_problem(problems_after(put("failover", {"rto_budget_seconds": 0})), "failover.rto_budget_seconds", "")
+
+
+# --- reserved names (issue 10: a path named onprem was reported as the on-prem resolver) ----------
+
+
+@pytest.mark.parametrize(
+    ("field", "name"),
+    [
+        ("forwarder_paths[1].name", "onprem"),
+        ("forwarder_paths[0].name", "OnPrem"),
+        ("forwarder_paths[1].name", "on-prem"),
+        ("forwarder_paths[0].name", "on_prem"),
+        ("nodes[1].name", "onprem"),
+        ("nodes[0].name", "Onprem"),
+    ],
+)
+def test_the_onprem_label_is_refused_as_a_path_or_node_name(field: str, name: str) -> None:
+    assert_problem(problems_after(put(field, name)), field, f"name {name!r} is reserved: 'onprem' labels")
+
+
+def test_the_onprem_label_is_the_canarys() -> None:
+    from regionha.canary import ONPREM, canary_targets
+    from regionha.topology import ONPREM as RESERVED
+
+    assert ONPREM == RESERVED
+    assert canary_targets(parse_topology(copy.deepcopy(REFERENCE)))[-1].forwarder == RESERVED
+
+
+@pytest.mark.parametrize("name", ["onprem-bind", "prem", "onpremise"])
+def test_names_merely_like_onprem_are_valid(name: str) -> None:
+    assert problems_after(put("forwarder_paths[1].name", name)) == []

@@ -1,13 +1,14 @@
-"""What the canary's alarms mean, as data: one place that template.yaml, its test and docs follow.
+"""What the deployment's alarms mean, as data: one place that the watch converge op, tests and docs follow.
 
-The template cannot loop, so it spells out the alarms of the reference deployment; its test derives
-the wanted alarms from the topology here and checks every property of each, so the two cannot drift.
-A topology with other forwarder paths needs the same per-path alarm for each of ``canary_targets``.
+The alarms are made from the topology at build time (``regionha.converge.watch``), so each forwarder
+path and node of *this* topology has its alarm and nothing in template.yaml names one. Every alarm is
+named ``regionha-<deployment>-<suffix>``, so two deployments in one account and region never share one
+and the build's IAM can be scoped to that prefix.
 
 Periods are one minute, the canary's default rate. Why the counts are what they are:
 
 - a path is down after 2 of 3 minutes without success: one lost run does not page, a dead path does
-  within about two runs;
+  within about two runs; a node is down the same way (its service port does not answer as itself);
 - the name unresolvable from on-prem is the critical symptom (clients fail); 2 of 3 as for a path;
 - after a failover the record names a stopped node until the failover's hold-down has passed, and
   on-prem caches may serve the old answer for up to the record's TTL (60 s): both are normal for a
@@ -22,6 +23,7 @@ Periods are one minute, the canary's default rate. Why the counts are what they 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -31,70 +33,143 @@ from regionha.topology import Topology
 
 PERIOD = 60
 LESS_THAN = "LessThanThreshold"
+PREFIX = "regionha"
+# The one composite alarm of a deployment: ALARM when any critical alarm is in ALARM.
+CRITICAL_COMPOSITE = "critical"
 
 
 @dataclass(frozen=True)
 class AlarmIntent:
-    """One metric alarm: a statistic of one metric, below 1 for M of N one-minute periods."""
+    """One metric alarm: a statistic of one metric, below 1 for M of N one-minute periods.
 
-    logical_id: str
+    ``suffix`` names it within its deployment (``alarm_name``); ``path``/``node`` are the Path/Node
+    dimension besides Deployment (None for deployment-wide metrics)."""
+
+    suffix: str
     metric: str
-    path: str | None  # the Path dimension (besides Deployment), None for deployment-wide metrics
+    path: str | None
     statistic: str
     evaluation_periods: int
     datapoints_to_alarm: int
     treat_missing_data: str
     critical: bool
+    description: str = ""
+    node: str | None = None
     period: int = PERIOD
     threshold: float = 1.0
     comparison: str = LESS_THAN
     namespace: str = NAMESPACE
 
     def dimension_names(self) -> list[str]:
-        return ["Deployment", "Path"] if self.path is not None else ["Deployment"]
+        return ["Deployment"] + (["Path"] if self.path is not None else []) + (["Node"] if self.node else [])
+
+    def dimensions(self, deployment: str) -> list[dict[str, str]]:
+        """PutMetricAlarm's Dimensions: exactly the series the canary emits (``canary.metrics``)."""
+        dims = [{"Name": "Deployment", "Value": deployment}]
+        if self.path is not None:
+            dims.append({"Name": "Path", "Value": self.path})
+        if self.node is not None:
+            dims.append({"Name": "Node", "Value": self.node})
+        return dims
+
+
+def alarm_prefix(deployment: str) -> str:
+    """Every alarm of ``deployment`` starts with this (IAM: ``alarm:regionha-<deployment>-*``)."""
+    return f"{PREFIX}-{deployment}-"
+
+
+def alarm_name(deployment: str, suffix: str) -> str:
+    """e.g. ``regionha-regionha-ref-path-down-osaka-bind``."""
+    return alarm_prefix(deployment) + suffix
+
+
+def label_suffix(label: str) -> str:
+    """A path or node label as alarm-name text: "/" (path/IP) written "-"."""
+    return label.replace("/", "-")
 
 
 ON_PREM_UNRESOLVABLE = AlarmIntent(
-    "OnPremUnresolvableAlarm", "OnPremResolvable", None, "Minimum", 3, 2, "missing", critical=True
+    "onprem-unresolvable", "OnPremResolvable", None, "Minimum", 3, 2, "missing", critical=True,
+    description="CRITICAL: the on-prem resolver cannot resolve the record (clients cannot reach the "
+                "service) in 2 of the last 3 minutes",
 )
 FAILOVER_UNHEALTHY_NODE = AlarmIntent(
-    "FailoverUnhealthyNodeAlarm", "FailoverHealthy", None, "Minimum", 3, 3, "missing", critical=True
+    "failover-unhealthy-node", "FailoverHealthy", None, "Minimum", 3, 3, "missing", critical=True,
+    description="CRITICAL: failover failed: the record names a node that does not answer while another "
+                "node does, 3 minutes in a row",
 )
 FAILOVER_STALE_ANSWER = AlarmIntent(
-    "FailoverStaleAnswerAlarm", "OnPremMatchesTruth", None, "Minimum", 3, 3, "missing", critical=True
+    "failover-stale-answer", "OnPremMatchesTruth", None, "Minimum", 3, 3, "missing", critical=True,
+    description="CRITICAL: failover failed: the on-prem answer disagrees with the record for 3 minutes "
+                "(longer than the TTL plus a grace)",
 )
 CANARY_SILENT = AlarmIntent(
-    "CanarySilentAlarm", "CanaryHeartbeat", None, "Sum", 1, 1, "breaching", critical=True
+    "canary-silent", "CanaryHeartbeat", None, "Sum", 1, 1, "breaching", critical=True,
+    description="CRITICAL: the canary reported nothing for 3 minutes (errors, timeouts or no schedule): "
+                "nothing is watched",
 )
-
-# ALARM when any critical alarm is in ALARM.
-CRITICAL_COMPOSITE = "CanaryCriticalAlarm"
-
-
-def path_logical_id(path: str) -> str:
-    """CloudFormation logical id of a path's alarm, e.g. tokyo-resolver/10.0.111.100 ->
-    PathDownTokyoResolver100111100Alarm."""
-    words = (p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", path) if p)
-    return "PathDown" + "".join(words) + "Alarm"
+CRITICAL_INTENTS = (ON_PREM_UNRESOLVABLE, FAILOVER_UNHEALTHY_NODE, FAILOVER_STALE_ANSWER, CANARY_SILENT)
 
 
 def path_down(path: str) -> AlarmIntent:
-    return AlarmIntent(path_logical_id(path), "PathSuccess", path, "Minimum", 3, 2, "missing", critical=False)
+    return AlarmIntent(
+        f"path-down-{label_suffix(path)}", "PathSuccess", path, "Minimum", 3, 2, "missing", critical=False,
+        description=f"Forwarder path {path}: no successful canary probe (resolve, truth, node) in 2 of the "
+                    f"last 3 minutes",
+    )
+
+
+def node_down(node: str) -> AlarmIntent:
+    return AlarmIntent(
+        f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", 3, 2, "missing", critical=False,
+        node=node,
+        description=f"Node {node}: its service port did not answer as itself (from the client network) in "
+                    f"2 of the last 3 minutes",
+    )
 
 
 def canary_alarm_intents(topology: Topology) -> list[AlarmIntent]:
-    """Every metric alarm the canary of ``topology`` needs: one per path, then the critical ones."""
+    """Every metric alarm the deployment needs: one per path, one per node, then the critical ones.
+
+    Raises ConfigurationError when two labels give the same alarm name (e.g. paths "a/b" and "a-b").
+    """
     intents = [path_down(t.path) for t in canary_targets(topology)]
-    intents += [ON_PREM_UNRESOLVABLE, FAILOVER_UNHEALTHY_NODE, FAILOVER_STALE_ANSWER, CANARY_SILENT]
-    ids = [i.logical_id for i in intents]
-    clashes = sorted({i for i in ids if ids.count(i) > 1})
+    intents += [node_down(n.name) for n in topology.nodes]
+    intents += list(CRITICAL_INTENTS)
+    suffixes = [i.suffix for i in intents]
+    clashes = sorted({s for s in suffixes if suffixes.count(s) > 1} | ({CRITICAL_COMPOSITE} & set(suffixes)))
     if clashes:
         raise ConfigurationError(
-            f"paths give clashing alarm ids {', '.join(clashes)}: rename a forwarder path"
+            f"paths or nodes give clashing alarm names {', '.join(clashes)}: rename a forwarder path or node"
         )
     return intents
 
 
 def critical_members(topology: Topology) -> list[str]:
-    """Logical ids of the alarms the composite critical alarm ORs."""
-    return [i.logical_id for i in canary_alarm_intents(topology) if i.critical]
+    """Names of the alarms the composite critical alarm ORs."""
+    return [alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology) if i.critical]
+
+
+def critical_rule(topology: Topology) -> str:
+    """The composite's AlarmRule: ALARM of any critical member."""
+    return " OR ".join(f'ALARM("{name}")' for name in critical_members(topology))
+
+
+def composite_name(deployment: str) -> str:
+    return alarm_name(deployment, CRITICAL_COMPOSITE)
+
+
+def watched_alarm_names(topology: Topology) -> list[str]:
+    """The alarms a drill proves: each path's and node's (fire while cut/failed, OK after restore)."""
+    return [alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology) if not i.critical]
+
+
+def dashboard_name(deployment: str) -> str:
+    """PutDashboard allows only A-Z, a-z, 0-9, "-" and "_": other characters of the deployment
+    (".") become "_", with a short hash so that "a.b" and "a_b" stay apart."""
+    name = f"{PREFIX}-{deployment}"
+    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return name
+    digest = hashlib.sha256(deployment.encode()).hexdigest()[:6]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name) + f"-{digest}"
+

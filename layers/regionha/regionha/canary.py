@@ -27,9 +27,8 @@ from typing import Any
 from regionha import netguard
 from regionha.errors import ConfigurationError
 from regionha.probe import OK, WRONG_ANSWER, ProbeConfig, ProbeResult, probe_many
-from regionha.topology import Topology, TopologyError, parse_topology
+from regionha.topology import ONPREM, Topology, TopologyError, parse_topology
 
-ONPREM = "onprem"
 DNS_PORT = 53
 # Each probe gets this many UDP tries inside its bound; the second catches a lost datagram, or an
 # on-prem BIND that needed a moment to give up on a dead forwarder (about 1.2 s, measured).

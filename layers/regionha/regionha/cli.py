@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from regionha import __version__
+from regionha.cli_audit import register as register_audit
 from regionha.cli_canary import register as register_canary
 from regionha.cli_drill import register as register_drill
 from regionha.cli_local import register_local
 from regionha.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, _one_line, load_topology
+from regionha.validation import topology_warnings
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -66,6 +68,8 @@ def cmd_topology_validate(args: argparse.Namespace) -> int:
         topology = read_topology(path)
     except TopologyError as e:
         return _report(e)
+    for warning in topology_warnings(topology):
+        print(f"{path}: {warning.field}: warning: {_one_line(warning.message)}", file=sys.stderr)
     print(f"{path}: OK: {_summary(topology)}")
     return EXIT_OK
 
@@ -98,7 +102,7 @@ def register_topology(subparsers: Subparsers) -> None:
 
 
 COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (
-    register_topology, register_canary, register_local, register_drill
+    register_topology, register_canary, register_local, register_drill, register_audit
 )
 
 

@@ -20,10 +20,11 @@ Measuring: every round probes every path (the canary's probe library) and sample
 path's sample goes to the timeline. Recovery of a path = the fault's time until the first sample
 that names the expected node while that node answers as itself. A cut path must stop answering.
 
-Alarms: ``DRILL_WATCH_ALARMS`` (the per-path alarms) and ``CRITICAL_ALARMS`` (the critical composite
-alarm's children: moto has no composite alarms, so the drill judges the critical condition by its
-children). A watched alarm belongs to the path named by its ``Path`` dimension (the template's
-path-down alarms carry one), else to the path whose label, "/" written "-", ends its name
+Alarms: the deployment's own, which the build made from the topology (``regionha.alarms``: each
+path's and node's alarm are watched, the critical composite's children judge the critical
+condition), plus the stack's ``DRILL_WATCH_ALARMS`` and ``CRITICAL_ALARMS`` (comma-separated
+names). A watched alarm belongs to the path named by its ``Path`` dimension (the path-down alarms
+carry one), else to the path whose label, "/" written "-", ends its name
 (``<prefix>-path-down-<label>``). Cutting a path expects that path's alarms to go to ALARM during the
 fault and back to OK after restore. A critical alarm going to ALARM while a path still resolves
 correctly aborts the drill (restore, then FAILED).
@@ -42,11 +43,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from regionha import alarms as deployment_alarms
 from regionha import canary, metrics
 from regionha import drill_faults as faults
 from regionha.errors import ConfigurationError, RegionhaError, TransientError
@@ -328,7 +330,7 @@ def plan(topology: Topology, settings: DrillSettings, active: str | None) -> lis
             {"id": "observe-primary", "kind": "observe", "measure": True,
              "expect": _expect(topology, primary, secondary_paths),
              "name": f"7 on-prem reaches {primary} through {', '.join(primary_paths)}"},
-        ]
+        ] + _further_nodes(topology, primary, secondary, fail_secondary)
     if active is None:
         raise ConfigurationError("the record names no node of the topology: nothing to drill against")
     if settings.scenario == "fail-active-node":
@@ -349,6 +351,43 @@ def plan(topology: Topology, settings: DrillSettings, active: str | None) -> lis
         {"id": "observe-cut", "kind": "observe", "measure": True, "expect": _expect(topology, active, [path]),
          "name": f"on-prem still reaches {active}, {path} does not answer"},
     ]
+
+
+def _further_nodes(topology: Topology, primary: str, secondary: str,
+                   fail_secondary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Acceptance with more than two nodes (``ACCEPTANCE_MORE_STEPS`` of the plan): after the article's
+    seven steps the record names the primary again; rejoin the secondary, then fail each further node in
+    turn with its region's paths cut, observe on-prem still reaching the primary through the others, and
+    rejoin it (the last one is put back by restore, as the secondary is in the two-node procedure)."""
+    others = [n.name for n in topology.nodes if n.name not in (primary, secondary)]
+    if not others:
+        return []
+    steps: list[dict[str, Any]] = [
+        {"id": "rejoin-secondary", "kind": "rejoin", "faults": fail_secondary,
+         "name": f"8 start {secondary}, restore {', '.join(_region_paths(topology, secondary))}"}]
+    number = 9
+    for i, node in enumerate(others):
+        paths = _region_paths(topology, node)
+        fail = [{"kind": faults.NODE, "target": node}] + [{"kind": faults.PATH, "target": p} for p in paths]
+        steps += [
+            {"id": f"fail-node-{node}", "kind": "inject", "faults": fail,
+             "name": f"{number} fail {node}, cut {', '.join(paths)}"},
+            {"id": f"observe-node-{node}", "kind": "observe", "measure": True,
+             "expect": _expect(topology, primary, paths),
+             "name": f"{number + 1} on-prem still reaches {primary} while {node} is down"},
+        ]
+        number += 2
+        if i < len(others) - 1:
+            steps.append({"id": f"rejoin-node-{node}", "kind": "rejoin", "faults": fail,
+                          "name": f"{number} start {node}, restore {', '.join(paths)}"})
+            number += 1
+    return steps
+
+
+# The acceptance steps the state machine names one state each; further steps (more than two nodes)
+# run in its RunMoreSteps Map, in plan order.
+ACCEPTANCE_STEPS = ("ensure-primary", "verify-primary", "fail-primary", "observe-secondary", "rejoin-primary",
+                    "fail-secondary", "observe-primary")
 
 
 # --- judging samples (pure) ---------------------------------------------------------------------------
@@ -401,6 +440,7 @@ class Drill:
         self.deployment = self.settings.deployment if self.settings else (context.get("deployment")
                                                                           or env.deployment or "?")
         self._topology = topology
+        self._alarm_env: DrillEnv | None = None
         self.record = record
         self.sleep = sleep
 
@@ -412,6 +452,22 @@ class Drill:
             self._topology = canary.deployment_topology(self.clients, self.env.table, self.env.region,
                                                         self.deployment)
         return self._topology
+
+    @property
+    def alarms(self) -> DrillEnv:
+        """The environment with the deployment's own alarms added: the build made them from the
+        topology (regionha.converge.watch), so their names follow from it (regionha.alarms)."""
+        if self._alarm_env is None:
+            try:
+                topology = self.topology
+            except ConfigurationError:
+                return self.env  # no inventory: only the stack's alarms can be named
+            watch = tuple(dict.fromkeys(self.env.watch_alarms
+                                        + tuple(deployment_alarms.watched_alarm_names(topology))))
+            critical = tuple(dict.fromkeys(self.env.critical_alarms
+                                           + tuple(deployment_alarms.critical_members(topology))))
+            self._alarm_env = replace(self.env, watch_alarms=watch, critical_alarms=critical)
+        return self._alarm_env
 
     @property
     def store(self) -> faults.FaultStore:
@@ -526,7 +582,7 @@ class Drill:
 
     def alarm_states(self) -> dict[str, str]:
         """IAM: cloudwatch:DescribeAlarms."""
-        names = list(dict.fromkeys(self.env.watch_alarms + self.env.critical_alarms))
+        names = list(dict.fromkeys(self.alarms.watch_alarms + self.alarms.critical_alarms))
         if not names:
             return {}
         cw = self.clients.client("cloudwatch", self.env.region)
@@ -537,12 +593,12 @@ class Drill:
         return states
 
     def _alarm_paths(self) -> dict[str, str | None]:
-        if not self.env.watch_alarms:
+        if not self.alarms.watch_alarms:
             return {}
         cw = self.clients.client("cloudwatch", self.env.region)
         labels = [label for ls in path_labels(self.topology).values() for label in ls]
         found = {}
-        names = list(self.env.watch_alarms)
+        names = list(self.alarms.watch_alarms)
         for i in range(0, len(names), _DESCRIBE_ALARMS_MAX):
             for alarm in cw.describe_alarms(AlarmNames=names[i:i + _DESCRIBE_ALARMS_MAX]).get("MetricAlarms", []):
                 found[alarm["AlarmName"]] = alarm_path(alarm, labels)
@@ -558,7 +614,7 @@ class Drill:
 
     def _critical_firing(self, states: Mapping[str, str]) -> list[str]:
         baseline = self.load()["alarm_baseline"]
-        return [n for n in self.env.critical_alarms if states.get(n) == ALARM and baseline.get(n) != ALARM]
+        return [n for n in self.alarms.critical_alarms if states.get(n) == ALARM and baseline.get(n) != ALARM]
 
     def _expected_alarms(self) -> dict[str, float]:
         """Watched alarms that the active path faults must fire -> the fault's start time."""
@@ -654,16 +710,17 @@ class Drill:
             health = {n.name: self.node_health(n.name) for n in topology.nodes}
             sick = [f"{n}: {_health_text(h)}" for n, h in health.items() if not h["healthy"]]
             if sick:
-                raise ConfigurationError(f"preflight: not every node is healthy: {'; '.join(sick)}")
+                raise ConfigurationError(f"preflight: not every node is healthy: {'; '.join(sick)}"
+                                         + self._left_broken())
             r = self._settled_round("preflight", tries=3)
             wrong = [f"{s['path']}: {_brief(s)}" for s in r.samples if not s["success"]]
             if wrong:
                 raise ConfigurationError(f"preflight: not every path resolves to the record ({r.truth}): "
-                                         + "; ".join(wrong))
+                                         + "; ".join(wrong) + self._left_broken())
             leftovers = [f["sk"] for f in self.store.faults()]
             if leftovers:
                 raise ConfigurationError(f"preflight: faults of earlier drills are still recorded: {leftovers}; "
-                                         "wait for the sweeper or restore them first")
+                                         "wait for the sweeper or restore them first" + self._left_broken())
             record["alarm_baseline"] = dict(r.alarms)
             record["alarm_paths"] = self._alarm_paths()
             record["active_at_start"] = r.truth
@@ -671,7 +728,7 @@ class Drill:
             step["ok"] = True
             step["detail"] = {"truth": r.truth, "mode": topology.failover.mode,
                               "nodes": {n: h["state"] for n, h in health.items()},
-                              "critical_alarms_in_alarm": [n for n in self.env.critical_alarms
+                              "critical_alarms_in_alarm": [n for n in self.alarms.critical_alarms
                                                            if r.alarms.get(n) == ALARM]}
         except Exception as e:
             step["detail"] = {"error": f"{type(e).__name__}: {e}"}
@@ -680,6 +737,18 @@ class Drill:
             step["end"] = time.time()
             self.save()
         return self.context()
+
+    def _left_broken(self) -> str:
+        """What earlier drills left, for a refusal to name: recorded node faults, and every deny entry
+        in the reserved NACL range, recorded or not. IAM: ec2:DescribeVpcs, ec2:DescribeNetworkAcls."""
+        try:
+            recorded = self.store.faults()
+            lines = [f"{faults.describe_fault(f)} left by drill {f.get('execution')}" for f in recorded
+                     if f["kind"] == faults.NODE]
+            lines += faults.left_in_reserved_range(self.topology, self.clients, recorded)
+        except (ClientError, RegionhaError) as e:
+            return f"; could not look for what drills left behind: {e}"
+        return "; left broken: " + "; ".join(lines) if lines else ""
 
     def _settled_round(self, step: str, tries: int) -> Round:
         """A round in which every path succeeds, or the last of ``tries`` (a resolver's first query
@@ -702,7 +771,10 @@ class Drill:
         assert self.settings is not None
         return {"execution": self.execution, "execution_arn": self.execution_arn, "deployment": self.deployment,
                 "scenario": self.settings.scenario, "settings": self.settings.to_json(),
-                "steps": [s["id"] for s in self.load()["plan"]]}
+                "steps": [s["id"] for s in self.load()["plan"]],
+                # Steps beyond the state machine's named acceptance states, run one at a time by its Map.
+                "more_steps": [s["id"] for s in self.load()["plan"]
+                               if self.settings.scenario == "acceptance" and s["id"] not in ACCEPTANCE_STEPS]}
 
     def run_step(self, step_id: str) -> dict[str, Any]:
         record = self.load()
@@ -924,7 +996,7 @@ class Drill:
     def check_alarms(self) -> dict[str, Any]:
         """Wait (bounded) for the watched alarms to be OK again, then judge the alarm proof."""
         record = self.load()
-        names = list(self.env.watch_alarms)
+        names = list(self.alarms.watch_alarms)
         timeout = self.settings.alarm_ok_timeout if self.settings else 0
         poll = self.settings.poll_interval if self.settings else 1.0
         deadline = time.monotonic() + timeout
@@ -934,7 +1006,7 @@ class Drill:
             self.sleep(poll)
             states = self.alarm_states()
             self._log_alarms("check-alarms", time.time(), states)
-        proof = alarm_proof(record, self.env, states)
+        proof = alarm_proof(record, self.alarms, states)
         record["alarms"] = proof["alarms"]
         record["alarm_proof"] = proof["summary"]
         self.save()

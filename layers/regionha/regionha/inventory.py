@@ -12,6 +12,7 @@ from typing import Any
 
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
 from regionha.converge.dns import read_record
+from regionha.dnsname import same_name
 from regionha.topology import Topology
 
 INVENTORY_SK = "inventory"
@@ -116,7 +117,7 @@ def collect_inventory(topology: Topology, clients: Clients) -> dict[str, Any]:
 def _zone(topology: Topology, clients: Clients) -> dict[str, Any] | None:
     r53 = clients.route53()
     for z in r53.list_hosted_zones_by_name(DNSName=topology.dns.zone_fqdn)["HostedZones"]:
-        if z["Name"] != topology.dns.zone_fqdn or not z["Config"].get("PrivateZone"):
+        if not same_name(z["Name"], topology.dns.zone_fqdn) or not z["Config"].get("PrivateZone"):
             continue
         zone_id = z["Id"].split("/")[-1]
         zone_tags = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=zone_id)

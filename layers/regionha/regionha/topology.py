@@ -18,7 +18,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from regionha.dnsname import canonical_name
+
 DEFAULT_TOPOLOGY = "reference.yaml"
+# The canary's label (metric dimension Path, alarm names, drill --path) of the on-prem resolver: no
+# forwarder path or node may take it (validation refuses the name in any spelling).
+ONPREM = "onprem"
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
@@ -94,23 +99,26 @@ class Peering(Model):
 
 
 class Record(Model):
+    # Stored as Route 53 stores it: lower case, trailing dot (regionha.dnsname.canonical_name).
     name: str
     ttl: int = 60
 
-    @field_validator("name")
-    @classmethod
-    def _fully_qualified(cls, v: str) -> str:
-        return v if v.endswith(".") else v + "."
+    _canonical = field_validator("name")(canonical_name)
 
 
 class Dns(Model):
+    # Stored canonical like the record name: "Cluster.Local" is "cluster.local.".
     zone: str
     zone_vpcs: list[Name] = Field(min_length=1)
     record: Record
+    # Accept fewer than two independent forwarder paths (in different VPCs): a lab, never production.
+    allow_single_path: bool = False
+
+    _canonical = field_validator("zone")(canonical_name)
 
     @property
     def zone_fqdn(self) -> str:
-        return self.zone if self.zone.endswith(".") else self.zone + "."
+        return self.zone
 
 
 class EndpointIp(Model):
@@ -189,6 +197,9 @@ class Failover(Model):
     mode: Literal["builtin", "external"] = "builtin"
     failback: Literal["manual", "automatic"] = "manual"
     hold_down_seconds: int = Field(default=60, ge=0)
+    # Recovery time objective: seconds from a node failing to clients using the standby. Validation
+    # warns when the record's TTL alone exceeds it (docs/topology.md).
+    rto_budget_seconds: int = Field(default=300, ge=1)
     # Detection: a node is failed after this many consecutive failed checks, this far apart (Route 53
     # health checks: 3 failures at 10 s or 30 s). One missed check is re-checked, never acted on.
     failure_threshold: int = Field(default=3, ge=1, le=10)
@@ -200,7 +211,7 @@ class Failover(Model):
 
     @model_validator(mode="after")
     def _confirmation_fits_a_minute(self) -> Failover:
-        # The controller confirms a failure within one scheduled run (Lambda timeout 120 s, INSYNC wait
+        # The controller confirms a failure within one evaluation (Lambda timeout 150 s, INSYNC wait
         # 60 s): the re-checks must end within 45 s.
         span = (self.failure_threshold - 1) * self.check_interval_seconds
         if span > 45:
@@ -358,3 +369,27 @@ def _yaml_error(e: yaml.YAMLError) -> str:
 def _one_line(text: str) -> str:
     # YAML errors span several lines with a caret drawing; keep the words, one problem per line.
     return re.sub(r"\s+", " ", text).strip()
+
+
+# Step Functions refuses an execution input larger than 256 KiB (StartExecution, "input").
+MAX_EXECUTION_INPUT_BYTES = 256 * 1024
+
+
+def build_input(path: str | Path | None = None) -> dict[str, Any]:
+    """The build (and teardown) state machine's execution input for a topology file: ``{"topology": {...}}``.
+
+    Loads and validates the file like ``load_topology`` (``None``: the shipped reference) and returns
+    the normalised topology inline, so the build, and every scheduled consumer after it (canary,
+    failover controller, drill, sweeper: they read the topology the build saved in the inventory), use
+    exactly this file without redeploying the stack. Raises ``TopologyError`` naming the file and field
+    for an invalid file, or when the input would exceed Step Functions' 256 KiB execution input.
+    """
+    topology = load_topology(path)
+    payload = {"topology": topology.to_json()}
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > MAX_EXECUTION_INPUT_BYTES:
+        source = str(path) if path is not None else DEFAULT_TOPOLOGY
+        raise TopologyError(
+            [Problem("(file)", f"is {size} bytes as an execution input; Step Functions allows "
+                               f"{MAX_EXECUTION_INPUT_BYTES}")], source)
+    return payload

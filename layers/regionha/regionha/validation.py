@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol, TypeVar
 
+from regionha.dnsname import canonical_name
+from regionha.reachability import check_reachability
 from regionha.topology import (
+    ONPREM,
     BindPath,
     Problem,
     ResolverEndpointPath,
     Route,
-    SecurityGroup,
     Subnet,
     Topology,
     Vpc,
@@ -73,12 +75,22 @@ MAX_TTL = 2**31 - 1
 # Route 53 Resolver: an endpoint needs at least two IPs; six is the per-endpoint quota.
 MIN_ENDPOINT_IPS, MAX_ENDPOINT_IPS = 2, 6
 
+# RFC 6762: names under local. are resolved by Multicast DNS on the link, not sent to DNS servers.
+MDNS_DOMAIN = "local."
+
 _ZONE_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Record labels may carry underscores (service names) and a leading wildcard.
 _RECORD_LABEL = re.compile(r"^[a-z0-9_-]{1,63}$")
 
 Address = ipaddress.IPv4Address
 Network = ipaddress.IPv4Network
+
+
+def topology_warnings(topology: Topology) -> list[Problem]:
+    """What works but is likely to hurt, for a topology ``check_topology`` accepts: each a ``Problem``
+    naming its field, to be shown as a warning, never refused. Pure."""
+    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region)
+    return list(chain.from_iterable(check(topology) for check in checks))
 
 
 def check_topology(topology: Topology) -> list[Problem]:
@@ -90,11 +102,13 @@ def check_topology(topology: Topology) -> list[Problem]:
         _check_routes,
         _check_dns,
         _check_forwarder_paths,
+        _check_independent_paths,
         _check_client,
         _check_nodes,
         _check_addresses,
-        _check_forwarder_security_groups,
         _check_instance_names,
+        _check_reserved_names,
+        check_reachability,
     )
     return list(chain.from_iterable(check(topology) for check in checks))
 
@@ -369,6 +383,37 @@ def _check_dns(t: Topology) -> Iterator[Problem]:
         yield Problem("dns.record.ttl", f"TTL {dns.record.ttl} is outside Route 53's range 0..{MAX_TTL}")
 
 
+def _warn_mdns_zone(t: Topology) -> Iterator[Problem]:
+    zone = canonical_name(t.dns.zone)
+    if zone == MDNS_DOMAIN or zone.endswith("." + MDNS_DOMAIN):
+        yield Problem(
+            "dns.zone",
+            f"zone {zone} is under {MDNS_DOMAIN}, which RFC 6762 reserves for Multicast DNS: hosts running "
+            "mDNS (macOS, Avahi, systemd-resolved) may ask the local link instead of the DNS server and never "
+            "see the record; a zone under a domain you own avoids that",
+        )
+
+
+def _warn_ttl_over_budget(t: Topology) -> Iterator[Problem]:
+    ttl, budget = t.dns.record.ttl, t.failover.rto_budget_seconds
+    if ttl > budget:
+        yield Problem(
+            "dns.record.ttl",
+            f"TTL {ttl} s is longer than the failover budget failover.rto_budget_seconds ({budget} s): resolvers "
+            f"may keep answering with the failed node for up to {ttl} s after the record moves",
+        )
+
+
+def _warn_paths_in_one_region(t: Topology) -> Iterator[Problem]:
+    vpcs = _vpcs(t)
+    regions = {vpcs[p.vpc].region for p in t.forwarder_paths if p.vpc in vpcs}
+    if len(regions) == 1 and len({p.vpc for p in t.forwarder_paths}) > 1:
+        yield Problem(
+            "forwarder_paths",
+            f"every forwarder path is in region {regions.pop()}: an outage of that region takes them all",
+        )
+
+
 # --- forwarder paths, client, nodes --------------------------------------------------------------
 
 
@@ -400,6 +445,21 @@ def _check_forwarder_paths(t: Topology) -> Iterator[Problem]:
                     yield from _subnet_ref(vpc, f"{at}.ips[{j}].subnet", endpoint_ip.subnet)
         elif isinstance(path, BindPath) and vpc is not None:
             yield from _subnet_ref(vpc, f"{at}.subnet", path.subnet)
+
+
+def _check_independent_paths(t: Topology) -> Iterator[Problem]:
+    """The on-prem resolver needs a second way in when one path's VPC, link or forwarder fails."""
+    vpcs = {p.vpc for p in t.forwarder_paths if p.vpc in _vpcs(t)}  # unknown VPCs are reported above
+    if len(vpcs) >= 2 or t.dns.allow_single_path or len(vpcs) < len({p.vpc for p in t.forwarder_paths}):
+        return
+    names = ", ".join(p.name for p in t.forwarder_paths)
+    where = f"all in VPC {next(iter(vpcs))}" if len(t.forwarder_paths) > 1 else f"in VPC {next(iter(vpcs))}"
+    yield Problem(
+        "forwarder_paths",
+        f"only one independent forwarder path ({names}, {where}): one VPC, link or forwarder failing leaves "
+        "the zone unresolvable from on-prem; add a path in another VPC (another region), or set "
+        "dns.allow_single_path: true to accept that",
+    )
 
 
 def _check_client(t: Topology) -> Iterator[Problem]:
@@ -494,40 +554,6 @@ def _check_addresses(t: Topology) -> Iterator[Problem]:
             )
 
 
-# --- security groups of the forwarder paths ------------------------------------------------------
-
-
-def _admits(group: SecurityGroup, protocol: str, port: int, source: Address) -> bool:
-    for rule in group.ingress:
-        if source not in rule.cidr:
-            continue
-        if rule.protocol == "all":
-            return True
-        # A tcp/udp rule without a port admits every port.
-        if rule.protocol == protocol and rule.port in (None, port):
-            return True
-    return False
-
-
-def _check_forwarder_security_groups(t: Topology) -> Iterator[Problem]:
-    """The on-prem DNS server must reach every forwarder path over UDP and TCP 53 (TCP for truncation)."""
-    vpcs = _vpcs(t)
-    source = t.client.dns_server.ip
-    for i, path in enumerate(t.forwarder_paths):
-        vpc = vpcs.get(path.vpc)
-        group = next((g for g in vpc.security_groups if g.name == path.security_group), None) if vpc else None
-        if group is None:
-            continue  # reported by _check_forwarder_paths
-        missing = [p.upper() for p in ("udp", "tcp") if not _admits(group, p, 53, source)]
-        if missing:
-            yield Problem(
-                f"forwarder_paths[{i}].security_group",
-                f"security group {group.name} of VPC {vpc.name} does not admit {' and '.join(missing)} 53 "
-                f"from the on-prem DNS server {source} (client.dns_server.ip): add an ingress rule whose "
-                "cidr contains it",
-            )
-
-
 # --- instance names ------------------------------------------------------------------------------
 
 
@@ -549,3 +575,22 @@ def _check_instance_names(t: Topology) -> Iterator[Problem]:
         # Repeats within nodes or within forwarder paths are reported by their own checks.
         elif field.split("[", 1)[0] != first[name].split("[", 1)[0]:
             yield Problem(field, f"instance name {name!r} is already used by {first[name]}")
+
+
+def _reserved(name: str) -> bool:
+    # "OnPrem", "on-prem", "on_prem": CloudWatch dimensions, alarm names and people all read them alike.
+    return re.sub(r"[-_.]", "", name.lower()) == ONPREM
+
+
+def _check_reserved_names(t: Topology) -> Iterator[Problem]:
+    """The on-prem resolver is a canary target of its own, labelled ``onprem``: a forwarder path of that
+    name would be reported (and alarmed on) as the on-prem resolver, a node confused with it."""
+    named = [(f"forwarder_paths[{i}].name", "forwarder path", p.name) for i, p in enumerate(t.forwarder_paths)]
+    named += [(f"nodes[{i}].name", "node", n.name) for i, n in enumerate(t.nodes)]
+    for field, what, name in named:
+        if _reserved(name):
+            yield Problem(
+                field,
+                f"{what} name {name!r} is reserved: {ONPREM!r} labels the on-prem resolver in the canary's "
+                "results, metrics and alarms; choose another name",
+            )

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from regionha.aws import TAG_DEPLOYMENT, TAG_NAME, deployment_filter, tags
 from regionha.converge import Outcome, idempotency_token
+from regionha.dnsname import canonical_name, same_name
 from regionha.errors import ConfigurationError, NotReadyError, TransientError
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _private_zones_named(r53: Any, fqdn: str) -> list[dict[str, Any]]:
         page = r53.list_hosted_zones_by_name(**kwargs)
         for zone in page["HostedZones"]:
             # Sorted by name from DNSName on: the first other name ends the run of ours.
-            if zone["Name"].lower() != fqdn.lower():
+            if not same_name(zone["Name"], fqdn):
                 return zones
             if zone.get("Config", {}).get("PrivateZone"):
                 zones.append(zone)
@@ -409,8 +410,9 @@ def _zone_id_or_raise(r53: Any, topology: Topology) -> str:
 def _record_set(r53: Any, zone_id: str, name: str) -> dict[str, Any] | None:
     page = r53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name, StartRecordType="A", MaxItems="1")
     for rrs in page["ResourceRecordSets"]:
-        # The listing starts at the name, and returns the next record when there is none.
-        if rrs["Name"].lower() == name.lower() and rrs["Type"] == "A":
+        # The listing starts at the name, and returns the next record when there is none. Route 53
+        # returns the name lower case and escaped (a wildcard as \052): compare canonical forms.
+        if same_name(rrs["Name"], name) and rrs["Type"] == "A":
             return rrs
     return None
 
@@ -625,7 +627,7 @@ def teardown_dns(topology: Topology, clients: Clients) -> list[Outcome]:
             outcomes.append(Outcome("resolver_endpoint", path.name, "absent", region=region))
 
     r53 = clients.route53()
-    zone_name, apex = topology.dns.zone, topology.dns.zone_fqdn.lower()
+    zone_name, apex = topology.dns.zone, canonical_name(topology.dns.zone_fqdn)
     zones = _our_zones(r53, topology)
     if not zones:
         outcomes.append(Outcome("hosted_zone", zone_name, "absent"))
@@ -636,7 +638,7 @@ def teardown_dns(topology: Topology, clients: Clients) -> list[Outcome]:
             for page in r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
             for rrs in page["ResourceRecordSets"]
             # Route 53 keeps the apex SOA and NS itself and deletes them with the zone.
-            if not (rrs["Name"].lower() == apex and rrs["Type"] in ("SOA", "NS"))
+            if not (canonical_name(rrs["Name"]) == apex and rrs["Type"] in ("SOA", "NS"))
         ]
         for i in range(0, len(doomed), _CHANGE_BATCH):
             batch = doomed[i : i + _CHANGE_BATCH]

@@ -368,19 +368,45 @@ class AlarmEvaluator(Ticker):
             )
 
     def describe_composite_alarms(self, region: str) -> list[dict[str, Any]]:
-        """The composite alarms defined here, shaped like DescribeAlarms' CompositeAlarms."""
+        """The composite alarms defined here, shaped like DescribeAlarms' CompositeAlarms.
+
+        Takes no lock: the emulated API's DescribeAlarms answers from here while ``tick`` (holding the
+        lock) waits for that very answer; a snapshot of the dict is consistent enough for a read."""
+        return [
+            {
+                **c.definition,
+                "StateValue": c.state,
+                "StateReason": c.reason,
+                "StateReasonData": c.reason_data,
+                "StateUpdatedTimestamp": c.updated,
+            }
+            for (r, _), c in list(self._composites.items())
+            if r == region
+        ]
+
+    def delete_composite_alarms(self, region: str, names: Iterable[str]) -> list[str]:
+        """DeleteAlarms' part for the composites held here; returns the names that are not (moto's).
+
+        As CloudWatch: at most one composite per call, and not one that another composite's rule
+        names (DeleteAlarms in the CloudWatch API reference); raises ConfigurationError otherwise.
+        """
+        names = list(names)
         with self._lock:
-            return [
-                {
-                    **c.definition,
-                    "StateValue": c.state,
-                    "StateReason": c.reason,
-                    "StateReasonData": c.reason_data,
-                    "StateUpdatedTimestamp": c.updated,
-                }
-                for (r, _), c in self._composites.items()
-                if r == region
-            ]
+            mine = [n for n in names if (region, n) in self._composites]
+            if len(mine) > 1:
+                raise ConfigurationError(
+                    f"DeleteAlarms: at most one composite alarm per call, got {len(mine)}: {', '.join(mine)}")
+            for name in mine:
+                users = [c.definition["AlarmName"] for (r, other), c in self._composites.items()
+                         if r == region and other != name
+                         and any(ref == name or ref.endswith(f":alarm:{name}") for ref in c.rule.references)]
+                if users:
+                    raise ConfigurationError(
+                        f"DeleteAlarms: composite alarm {name} is in the rule of {', '.join(users)}")
+                del self._composites[(region, name)]
+                self._record(region, name, "CompositeAlarm", "ConfigurationUpdate", f'Alarm "{name}" deleted',
+                             {"type": "Delete"})
+        return [n for n in names if n not in mine]
 
     def tick(self, now: datetime | None = None) -> list[StateChange]:
         now = now or self.clock.now()

@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from regionha import netguard
+from regionha.alarms import (
+    alarm_name,
+    alarm_prefix,
+    canary_alarm_intents,
+    composite_name,
+    dashboard_name,
+    path_down,
+)
 from regionha.aws import deployment_filter
-from regionha.canary import client_source, run_canary, truth_from_record
+from regionha.canary import canary_targets, client_source, run_canary, truth_from_record
 from regionha.converge.dns import read_record
-from regionha.local.runtime import STACK_NAME
 from regionha.topology import Topology
 
 
@@ -104,11 +111,19 @@ class Demo:
                  f"{len(fired)} alarms fired")
         detail: dict[str, Any] = {"clean_runs": runs, "clean_alarms_fired": fired}
         ok = runs >= CLEAN_MINUTES - 1 and not fired
+        # The alarms are the build's, made from the topology (ConvergeWatch): one per path and node.
+        made = sorted(n for n in rt.alarm_states() if n.startswith(alarm_prefix(topology.deployment)))
+        wanted = sorted([alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology)]
+                        + [composite_name(topology.deployment)])
+        self.say(f"  the build made {len(made)} alarms for {len(canary_targets(topology))} paths and "
+                 f"{len(topology.nodes)} nodes, and the dashboard {dashboard_name(topology.deployment)}")
+        detail["alarms_made"] = made
+        ok = ok and made == wanted
 
         names = [p.name for p in topology.forwarder_paths]
         path = CUT_PATH if CUT_PATH in names else names[-1]
-        alarm = path_alarm_name(path)
-        critical = f"{STACK_NAME}-critical"
+        alarm = path_alarm_name(topology, path)
+        critical = composite_name(topology.deployment)
         self.say(f"  cutting forwarder path {path} (network ACL deny from the client network)")
         cut_at = rt.clock.now()
         set_path_cut(rt, path, cut=True)
@@ -201,27 +216,31 @@ CLEAN_MINUTES = 4
 CUT_PATH = "osaka-bind"
 
 
-def path_alarm_name(path_label: str) -> str:
-    """The per-path alarm's name, as template.yaml names it."""
-    return f"{STACK_NAME}-path-down-{path_label.replace('/', '-')}"
+def path_alarm_name(topology: Topology, path_label: str) -> str:
+    """The per-path alarm's name, as the build's ConvergeWatch names it."""
+    return alarm_name(topology.deployment, path_down(path_label).suffix)
 
 
 def _canary_runs(rt: Any) -> list[Any]:
     return [d for d in rt.schedules.log.all() if "Canary" in d.rule and d.ok]
 
 
-def set_path_cut(rt: Any, path_name: str, *, cut: bool) -> None:
-    """Deny (or allow again) the client network on a forwarder path's subnet network ACL."""
-    topology: Topology = rt.topology
+def set_path_cut(rt: Any, path_name: str, *, cut: bool, topology: Topology | None = None) -> None:
+    """Deny (or allow again) the client network on a forwarder path's subnet network ACL (of the
+    runtime's topology, or of ``topology``: another deployment built in the same runtime)."""
+    topology = topology or rt.topology
     path = next(p for p in topology.forwarder_paths if p.name == path_name)
     subnets = {e.subnet for e in path.ips} if path.kind == "resolver_endpoint" else {path.subnet}
     ec2 = rt.clients.ec2(topology.region_of(path.vpc))
+    acls = {}
     for subnet in sorted(subnets):
         found = ec2.describe_subnets(Filters=deployment_filter(topology.deployment, subnet))["Subnets"]
         subnet_id = found[0]["SubnetId"]
         acl = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])[
             "NetworkAcls"
         ][0]
+        acls[acl["NetworkAclId"]] = acl  # an endpoint's subnets may share one network ACL
+    for acl in acls.values():
         if cut:
             ec2.create_network_acl_entry(
                 NetworkAclId=acl["NetworkAclId"], RuleNumber=DEMO_RULE, Protocol="-1", RuleAction="deny",

@@ -339,6 +339,7 @@ class LocalRuntime:
             self.schedules = ScheduleRunner(self.clients, [self.region], self.clock)
             self.emitter = Ec2StateChangeEmitter(self.clients, regions, self.bus, self.clock)
             self.alarms = AlarmEvaluator(self.clients, [self.region], self.clock, event_bus=self.bus)
+            self.aws.composite_alarms = self.alarms  # PutCompositeAlarm through the API (moto has none)
             for props in self.stack.alarms.values():
                 if props.get("Type") == "composite":
                     self.alarms.put_composite_alarm(self.region, **props)
