@@ -130,7 +130,8 @@ def test_the_template_holds_no_canary_alarm_or_dashboard(resources):
     in_template = [k for k, r in resources.items() if r["Type"].startswith("AWS::CloudWatch::")
                    and r["Properties"].get("MetricName") in canary_metrics | {None}]
     assert in_template == []
-    assert [k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"] == ["FailoverRefusedAlarm"]
+    deployment_wide = ["FailoverRefusedAlarm", "FailoverStuckAlarm", "FailoverClientLinkAlarm", "AuditDriftAlarm"]
+    assert [k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"] == deployment_wide
 
 
 def test_the_watch_function_may_touch_only_its_deployments_alarms_and_dashboard(resources):
