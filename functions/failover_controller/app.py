@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 
 from regionha.errors import ConfigurationError
-from regionha.failover import ControllerSettings, run_controller, trigger_from_event
+from regionha.failover import ControllerSettings, run_controller, trigger_from_event, watch
 from regionha.inventory import load_inventory
 from regionha.payload import clients, stack_region
 from regionha.topology import TopologyError, parse_topology
@@ -54,6 +54,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     settings = ControllerSettings(
         service_check=os.environ.get("NODE_SERVICE_CHECK", "true").lower() == "true"
     )
-    result = run_controller(topology, aws, trigger, table=table, table_region=region, settings=settings)
+    loop = float(os.environ.get("HEALTH_CHECK_LOOP_SECONDS", "0"))
+    if trigger.kind == "health_check" and loop > 0:
+        # Sub-minute detection: check every failover.check_interval_seconds within this scheduled minute.
+        results = watch(topology, aws, trigger, table=table, table_region=region, seconds=loop, settings=settings)
+        result = next((r for r in results if r.moved), results[-1])
+        logger.info("failover controller", extra={"trigger": trigger.kind, "evaluations": len(results)})
+    else:
+        result = run_controller(topology, aws, trigger, table=table, table_region=region, settings=settings)
     logger.info("failover controller", extra={"trigger": trigger.kind, "result": result.to_json()})
     return result.to_json()

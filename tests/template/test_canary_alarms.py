@@ -131,7 +131,7 @@ def test_the_template_holds_no_canary_alarm_or_dashboard(resources):
                    and r["Properties"].get("MetricName") in canary_metrics | {None}]
     assert in_template == []
     assert sorted(k for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm") == [
-        "AuditDriftAlarm", "FailoverRefusedAlarm"]
+        "AuditDriftAlarm", "FailoverClientLinkAlarm", "FailoverRefusedAlarm", "FailoverStuckAlarm"]
 
 
 def test_the_watch_function_may_touch_only_its_deployments_alarms_and_dashboard(resources):
@@ -235,7 +235,9 @@ def test_build_makes_the_watch_after_placing_the_canary_and_teardown_removes_it_
     teardown = json.loads((root / "teardown.asl.json").read_text())["States"]
     assert build["PlaceCanary"]["Next"] == "ConvergeWatch" and build["ConvergeWatch"]["Next"] == "SaveInventory"
     assert build["ConvergeWatch"]["Parameters"]["action"] == "converge"
-    assert teardown["ValidateTopology"]["Next"] == "TeardownWatch"
+    # The canary check comes first: teardown refuses before deleting anything while the canary is placed.
+    assert teardown["ValidateTopology"]["Next"] == "UnplaceCanary"
+    assert teardown["UnplaceCanary"]["Next"] == "TeardownWatch"
     assert teardown["TeardownWatch"]["Parameters"]["action"] == "teardown"
     for state in (build["ConvergeWatch"], teardown["TeardownWatch"]):
         assert state["Resource"] == "${ConvergeWatchFunctionArn}"

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.exception
@@ -134,6 +135,20 @@ def test_local_variant_maps_every_address_and_port(topology, tmp_path):
     assert 'keys { "rndc-onprem"; }' in conf
 
 
+@pytest.mark.parametrize("render", ["onprem", "osaka-bind"])
+def test_every_cache_is_bounded_by_the_record_ttl(topology, render):
+    # Route 53's SOA allows 900 s of negative caching and BIND's own cap is 3 h: a record that is
+    # briefly missing would stay unresolvable for 15x its TTL (case onprem-ncache-outlives-record).
+    t = topology.model_copy(update={"dns": topology.dns.model_copy(
+        update={"record": topology.dns.record.model_copy(update={"ttl": 45})})})
+    conf = bind.render_onprem_conf(t) if render == "onprem" else bind.render_forwarder_conf(t, render)
+
+    options = block(conf, "options")
+    for stmt in ("max-cache-ttl 45;", "max-ncache-ttl 45;", "servfail-ttl 1;",
+                 "stale-cache-enable no;", "stale-answer-enable no;", "min-cache-ttl 0;", "min-ncache-ttl 0;"):
+        assert stmt in options, stmt
+
+
 def test_forwarder_conf_refuses_a_resolver_endpoint_path(topology):
     with pytest.raises(ConfigurationError, match="not a BIND server"):
         bind.render_forwarder_conf(topology, "tokyo-resolver")
@@ -227,6 +242,10 @@ def test_user_data_refuses_what_ec2_would_refuse(topology):
 # --- real named on loopback ---------------------------------------------------------------------------
 
 
+# A private hosted zone's SOA as Route 53 creates it: TTL 900, negative-caching field 86400.
+R53_SOA = "ns-1536.awsdns-00.co.uk. awsdns-hostmaster.amazon.com. 1 7200 900 1209600 86400"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -256,6 +275,7 @@ class FakeVpcResolver(socketserver.ThreadingUDPServer):
 
     def __init__(self, address: tuple[str, int], name: str, ip: str):
         self.name, self.ip, self.sources = name, ip, []
+        self.missing = False  # answer the name NXDOMAIN with Route 53's SOA, as while the record is absent
         super().__init__(address, _FakeHandler)
 
 
@@ -267,7 +287,10 @@ class _FakeHandler(socketserver.BaseRequestHandler):
         server.sources.append(self.client_address[0])
         response = dns.message.make_response(query)
         q = query.question[0]
-        if q.name.to_text().lower() == server.name and q.rdtype == dns.rdatatype.A:
+        if server.missing:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            response.authority.append(dns.rrset.from_text("cluster.local.", 900, "IN", "SOA", R53_SOA))
+        elif q.name.to_text().lower() == server.name and q.rdtype == dns.rdatatype.A:
             response.answer.append(dns.rrset.from_text(server.name, 60, "IN", "A", server.ip))
         else:
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -309,16 +332,22 @@ def wait_answering(server: str, port: int, source: str, procs: list[subprocess.P
     raise AssertionError(f"{server}#{port} did not answer within {limit} s")
 
 
-@pytest.mark.integration
-@pytest.mark.skipif(not os.path.exists(NAMED) or os.geteuid() != 0, reason="needs root and named")
-def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path):
-    # GIVEN the on-prem resolver and the Osaka forwarder from local renders, the Osaka VPC resolver
-    # faked, and the Tokyo Resolver endpoint absent (that path is down)
+@dataclass
+class Chain:
+    """The on-prem resolver and the Osaka forwarder running as real named, the Osaka VPC resolver faked."""
+
+    onprem: str
+    osaka: str
+    port: int
+    fake: FakeVpcResolver
+
+
+@contextmanager
+def named_chain(topology, tmp_path: Path, client: str, *, missing: bool = False) -> Iterator[Chain]:
     port = free_port()
     onprem = to_loopback(topology.client.dns_server.ip)  # 127.2.10.10
     osaka = to_loopback(topology.forwarder_paths[1].ip)  # 127.1.111.10
     vpc_resolver = to_loopback(topology.vpc("osaka").resolver_ip())  # 127.1.0.2
-    client, stranger = "127.2.10.50", "127.9.9.9"  # inside / outside the client network
     onprem_conf = bind.render_onprem_conf(
         topology, addr=to_loopback, runtime=local_runtime(tmp_path, "onprem", port, free_port(), onprem)
     )
@@ -329,6 +358,7 @@ def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path)
         runtime=local_runtime(tmp_path, "osaka", port, free_port(), osaka),
     )
     fake = FakeVpcResolver((vpc_resolver, port), "sample.cluster.local.", "10.1.110.10")
+    fake.missing = missing
     threading.Thread(target=fake.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with (
@@ -338,20 +368,55 @@ def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path)
         ):
             wait_answering(osaka, port, client, [p1, p2])
             wait_answering(onprem, port, client, [p1, p2])
-
-            # WHEN a client of the client network asks the on-prem resolver
-            answer = ask(onprem, port, client, timeout=8.0)
-            # THEN the name resolves through the Osaka path alone
-            assert answer.rcode() == dns.rcode.NOERROR
-            assert [r.address for rr in answer.answer for r in rr] == ["10.1.110.10"]
-            # and the Osaka forwarder asked its VPC resolver from its own address
-            assert set(fake.sources) == {osaka}
-
-            # WHEN someone outside the client network asks either server THEN it is refused
-            assert ask(onprem, port, stranger).rcode() == dns.rcode.REFUSED
-            assert ask(osaka, port, stranger).rcode() == dns.rcode.REFUSED
-            # while the forwarder answers the client network directly
-            assert ask(osaka, port, client).rcode() == dns.rcode.NOERROR
+            yield Chain(onprem, osaka, port, fake)
     finally:
         fake.shutdown()
         fake.server_close()
+
+
+needs_root_named = pytest.mark.skipif(not os.path.exists(NAMED) or os.geteuid() != 0, reason="needs root and named")
+
+
+@pytest.mark.integration
+@needs_root_named
+def test_real_named_chain_answers_clients_and_refuses_others(topology, tmp_path):
+    # GIVEN the on-prem resolver and the Osaka forwarder from local renders, the Osaka VPC resolver
+    # faked, and the Tokyo Resolver endpoint absent (that path is down)
+    client, stranger = "127.2.10.50", "127.9.9.9"  # inside / outside the client network
+    with named_chain(topology, tmp_path, client) as c:
+        # WHEN a client of the client network asks the on-prem resolver
+        answer = ask(c.onprem, c.port, client, timeout=8.0)
+        # THEN the name resolves through the Osaka path alone
+        assert answer.rcode() == dns.rcode.NOERROR
+        assert [r.address for rr in answer.answer for r in rr] == ["10.1.110.10"]
+        # and the Osaka forwarder asked its VPC resolver from its own address
+        assert set(c.fake.sources) == {c.osaka}
+
+        # WHEN someone outside the client network asks either server THEN it is refused
+        assert ask(c.onprem, c.port, stranger).rcode() == dns.rcode.REFUSED
+        assert ask(c.osaka, c.port, stranger).rcode() == dns.rcode.REFUSED
+        # while the forwarder answers the client network directly
+        assert ask(c.osaka, c.port, client).rcode() == dns.rcode.NOERROR
+
+
+@pytest.mark.integration
+@needs_root_named
+def test_real_named_chain_forgets_a_missing_record_within_its_ttl(topology, tmp_path):
+    # GIVEN the chain rendered for a record TTL of 2 s, and the Osaka VPC resolver answering NXDOMAIN
+    # with Route 53's SOA (900 s) while the record is absent
+    ttl = 2
+    t = topology.model_copy(update={"dns": topology.dns.model_copy(
+        update={"record": topology.dns.record.model_copy(update={"ttl": ttl})})})
+    client = "127.2.10.50"
+    with named_chain(t, tmp_path, client, missing=True) as c:
+        absent = ask(c.onprem, c.port, client, timeout=8.0)
+        assert absent.rcode() == dns.rcode.NXDOMAIN
+        # THEN both servers keep the negative answer at most the record TTL, not the SOA's 900 s
+        assert [rr.ttl for rr in absent.authority] and all(rr.ttl <= ttl for rr in absent.authority)
+
+        # WHEN the record exists again THEN the chain answers it once the TTL has run out
+        c.fake.missing = False
+        time.sleep(ttl + 1)
+        answer = ask(c.onprem, c.port, client, timeout=8.0)
+        assert answer.rcode() == dns.rcode.NOERROR
+        assert [r.address for rr in answer.answer for r in rr] == ["10.1.110.10"]

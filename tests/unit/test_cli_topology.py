@@ -174,7 +174,10 @@ def test_show_prints_the_normalised_topology_as_json(capsys: pytest.CaptureFixtu
     shown = json.loads(capsys.readouterr().out)
     assert shown["deployment"] == "regionha-ref"
     # Defaults the file leaves out are filled in: the output is the whole model.
-    defaults = {"mode": "builtin", "failback": "manual", "hold_down_seconds": 60, "rto_budget_seconds": 300}
+    defaults = {
+        "mode": "builtin", "failback": "manual", "hold_down_seconds": 60, "rto_budget_seconds": 300,
+        "failure_threshold": 3, "check_interval_seconds": 5.0, "client_link_cut": "stay",
+    }
     assert defaults.items() <= shown["failover"].items()
     assert shown["forwarder_paths"][0]["ips"][0] == {"subnet": "A3", "ip": "10.0.111.100"}
 

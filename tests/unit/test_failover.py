@@ -167,7 +167,9 @@ def test_a_node_answering_as_another_is_not_healthy(topology, node_services, mot
     failover_endpoints = {"Server-A": node_services["Server-B"], "Server-B": node_services["Server-B"]}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(failover, "service_endpoint", lambda n: ("127.0.0.1", failover_endpoints[n.name].port))
-        health = failover.node_health(topology, failover.node_instances(topology, moto_world.clients))
+        health = failover.node_health(
+            topology, failover.node_instances(topology, moto_world.clients), sleep=lambda s: None
+        )
     assert not health["Server-A"].healthy and "answers as 'Server-B'" in health["Server-A"].detail
     assert health["Server-B"].healthy
 
@@ -531,7 +533,7 @@ def test_standby_unhealthy_refuses_without_writing(
     assert result.decision.action == "refuse" and "Server-B service down" in result.decision.reason
     assert [c for c in call_counter.mutating[writes:] if c[0] not in ("cloudwatch", "monitoring")] == []
     assert read_record(moto_world.topology, moto_world.clients)["ip"] == A_IP
-    assert metric_sums("regionha-ref") == {"FailoverRefused": 1}
+    assert metric_sums("regionha-ref") == {"FailoverRefused": 1, "FailoverStuck": 1}
 
 
 def test_both_nodes_down(moto_world, node_services, call_counter, metrics_to_cloudwatch):
@@ -542,7 +544,7 @@ def test_both_nodes_down(moto_world, node_services, call_counter, metrics_to_clo
     assert result.decision.action == "refuse"
     assert result.decision.reason.endswith("(Server-A stopped; Server-B stopped)")
     assert len(route53_writes(call_counter)) == writes
-    assert metric_sums("regionha-ref") == {"FailoverRefused": 1}
+    assert metric_sums("regionha-ref") == {"FailoverRefused": 1, "FailoverStuck": 1}
 
 
 def test_external_mode_never_writes_the_record(
@@ -603,22 +605,22 @@ def test_duplicate_event_moves_nothing_twice(moto_world, node_services, call_cou
     assert call_counter.mutating[writes:] == []
 
 
-def test_fencing_race_only_one_decider_moves_the_record(moto_world, node_services, call_counter, monkeypatch):
-    """Two deciders (the stopping and the stopped event) read the same fence and record, then both try
-    to take the next generation: exactly one wins and writes the record."""
+def test_route53_race_only_one_decider_moves_the_record(moto_world, node_services, call_counter, monkeypatch):
+    """Two deciders (the stopping and the stopped event, or the controllers of two regions) read the
+    same fence and record, then both try the compare-and-swap: Route 53 accepts exactly one."""
     stop_node(moto_world, node_services, "Server-A")
     both_decided = threading.Barrier(2, timeout=10)
-    # DynamoDB applies conditional writes atomically; moto in threads does not promise it, so the
-    # two writes are serialised here, after both deciders have made their decision.
+    # Route 53 applies change batches one at a time; moto in threads does not promise it, so the two
+    # writes are serialised here, after both deciders have made their decision.
     one_write_at_a_time = threading.Lock()
-    original = failover.claim_fence
+    original = failover.swap_record
 
-    def racing_claim(*args, **kwargs):
+    def racing_swap(*args, **kwargs):
         both_decided.wait()
         with one_write_at_a_time:
             return original(*args, **kwargs)
 
-    monkeypatch.setattr(failover, "claim_fence", racing_claim)
+    monkeypatch.setattr(failover, "swap_record", racing_swap)
     writes = len(route53_writes(call_counter))
     results: dict[str, object] = {}
 
@@ -633,7 +635,8 @@ def test_fencing_race_only_one_decider_moves_the_record(moto_world, node_service
     actions = sorted(r.decision.action for r in results.values())
     assert actions == ["failover", "ignore"], [r.decision.reason for r in results.values()]
     loser = next(r for r in results.values() if r.decision.action == "ignore")
-    assert loser.decision.reason == "lost the fencing race for generation 1" and not loser.moved
+    assert loser.decision.reason.startswith("another controller or an operator moved the record first")
+    assert not loser.moved and "Server-B" in loser.decision.reason
     assert len(route53_writes(call_counter)) - writes == 1
     fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
     assert fence.generation == 1
@@ -682,7 +685,152 @@ def test_port_checks_through_an_unreachable_probe_function_count_as_unhealthy(to
     monkeypatch.setenv("AWS_REGION", "ap-southeast-1")
     instances = {n.name: [{"id": f"i-{n.name}", "state": "running"}] for n in topology.nodes}
 
-    health = node_health(topology, instances, timeout=0.5)
+    health = node_health(topology, instances, timeout=0.5, sleep=lambda s: None)
 
     assert {h.service for h in health.values()} == {False}
     assert all("probe function" in (h.detail or "") for h in health.values())
+
+
+# --- failed writes consume nothing; Route 53 arbitrates ------------------------------------------------
+
+
+def test_a_throttled_failover_consumes_nothing_and_its_retry_moves_at_once(
+    moto_world, node_services, metrics_to_cloudwatch
+):
+    # GIVEN the active node stopped and Route 53 throttling every write past the retries
+    stop_node(moto_world, node_services, "Server-A")
+    seen = throttle(moto_world.clients, "ChangeResourceRecordSets", 4)
+    event = stopped_event(moto_world, "Server-A", T0)
+    settings = ControllerSettings(poll_seconds=0.01, wait_seconds=1, sleep=lambda s: None, retry=RetryPolicy(4))
+    # WHEN the controller runs THEN it fails (Lambda retries the event), bounded, having written nothing
+    with pytest.raises(TransientError, match="not written"):
+        run(moto_world, event, settings)
+    assert seen["n"] == 4
+    ddb = moto_world.clients.client("dynamodb", STACK_REGION)
+    assert read_fence(ddb, moto_world.table, "regionha-ref") == Fence()
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == A_IP
+    assert metric_sums("regionha-ref") == {"FailoverStarted": 1, "FailoverStuck": 1}
+    # WHEN Lambda retries the same event (Route 53 accepts writes again) THEN it moves the record now
+    retry = run(moto_world, event, settings)
+    assert retry.moved and retry.generation == 1
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    assert read_fence(ddb, moto_world.table, "regionha-ref").event_id == "ev-stop"
+
+
+def test_a_route53_outage_is_stuck_not_consumed(moto_world, node_services, metrics_to_cloudwatch):
+    # Route 53 erroring (not throttling): no retries of ours (botocore's standard mode has its own),
+    # FailoverStuck, and the next health check inside the hold-down still moves the record.
+    stop_node(moto_world, node_services, "Server-A")
+    throttle(moto_world.clients, "ChangeResourceRecordSets", 1, code="ServiceUnavailable")
+    with pytest.raises(TransientError, match="not written"):
+        run(moto_world, stopped_event(moto_world, "Server-A", T0))
+    later = run(moto_world, Trigger("health_check", "hc-1", T0 + 30, STACK_REGION))
+    assert later.moved and read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    assert metric_sums("regionha-ref")["FailoverStuck"] == 1
+
+
+def test_swap_refuses_a_record_someone_else_changed(moto_world, call_counter):
+    from regionha.converge.dns import RecordChanged, swap_record
+
+    topo, clients = moto_world.topology, moto_world.clients
+    # The record moved to Server-B after we read Server-A: our swap must not overwrite it.
+    upsert_record(topo, clients, B_IP, poll_seconds=0.01)
+    writes = len(route53_writes(call_counter))
+    with pytest.raises(RecordChanged, match="holds 10.1.110.10, expected 10.0.110.10"):
+        swap_record(topo, clients, A_IP, "10.1.110.99")
+    assert len(route53_writes(call_counter)) == writes
+    swap = swap_record(topo, clients, B_IP, A_IP)
+    assert swap.outcome.action == "updated" and swap.change is not None
+    assert read_record(topo, clients)["ip"] == A_IP
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ([("DELETE", A_IP, 60), ("CREATE", B_IP, 60)], None),
+        ([("DELETE", B_IP, 60), ("CREATE", B_IP, 60)], "do not match the current"),
+        ([("DELETE", A_IP, 300), ("CREATE", B_IP, 60)], "do not match the current"),
+        ([("CREATE", B_IP, 60)], "already exists"),
+        ([("DELETE", A_IP, 60), ("DELETE", A_IP, 60)], "was not found"),
+        ([("DELETE", A_IP, 60), ("CREATE", B_IP, 60), ("CREATE", B_IP, 60)], "already exists"),
+    ],
+    ids=["exact swap", "stale value", "stale ttl", "create over existing", "delete twice", "create twice"],
+)
+def test_the_twin_validates_change_batches_as_route53_does(moto_world, changes, message):
+    """AWS validates a batch whole and applies all or nothing; moto alone accepts a DELETE of any value
+    ever written and a CREATE of an existing name (regionha.local.route53 closes both)."""
+    import regionha.local  # noqa: F401  (installs the Route 53 validation)
+    from regionha.converge.dns import _zone_id_or_raise
+
+    r53 = moto_world.clients.route53()
+    upsert_record(moto_world.topology, moto_world.clients, B_IP, poll_seconds=0.01)  # B once written
+    upsert_record(moto_world.topology, moto_world.clients, A_IP, poll_seconds=0.01)  # A now
+    batch = [
+        {
+            "Action": action,
+            "ResourceRecordSet": {
+                "Name": "sample.cluster.local.", "Type": "A", "TTL": ttl, "ResourceRecords": [{"Value": ip}]
+            },
+        }
+        for action, ip, ttl in changes
+    ]
+    zone = _zone_id_or_raise(r53, moto_world.topology)
+    if message is None:
+        r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": batch})
+        assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+        return
+    with pytest.raises(ClientError, match=message) as e:
+        r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": batch})
+    assert e.value.response["Error"]["Code"] == "InvalidChangeBatch"
+    sets = r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    assert [(s["TTL"], s["ResourceRecords"]) for s in sets if s["Type"] == "A"] == [(60, [{"Value": A_IP}])]
+
+
+@pytest.mark.parametrize("twin", [True, False], ids=["twin", "plain moto"])
+def test_the_record_swaps_back_and_forth_and_refuses_a_stale_value(moto_world, twin):
+    """Failover, failback, failover again: each swap's CREATE repeats an earlier one, which moto's
+    journal refuses although the batch's DELETE frees the name (AWS does not); the product copes with
+    plain moto too, and a stale expectation is still refused."""
+    from regionha.converge.dns import RecordChanged, swap_record
+    from regionha.local import route53 as twin_route53
+
+    if not twin:
+        twin_route53.uninstall()
+    try:
+        topo, clients = moto_world.topology, moto_world.clients
+        for frm, to in [(A_IP, B_IP), (B_IP, A_IP), (A_IP, B_IP), (B_IP, A_IP)]:
+            assert swap_record(topo, clients, frm, to).outcome.action == "updated"
+            assert read_record(topo, clients)["ip"] == to
+        with pytest.raises(RecordChanged):
+            swap_record(topo, clients, B_IP, "10.1.110.99")
+        assert read_record(topo, clients)["ip"] == A_IP
+    finally:
+        twin_route53.install()
+
+
+def test_a_controller_in_another_region_fails_over_without_the_stack_region(
+    moto_world, node_services, monkeypatch
+):
+    """The controller's own region down: the other cluster region's controller (its own state table,
+    or none readable at all) still moves the record, and Route 53 keeps the two from both writing."""
+    stop_node(moto_world, node_services, "Server-A")
+    # A controller whose state table cannot be read (its region is the one that is down)
+    broken = moto_world.clients.client("dynamodb", STACK_REGION)
+
+    def unreachable(**kwargs):
+        from botocore.exceptions import EndpointConnectionError
+
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.ap-southeast-1.amazonaws.com")
+
+    broken.meta.events.register("before-call.dynamodb.GetItem", unreachable)
+    broken.meta.events.register("before-call.dynamodb.PutItem", unreachable)
+    osaka = run(moto_world, Trigger("health_check", "hc-osaka", T0, "ap-northeast-3"))
+    assert osaka.moved and read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    broken.meta.events.unregister("before-call.dynamodb.GetItem", unreachable)
+    broken.meta.events.unregister("before-call.dynamodb.PutItem", unreachable)
+    # The Tokyo controller (back, or late) decided on the old value: its swap writes nothing.
+    from regionha.converge.dns import swap_record
+
+    assert swap_record(moto_world.topology, moto_world.clients, A_IP, B_IP).change is None
+    # and its next run sees the record on a healthy node
+    assert run(moto_world, Trigger("health_check", "hc-tokyo", T0 + 5, STACK_REGION)).decision.action == "nothing"

@@ -4,6 +4,7 @@ and the template pieces that feed it (rule pattern, schedule, alarm, tables)."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import uuid
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from test_failover import (
 )
 
 from regionha.converge.dns import read_record
+from regionha.errors import TransientError
 from regionha.inventory import collect_inventory, save_inventory
 from regionha.local.events import pattern_matches
 
@@ -114,6 +116,7 @@ def test_the_sample_event_is_not_a_cluster_node(handler, moto_world, node_servic
         "target": None,
         "needed": False,
         "failback": False,
+        "client_link": False,
     }
 
 
@@ -160,9 +163,42 @@ def test_schedule_environment_and_alarm_fit_the_code():
     assert props["Events"]["HealthCheck"]["Properties"]["Schedule"] == {"Ref": "HealthCheckRate"}
     assert template()["Parameters"]["HealthCheckRate"]["Default"] == "rate(1 minute)"
     assert set(props["Environment"]["Variables"]) >= {"DEPLOYMENT", "IDEMPOTENCY_TABLE", "NODE_SERVICE_CHECK"}
-    alarm = resources["FailoverRefusedAlarm"]["Properties"]
-    assert (alarm["Namespace"], alarm["MetricName"]) == ("regionha", "FailoverRefused")
-    assert alarm["Dimensions"] == [{"Name": "Deployment", "Value": {"Ref": "Deployment"}}]
-    assert alarm["AlarmActions"] == [{"Ref": "NoticesTopic"}]
+    for logical_id, metric in [
+        ("FailoverRefusedAlarm", "FailoverRefused"),
+        ("FailoverStuckAlarm", "FailoverStuck"),
+        ("FailoverClientLinkAlarm", "ClientLinkDown"),
+    ]:
+        alarm = resources[logical_id]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("regionha", metric), logical_id
+        assert alarm["Dimensions"] == [{"Name": "Deployment", "Value": {"Ref": "Deployment"}}]
+        assert alarm["AlarmActions"] == [{"Ref": "NoticesTopic"}]
+    # The scheduled run's loop, its last evaluation's re-checks, throttling retries and INSYNC wait fit
+    # the Lambda timeout (reference topology: 3 checks 5 s apart, 2 s each).
+    loop = float(props["Environment"]["Variables"]["HEALTH_CHECK_LOOP_SECONDS"])
+    assert loop + (2 * 5 + 3 * 2) + 8 + 60 <= props["Timeout"]
+    # The compare-and-swap needs exactly DELETE and CREATE of A records.
+    r53 = [
+        st for p in props["Policies"] if "Statement" in p for st in p["Statement"]
+        if st["Action"] == "route53:ChangeResourceRecordSets"
+    ]
+    assert r53[0]["Condition"]["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsActions"] == [
+        "CREATE",
+        "DELETE",
+    ]
     ttl = resources["IdempotencyTable"]["Properties"]["TimeToLiveSpecification"]
     assert ttl == {"AttributeName": "expiration", "Enabled": True}
+
+
+def test_a_throttled_failover_is_not_kept_by_idempotency(handler, moto_world, node_services):
+    # GIVEN the active node stopped and Route 53 throttling every write of the handler's (4 attempts)
+    stop_node(moto_world, node_services, "Server-A")
+    aws = inspect.unwrap(handler).__globals__["aws"]
+    seen = world.throttle(aws, "ChangeResourceRecordSets", 4)
+    event = ec2_event(moto_world.instances["Server-A"], "stopped")
+    # WHEN the invocation fails THEN the error reaches Lambda (which retries the event)
+    with pytest.raises(TransientError, match="not written"):
+        handler(event, LambdaContext())
+    assert seen["n"] == 4
+    # and Lambda's retry of the same event id is not answered from the idempotency store: it moves
+    again = handler(event, LambdaContext())
+    assert again["moved"] and read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP

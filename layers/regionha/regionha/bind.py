@@ -93,6 +93,7 @@ def _render(
     default_forwarders: list[Address],
     addr: AddressMap,
     runtime: NamedRuntime,
+    record_ttl: int,
 ) -> str:
     _check_port(runtime.port, "port")
     _check_port(runtime.upstream_port, "upstream_port")
@@ -136,6 +137,7 @@ def _render(
         # The zone is private: its answers carry no signatures to validate.
         "    dnssec-validation no;",
         f"    max-cache-size {runtime.max_cache_size};",
+        *_cache_bounds(record_ttl),
         "};",
         "",
         f'zone "{zone}" {{',
@@ -148,6 +150,26 @@ def _render(
         "",
     ]
     return "\n".join(lines)
+
+
+def _cache_bounds(record_ttl: int) -> list[str]:
+    """Options that keep every cached answer for the record at most its TTL (BIND 9.18 ARM, "Tuning"
+    and "Serve stale"): without them a negative answer lives as long as the zone's SOA allows (Route 53:
+    900 s, BIND's cap 3 h) and a positive one up to a week if an upstream over-states the TTL."""
+    if record_ttl < 0:
+        raise ConfigurationError(f"record TTL must be at least 0, not {record_ttl}")
+    return [
+        f"    // Caches bounded by the record TTL ({record_ttl} s): a failover reaches clients within it.",
+        f"    max-cache-ttl {record_ttl};",
+        f"    max-ncache-ttl {record_ttl};",
+        "    min-cache-ttl 0;",
+        "    min-ncache-ttl 0;",
+        # A SERVFAIL (every path down for a moment) is retried after at most 1 s (BIND's default).
+        f"    servfail-ttl {min(1, record_ttl)};",
+        # Serve-stale would answer the old node after the TTL while the forwarder paths are failing.
+        "    stale-cache-enable no;",
+        "    stale-answer-enable no;",
+    ]
 
 
 def _zone(topology: Topology) -> str:
@@ -175,6 +197,7 @@ def render_onprem_conf(topology: Topology, *, addr: AddressMap = str, runtime: N
         default_forwarders=[topology.vpc(topology.client.vpc).resolver_ip()],
         addr=addr,
         runtime=runtime,
+        record_ttl=topology.dns.record.ttl,
     )
 
 
@@ -198,6 +221,7 @@ def render_forwarder_conf(
         default_forwarders=[resolver],
         addr=addr,
         runtime=runtime,
+        record_ttl=topology.dns.record.ttl,
     )
 
 

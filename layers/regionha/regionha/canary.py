@@ -198,14 +198,20 @@ def deployment_topology(clients: Any, table: str, region: str, deployment: str) 
 # --- one run -------------------------------------------------------------------------------------------
 
 
-def check_node(ip: str, port: int, timeout: float, *, connect_to: str | None = None) -> NodeCheck:
+def check_node(
+    ip: str, port: int, timeout: float, *, connect_to: str | None = None, source: str | None = None
+) -> NodeCheck:
     """GET / on the node's service port: reachable, and which node it says it is.
 
     ``ip`` is the node's address as the record names it; ``connect_to`` the address actually dialled
-    when that differs (its loopback image, an override).
+    when that differs (its loopback image, an override); ``source`` the (cloud) address to check from,
+    a vantage point such as the peer region (its loopback image in local mode).
     """
     started = time.monotonic()
-    conn = http.client.HTTPConnection(connect_to or netguard.resolve_target(ip), port, timeout=timeout)
+    bind_to = (netguard.resolve_target(source), 0) if source else None
+    conn = http.client.HTTPConnection(
+        connect_to or netguard.resolve_target(ip), port, timeout=timeout, source_address=bind_to
+    )
     try:
         conn.request("GET", "/")
         resp = conn.getresponse()

@@ -10,6 +10,7 @@ dimension), so one alarm definition matches both sinks.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,12 +27,24 @@ SINKS = ("emf", "cloudwatch")
 _PUT_BATCH = 500
 # The local runtime's emulated clock: its alarm evaluator reads periods of emulated time.
 _clock: Callable[[], datetime] | None = None
+# Real seconds that one duration of that clock takes (emulated seconds / compression); None: the same.
+_real_seconds: Callable[[float], float] | None = None
 
 
-def set_clock(now: Callable[[], datetime] | None) -> None:
-    """Stamp PutMetricData datapoints with ``now()`` (the local runtime's clock); None: the real time."""
-    global _clock
+def set_clock(
+    now: Callable[[], datetime] | None, real_seconds: Callable[[float], float] | None = None
+) -> None:
+    """Stamp PutMetricData datapoints with ``now()`` (the local runtime's clock); None: the real time.
+    ``real_seconds`` converts that clock's durations to real ones, for ``sleep``."""
+    global _clock, _real_seconds
     _clock = now
+    _real_seconds = real_seconds
+
+
+def sleep(seconds: float) -> None:
+    """Wait ``seconds`` of the same clock: real seconds on AWS, emulated ones in the local runtime, so
+    that waits between checks line up with the alarm periods and schedules they are measured against."""
+    time.sleep(_real_seconds(seconds) if _real_seconds is not None else seconds)
 
 
 def now() -> datetime:

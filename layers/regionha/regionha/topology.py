@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from regionha.dnsname import canonical_name
 
@@ -210,6 +210,26 @@ class Failover(Model):
     # Recovery time objective: seconds from a node failing to clients using the standby. Validation
     # warns when the record's TTL alone exceeds it (docs/topology.md).
     rto_budget_seconds: int = Field(default=300, ge=1)
+    # Detection: a node is failed after this many consecutive failed checks, this far apart (Route 53
+    # health checks: 3 failures at 10 s or 30 s). One missed check is re-checked, never acted on.
+    failure_threshold: int = Field(default=3, ge=1, le=10)
+    check_interval_seconds: float = Field(default=5.0, ge=1, le=30)
+    # A node that answers its peer region but not the client network has a cut client link, not a
+    # dead node: "stay" keeps the record and raises ClientLinkDown; "failover" moves it to a standby
+    # the client network reaches.
+    client_link_cut: Literal["stay", "failover"] = "stay"
+
+    @model_validator(mode="after")
+    def _confirmation_fits_a_minute(self) -> Failover:
+        # The controller confirms a failure within one evaluation (Lambda timeout 150 s, INSYNC wait
+        # 60 s): the re-checks must end within 45 s.
+        span = (self.failure_threshold - 1) * self.check_interval_seconds
+        if span > 45:
+            raise ValueError(
+                f"failure_threshold {self.failure_threshold} x check_interval_seconds "
+                f"{self.check_interval_seconds:g} spans {span:g} s of re-checks; at most 45 s fit in one run"
+            )
+        return self
 
 
 class Canary(Model):

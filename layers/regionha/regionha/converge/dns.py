@@ -13,7 +13,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from botocore.exceptions import ClientError
@@ -470,18 +471,102 @@ def upsert_record(
             raise ConfigurationError(f"record {name}: Route 53 refused the change: {e}") from e
         raise
     action = "created" if current is None else "updated"
+    wait_insync(r53, change, name, wait_seconds=wait_seconds, poll_seconds=poll_seconds)
+    return [Outcome("record", name, action, zone_id)]
 
+
+def wait_insync(
+    r53: Any,
+    change: dict[str, Any],
+    name: str,
+    *,
+    wait_seconds: float,
+    poll_seconds: float,
+    sleep: Callable[[float], None] | None = None,
+) -> None:
+    """Wait, bounded, until ``change`` (a ChangeInfo) is INSYNC. Raises TransientError after
+    ``wait_seconds`` (the change is made; only its propagation is unconfirmed). IAM: route53:GetChange."""
     # A counted loop: bounded even if the clock jumps.
     status = change["Status"]
     polls = math.ceil(wait_seconds / poll_seconds)
     for _ in range(polls):
         if status == "INSYNC":
             break
-        time.sleep(poll_seconds)
+        (sleep or time.sleep)(poll_seconds)  # looked up now: tests replace time.sleep
         status = r53.get_change(Id=change["Id"])["ChangeInfo"]["Status"]
     if status != "INSYNC":
         raise TransientError(f"record {name}: change {change['Id']} is {status} after {wait_seconds} s")
-    return [Outcome("record", name, action, zone_id)]
+
+
+class RecordChanged(TransientError):
+    """The record no longer holds the value a compare-and-swap expected: someone else moved it first."""
+
+
+@dataclass(frozen=True)
+class Swap:
+    """An accepted compare-and-swap: ``change`` is Route 53's ChangeInfo (None when nothing was written)."""
+
+    outcome: Outcome
+    change: dict[str, Any] | None
+
+
+def swap_record(topology: Topology, clients: Clients, expected_ip: str | None, ip: str, *, comment: str = "") -> Swap:
+    """Move the record from ``expected_ip`` (None: no record) to ``ip`` with the topology's TTL, only if it
+    still holds ``expected_ip``: one change batch that DELETEs the record set exactly as it is and
+    CREATEs the new one. Route 53 validates a batch as a whole and applies all or nothing; a DELETE
+    whose TTL or values differ from the current ones, or a CREATE of an existing name, makes it refuse
+    the batch with InvalidChangeBatch ("ChangeResourceRecordSets", Change Batches and Transactional
+    Changes). So of several writers that read the same value, exactly one wins.
+
+    Does not wait for INSYNC (``wait_insync``). Writes nothing when the record already names ``ip``.
+    Raises RecordChanged when the record holds something else than ``expected_ip`` (before or at the
+    write), ConfigurationError for a bad IP or a missing zone; throttling is the caller's to retry.
+
+    IAM: route53:ListHostedZonesByName, route53:ListTagsForResources, route53:ListResourceRecordSets,
+    route53:ChangeResourceRecordSets (actions CREATE and DELETE, type A).
+    """
+    try:
+        address = str(ipaddress.IPv4Address(ip))
+    except ValueError as e:
+        raise ConfigurationError(f"record {topology.dns.record.name}: {ip!r} is not an IPv4 address") from e
+    r53 = clients.route53()
+    name, ttl = topology.dns.record.name, topology.dns.record.ttl
+    zone_id = _zone_id_or_raise(r53, topology)
+    current = _record_set(r53, zone_id, name)
+    values = [r["Value"] for r in (current or {}).get("ResourceRecords", [])]
+    if values == [address] and current is not None and current.get("TTL") == ttl:
+        return Swap(Outcome("record", name, "unchanged", zone_id), None)
+    holds = values[0] if len(values) == 1 else None
+    if (current is None) != (expected_ip is None) or (current is not None and holds != expected_ip):
+        held = ", ".join(values) or "nothing"
+        raise RecordChanged(f"record {name} holds {held}, expected {expected_ip or 'nothing'}")
+    changes: list[dict[str, Any]] = []
+    if current is not None:
+        changes.append({"Action": "DELETE", "ResourceRecordSet": current})
+    changes.append(
+        {
+            "Action": "CREATE",
+            "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": ttl, "ResourceRecords": [{"Value": address}]},
+        }
+    )
+    batch = {"Comment": comment or f"regionha {topology.deployment}: {name} -> {address}", "Changes": changes}
+    try:
+        change = r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)["ChangeInfo"]
+    except ClientError as e:
+        if _error_code(e) != "InvalidChangeBatch":
+            raise
+        if current is None or "already exists" not in str(e) or _record_set(r53, zone_id, name) != current:
+            raise RecordChanged(f"record {name} changed since it was read: {e}") from e
+        # The record is exactly as read, yet the CREATE after its DELETE was refused: moto's journal
+        # (AWS frees the name within the batch). The DELETE still makes the batch a compare-and-swap.
+        changes[-1] = changes[-1] | {"Action": "UPSERT"}
+        try:
+            change = r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)["ChangeInfo"]
+        except ClientError as again:
+            if _error_code(again) == "InvalidChangeBatch":
+                raise RecordChanged(f"record {name} changed since it was read: {again}") from again
+            raise
+    return Swap(Outcome("record", name, "created" if current is None else "updated", zone_id), change)
 
 
 def read_record(topology: Topology, clients: Clients) -> dict[str, Any] | None:

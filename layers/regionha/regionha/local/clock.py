@@ -8,6 +8,7 @@ periods, the schedules and the timestamps of published metrics all still line up
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -68,6 +69,15 @@ class ManualClock:
 
     def real_seconds(self, emulated_seconds: float) -> float:
         return 0.0
+
+
+def real_ttl(clock: Clock, ttl: int) -> int:
+    """A DNS TTL (emulated seconds) as the real seconds a real cache (named) keeps it, so that caches
+    expire on the clock the alarms and schedules run on: at 20x, a 60 s record lives 3 real seconds.
+    Never below 1 s (caches count whole seconds), and 0 stays 0 (do not cache)."""
+    if ttl <= 0:
+        return 0
+    return max(1, math.ceil(clock.real_seconds(ttl)))
 
 
 def iso(t: datetime) -> str:

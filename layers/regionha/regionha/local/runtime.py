@@ -17,6 +17,7 @@ as a second line.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -56,9 +57,9 @@ def local_topology(
 
     Time compression distorts what runs in real time: BIND's forwarder fallback takes about 1.2 s per
     silent forwarder whatever the clock says (two Tokyo endpoint IPs can be silent at once), so the
-    canary's probe timeout stays above that (else a legitimate fallback reads as "unresolvable");
-    and the record TTL, real seconds in named's cache, must stay well inside the stale-answer
-    alarm's 3 emulated minutes (9 s at 20x)."""
+    canary's probe timeout stays above that (else a legitimate fallback reads as "unresolvable").
+    The record TTL needs no shortening: the VPC resolvers answer it in real seconds of the emulated
+    clock (``clock.real_ttl``), so named's caches expire on the clock the alarms run on."""
     update: dict[str, Any] = {
         "waits": topology.waits.model_copy(update={"poll_seconds": poll_seconds}),
         "canary": topology.canary.model_copy(update={"timeout_seconds": canary_timeout}),
@@ -280,7 +281,7 @@ class LocalRuntime:
             )
         from regionha import metrics
         from regionha.local.alarms import AlarmEvaluator
-        from regionha.local.clock import CompressedClock
+        from regionha.local.clock import CompressedClock, real_ttl
         from regionha.local.events import Ec2StateChangeEmitter, EventBus, ScheduleRunner
         from regionha.local.netns import Namespace
         from regionha.local.network import LocalNetwork
@@ -328,7 +329,7 @@ class LocalRuntime:
             )
 
             self.clock = CompressedClock(self.compression)
-            metrics.set_clock(self.clock.now)
+            metrics.set_clock(self.clock.now, self.clock.real_seconds)
             self.network = LocalNetwork(self.netns.directory / "localnet")
             self.nodes = {
                 n.name: NodeService(n.name, netguard.to_local(n.ip), n.port) for n in self.topology.nodes
@@ -350,6 +351,8 @@ class LocalRuntime:
                     route53,
                     listen,
                     name=vpc.name,
+                    # One clock: DNS caches expire on the emulated time the alarms run on.
+                    ttl=functools.partial(real_ttl, self.clock),
                 )
                 resolver.start()
                 self.resolvers.append(resolver)

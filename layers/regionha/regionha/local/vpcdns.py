@@ -317,6 +317,7 @@ class VpcResolver:
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ttl: Callable[[int], int] | None = None,
     ) -> None:
         if not listen:
             raise ValueError("VpcResolver needs at least one (host, port) to listen on")
@@ -324,6 +325,8 @@ class VpcResolver:
         self.name = name or region
         self.cache_seconds = cache_seconds
         self._clock = clock
+        # Answered TTLs as real caches should keep them (the local runtime's one clock, clock.real_ttl).
+        self._ttl = ttl
         self._vpc_id_lookup = vpc_id_lookup
         self._route53 = route53_client
         self._listen = [(host, int(port)) for host, port in listen]
@@ -483,6 +486,9 @@ class VpcResolver:
             response.set_rcode(dns.rcode.SERVFAIL)
             return
         result = resolve(zones, question.name, question.rdtype)
+        if self._ttl is not None:
+            for rrset in (*result.answer, *result.authority):
+                rrset.ttl = self._ttl(rrset.ttl)
         response.set_rcode(result.rcode)
         response.answer.extend(result.answer)
         response.authority.extend(result.authority)
