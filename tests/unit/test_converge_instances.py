@@ -342,3 +342,28 @@ def test_a_drift_restart_waits_only_until_the_deadline_then_is_not_ready(topolog
     ]
     with pytest.raises(NotReadyError, match="instance_stopped for i-1"):
         _wait(_Ec2(fail=True), "instance_stopped", ["i-1"], topology, deadline=time.monotonic() + 10)
+
+
+def test_a_bind_server_without_package_egress_is_refused_before_launch(aws_credentials):
+    """On AWS the first-boot `dnf install bind` of a subnet with no way to S3 fails once and for all."""
+    import boto3
+    from moto import mock_aws
+
+    from regionha.converge.instances import require_package_egress
+    from regionha.errors import ConfigurationError
+    from regionha.topology import load_topology
+
+    topology = load_topology()
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="ap-northeast-3")
+        vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.111.0/24")["Subnet"]
+        table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        ec2.associate_route_table(RouteTableId=table, SubnetId=subnet["SubnetId"])
+
+        with pytest.raises(ConfigurationError, match="has no egress to them: route table .* has no S3 gateway"):
+            require_package_egress(ec2, topology, name="osaka-bind", vpc_name="osaka", subnet=subnet,
+                                   public_ip=False)
+
+        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.ap-northeast-3.s3", RouteTableIds=[table])
+        require_package_egress(ec2, topology, name="osaka-bind", vpc_name="osaka", subnet=subnet, public_ip=False)

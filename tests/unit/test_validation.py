@@ -726,6 +726,8 @@ BOTH_PATHS_IN_TOKYO = both(
     put("forwarder_paths[1].vpc", "tokyo"),
     put("forwarder_paths[1].subnet", "A3"),
     put("forwarder_paths[1].ip", "10.0.111.10"),
+    # The BIND server's package install needs egress from A3 too.
+    put("vpcs[0].gateway_endpoints", [{"service": "s3", "route_tables": ["A3-rt"]}]),
 )
 
 
@@ -854,3 +856,15 @@ def test_the_onprem_label_is_the_canarys() -> None:
 @pytest.mark.parametrize("name", ["onprem-bind", "prem", "onpremise"])
 def test_names_merely_like_onprem_are_valid(name: str) -> None:
     assert problems_after(put("forwarder_paths[1].name", name)) == []
+
+
+@pytest.mark.parametrize(("vpc", "field", "table"), [("osaka", "forwarder_paths[1].subnet", "B3-rt"),
+                                                      ("singapore", "client.dns_server.subnet", "C1-rt")])
+def test_a_bind_server_without_package_egress_is_refused(vpc, field, table):
+    # Its first-boot dnf install needs S3 (the Amazon Linux repositories): an S3 gateway endpoint or a NAT.
+    def no_endpoints(data: dict[str, Any]) -> None:
+        next(v for v in data["vpcs"] if v["name"] == vpc)["gateway_endpoints"] = []
+
+    problems = problems_after(no_endpoints)
+    assert_problem(problems, field, f"(route table {table}) has no egress")
+    assert len(problems) == 1

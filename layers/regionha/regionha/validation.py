@@ -108,6 +108,7 @@ def check_topology(topology: Topology) -> list[Problem]:
         _check_addresses,
         _check_instance_names,
         _check_reserved_names,
+        _check_package_egress,
         check_reachability,
     )
     return list(chain.from_iterable(check(topology) for check in checks))
@@ -248,6 +249,35 @@ def _check_gateway_endpoints(vpc: Vpc, at: str) -> Iterator[Problem]:
                     f"{at}.gateway_endpoints[{e_i}].route_tables[{r_i}]",
                     f"no route table {name!r} in VPC {vpc.name} (known: {_known(tables)})",
                 )
+
+
+def _check_package_egress(t: Topology) -> Iterator[Problem]:
+    # Each BIND server installs bind with dnf at its first boot, from the Amazon Linux repositories (S3
+    # in its region); cloud-init runs user-data once, so without egress then, named is never installed.
+    # Instances other than NAT get no public IP: an S3 gateway endpoint or a default route to the NAT
+    # instance is the way out (the build checks the same on the built world, converge.instances).
+    servers = [(f"forwarder_paths[{i}]", p.name, p.vpc, p.subnet) for i, p in enumerate(t.forwarder_paths)
+               if p.kind == "bind"]
+    servers.append(("client.dns_server", t.client.dns_server.name, t.client.vpc, t.client.dns_server.subnet))
+    vpcs = _vpcs(t)
+    for at, name, vpc_name, subnet in servers:
+        vpc = vpcs.get(vpc_name)
+        if vpc is None or _subnet_of(vpc, subnet) is None:
+            continue  # reported by the reference checks
+        table = next((r for r in vpc.route_tables if subnet in r.subnets), None)
+        if table is None:
+            continue  # a subnet without a table is reported by the reachability check
+        endpoint = any(e.service == "s3" and table.name in e.route_tables for e in vpc.gateway_endpoints)
+        nat = vpc.nat_instance is not None and any(
+            str(r.destination) == "0.0.0.0/0" and r.target == "nat" for r in table.routes)
+        if not (endpoint or nat):
+            yield Problem(
+                f"{at}.subnet",
+                f"BIND server {name} installs bind with dnf at first boot, but subnet {subnet} (route table "
+                f"{table.name}) has no egress to the Amazon Linux repositories (S3 in {vpc.region}): give VPC "
+                f"{vpc.name} `gateway_endpoints: [{{service: s3, route_tables: [{table.name}]}}]` or a "
+                "0.0.0.0/0 route to its NAT instance",
+            )
 
 
 def _check_route_table_subnets(vpc: Vpc, at: str) -> Iterator[Problem]:
