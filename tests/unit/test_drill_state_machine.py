@@ -429,7 +429,7 @@ def test_the_sweeper_removes_drill_entries_that_no_fault_item_records(deployment
     tokyo_nacl = drill_faults.path_fault(world.topology, world.clients, "tokyo-resolver")["entries"][0]["nacl"]
     tokyo.create_network_acl_entry(NetworkAclId=tokyo_nacl, RuleNumber=91, Protocol="-1", RuleAction="deny",
                                    Egress=False, CidrBlock="10.2.10.0/24")
-    env = drill.DrillEnv.from_environ()
+    env = drill.DrillEnv.from_environ(stack.functions["RunDrillStepFunction"].environment)
     sweeper = stack.physical_id("SweepFaultsFunction")
     invoke = boto3.client("lambda", region_name=STACK_REGION).invoke
     try:
