@@ -122,7 +122,8 @@ def second_deployment(rt: Any, topology: Topology) -> Iterator[Any]:
     from regionha.local.vpcdns import VpcResolver, vpc_id_by_tags
     from regionha.local.world import World
 
-    network = LocalNetwork()
+    # The runtime's own network state directory: a second one would take the first's addresses for debris.
+    network = LocalNetwork(rt.netns.directory / "localnet")
     nodes = {n.name: NodeService(n.name, to_local(n.ip), n.port) for n in topology.nodes}
     world = World(topology, rt.clients, network, nodes)
     resolvers: list[Any] = []

@@ -43,7 +43,7 @@ def test_local_up_then_the_acceptance_drill_passes_at_the_topology_ttl(tmp_path)
         assert json.loads(state.read_text())  # the runtime is up and built
 
         report = tmp_path / "drill.json"
-        drill = subprocess.run([*cli, "drill", "start", "--local-state", str(state), "--json", str(report)],
+        drill = subprocess.run([*cli, "drill", "start", "--local-state", str(state), "--report-json", str(report)],
                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
         assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]

@@ -40,29 +40,19 @@ def answers(server: str, source: str) -> bool:
 
 def test_without_egress_in_b3_the_build_says_why_and_the_osaka_forwarder_never_comes_up():
     from regionha.local.runtime import LocalRuntime, local_topology
-    from regionha.validation import check_topology
 
-    # Refused before any AWS call: the validator (and the build's ValidateTopology step) name B3-rt.
-    problems = [str(p) for p in check_topology(without_b3_egress())]
-    assert any("forwarder_paths[1].subnet" in p and "route table B3-rt" in p and "no egress" in p for p in problems)
-
-    topology = local_topology(load_topology())
+    topology = local_topology(without_b3_egress())
     with LocalRuntime(topology, compression=20.0) as runtime:
-        refused = runtime.run_state_machine("BuildStateMachine", {"topology": without_b3_egress().to_json()},
-                                            kind="build")
-        assert refused.status == "FAILED" and "route table B3-rt" in refused.cause
-        assert runtime.build().status == "SUCCEEDED"
-        # The egress lost after the build (the endpoint deleted) and the Osaka BIND server replaced by hand.
+        execution = runtime.build()
+
+        assert execution.status == "FAILED"
+        assert "instance osaka-bind" in execution.cause
+        assert "subnet B3 has no egress" in execution.cause
+        assert "route table B3-rt has no S3 gateway endpoint route" in execution.cause
+
+        # Launched anyway (by hand, past the build's check): the twin installs nothing either.
         path = next(p for p in topology.forwarder_paths if p.kind == "bind")
         ec2 = runtime.clients.ec2(topology.region_of(path.vpc))
-        endpoints = ec2.describe_vpc_endpoints(
-            Filters=[{"Name": "tag:regionha:deployment", "Values": [topology.deployment]}])["VpcEndpoints"]
-        ec2.delete_vpc_endpoints(VpcEndpointIds=[e["VpcEndpointId"] for e in endpoints])
-        old = ec2.describe_instances(Filters=[{"Name": "tag:regionha:name", "Values": [path.name]},
-                                              {"Name": "instance-state-name", "Values": ["running"]}])
-        ec2.terminate_instances(InstanceIds=[i["InstanceId"] for r in old["Reservations"] for i in r["Instances"]])
-        runtime.settle()
-        # Launched again without egress: the twin installs nothing, as AWS's cloud-init would not.
         subnet = ec2.describe_subnets(Filters=[{"Name": "tag:regionha:name", "Values": [path.subnet]}])["Subnets"][0]
         group = ec2.describe_security_groups(
             Filters=[{"Name": "tag:regionha:name", "Values": [path.security_group]},

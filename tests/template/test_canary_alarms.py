@@ -134,15 +134,15 @@ def test_the_template_holds_no_canary_alarm_or_dashboard(resources):
         "AuditDriftAlarm", "FailoverClientLinkAlarm", "FailoverRefusedAlarm", "FailoverStuckAlarm"]
 
 
-def test_the_watch_function_may_touch_only_its_deployments_alarms_and_dashboard(resources):
+def test_the_watch_function_may_touch_only_regionhas_alarms_and_dashboards(resources):
     props = resources["ConvergeWatchFunction"]["Properties"]
     statements = [s for p in props["Policies"] for s in p["Statement"]]
     by_resource = {json.dumps(s["Resource"]): set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
                    for s in statements}
     assert by_resource.pop('"*"') == {"cloudwatch:DescribeAlarms"}
     alarm_arn = ("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:"
-                 "regionha-${Deployment}-*")
-    dashboard_arn = "arn:${AWS::Partition}:cloudwatch::${AWS::AccountId}:dashboard/regionha-${Deployment}*"
+                 "regionha-*")
+    dashboard_arn = "arn:${AWS::Partition}:cloudwatch::${AWS::AccountId}:dashboard/regionha-*"
     assert by_resource == {
         json.dumps({"Fn::Sub": alarm_arn}): {"cloudwatch:PutMetricAlarm", "cloudwatch:PutCompositeAlarm",
                                             "cloudwatch:DeleteAlarms", "cloudwatch:TagResource"},

@@ -89,7 +89,7 @@ Network = ipaddress.IPv4Network
 def topology_warnings(topology: Topology) -> list[Problem]:
     """What works but is likely to hurt, for a topology ``check_topology`` accepts: each a ``Problem``
     naming its field, to be shown as a warning, never refused. Pure."""
-    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region)
+    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region, _warn_package_egress)
     return list(chain.from_iterable(check(topology) for check in checks))
 
 
@@ -108,7 +108,6 @@ def check_topology(topology: Topology) -> list[Problem]:
         _check_addresses,
         _check_instance_names,
         _check_reserved_names,
-        _check_package_egress,
         check_reachability,
     )
     return list(chain.from_iterable(check(topology) for check in checks))
@@ -251,7 +250,10 @@ def _check_gateway_endpoints(vpc: Vpc, at: str) -> Iterator[Problem]:
                 )
 
 
-def _check_package_egress(t: Topology) -> Iterator[Problem]:
+def _warn_package_egress(t: Topology) -> Iterator[Problem]:
+    # A warning, not an error: topology files written before gateway_endpoints existed still load; the
+    # build refuses to launch such a BIND server (converge.instances.require_package_egress), before
+    # RunInstances, with the same advice.
     # Each BIND server installs bind with dnf at its first boot, from the Amazon Linux repositories (S3
     # in its region); cloud-init runs user-data once, so without egress then, named is never installed.
     # Instances other than NAT get no public IP: an S3 gateway endpoint or a default route to the NAT
@@ -273,7 +275,8 @@ def _check_package_egress(t: Topology) -> Iterator[Problem]:
         if not (endpoint or nat):
             yield Problem(
                 f"{at}.subnet",
-                f"BIND server {name} installs bind with dnf at first boot, but subnet {subnet} (route table "
+                f"the build will refuse BIND server {name}: it installs bind with dnf at first boot, but subnet "
+                f"{subnet} (route table "
                 f"{table.name}) has no egress to the Amazon Linux repositories (S3 in {vpc.region}): give VPC "
                 f"{vpc.name} `gateway_endpoints: [{{service: s3, route_tables: [{table.name}]}}]` or a "
                 "0.0.0.0/0 route to its NAT instance",
