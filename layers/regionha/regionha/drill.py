@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     from regionha.aws import Clients
     from regionha.topology import Topology
 
+# How long preflight re-checks a node that missed its first check before refusing the drill (s).
+PREFLIGHT_SETTLE_SECONDS = 20.0
+
 SCENARIOS = ("acceptance", "fail-active-node", "cut-path")
 LOCK_SK = "drill-lock"
 RECORD_PREFIX = "drill#"
@@ -734,6 +737,12 @@ class Drill:
             topology = self.topology
             record |= {"mode": topology.failover.mode, "primary": topology.primary.name}
             health = {n.name: self.node_health(n.name) for n in topology.nodes}
+            # A node just started (a previous drill's restore, a deploy) may take a few seconds to answer:
+            # one missed check is re-checked, as the failover controller does, within a bound.
+            settle_by = time.time() + min(self.settings.step_timeout, PREFLIGHT_SETTLE_SECONDS)
+            while not all(h["healthy"] for h in health.values()) and time.time() < settle_by:
+                time.sleep(self.settings.poll_interval)
+                health |= {name: self.node_health(name) for name, h in health.items() if not h["healthy"]}
             sick = [f"{n}: {_health_text(h)}" for n, h in health.items() if not h["healthy"]]
             if sick:
                 raise ConfigurationError(f"preflight: not every node is healthy: {'; '.join(sick)}"
