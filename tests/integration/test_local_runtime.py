@@ -178,17 +178,36 @@ def test_deleting_the_client_route_to_tokyo_stops_the_tokyo_paths(runtime):
 def test_an_upsert_is_visible_through_bind_once_the_ttl_expires(runtime):
     src = netguard.to_local(client_source(runtime.topology))
     onprem = runtime.dns_map()["onprem"].split(":")[0]
-    assert until(lambda: ask(onprem, source=src) == ["10.0.110.10"], 10)  # cached now
+    assert until(lambda: ask(onprem, source=src) == ["10.0.110.10"], 10)
+    # The TTL is 3 real seconds here: start from an answer named has just fetched (its full TTL left),
+    # or an entry cached long ago could expire between the UPSERT and the next question.
+    from regionha.local.clock import real_ttl
+
+    full = real_ttl(runtime.clock, TTL)
+    assert until(lambda: fresh_from_forwarders(onprem, src, full), 10)
 
     from regionha.converge.dns import upsert_record
 
-    upsert_record(runtime.topology, runtime.clients, "10.1.110.10")
-    cached = ask(onprem, source=src)
-    moved = until(lambda: ask(onprem, source=src) == ["10.1.110.10"], TTL + 10)
+    try:
+        upsert_record(runtime.topology, runtime.clients, "10.1.110.10", poll_seconds=0.05)
+        cached = ask(onprem, source=src)
+        moved = until(lambda: ask(onprem, source=src) == ["10.1.110.10"], TTL + 10)
 
-    assert cached == ["10.0.110.10"]  # the TTL is honoured: the old answer is served from cache first
-    assert moved
-    upsert_record(runtime.topology, runtime.clients, "10.0.110.10")
+        assert cached == ["10.0.110.10"]  # the TTL is honoured: the old answer is served from cache first
+        assert moved
+    finally:
+        upsert_record(runtime.topology, runtime.clients, "10.0.110.10", poll_seconds=0.05)
+
+
+def fresh_from_forwarders(server: str, source: str, full: int) -> bool:
+    """True when the on-prem resolver's answer carries its full TTL (just fetched); else waits it out."""
+    query = dns.message.make_query("sample.cluster.local.", dns.rdatatype.A)
+    response = dns.query.udp(query, server, timeout=1.0, source=source)
+    left = min((rrset.ttl for rrset in response.answer), default=0)
+    if left >= full:
+        return True
+    time.sleep(left + 0.2)
+    return False
 
 
 def test_stopping_the_active_node_fails_over_and_the_onprem_resolver_follows(runtime):
