@@ -2,7 +2,7 @@
 
     python benchmarks/canary_run.py [--count 5] [--timeout S] [--drop PATH ...]
 
-Runs ``regionha.canary.run_canary`` for the reference topology against scripted DNS servers
+Runs ``regionha.watch.canary.run_canary`` for the reference topology against scripted DNS servers
 (tests/dnsfake.py) and real HTTP node services, all on loopback in local mode. Probes run at once,
 so the goal is that a silently dropping path costs no more than one probe timeout over the healthy
 run, however many paths drop. Prints the median and the worst run time of each case and that cost.
@@ -18,10 +18,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from regionha import netguard
-from regionha.canary import canary_targets, run_canary, truth_from_record
-from regionha.local.netns import Namespace
-from regionha.local.nodes import NodeService
+from regionha.local.host.netns import Namespace
+from regionha.local.host.nodes import NodeService
 from regionha.topology import load_topology
+from regionha.watch.canary import canary_targets, run_canary, truth_from_record
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

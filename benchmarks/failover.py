@@ -16,11 +16,11 @@ import dns.message
 import dns.query
 
 from regionha import netguard
-from regionha.canary import client_source
 from regionha.converge.dns import read_record
 from regionha.failover import manual_switch
 from regionha.local.runtime import LocalRuntime, local_topology
 from regionha.topology import load_topology
+from regionha.watch.canary import client_source
 
 
 def ask(server: str, source: str) -> list[str] | None:

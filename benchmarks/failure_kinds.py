@@ -40,10 +40,10 @@ from moto import mock_aws  # noqa: E402
 
 from regionha import failover  # noqa: E402
 from regionha.aws import Clients, tag_spec, tags  # noqa: E402
-from regionha.canary import NodeCheck  # noqa: E402
 from regionha.converge.dns import converge_private_zone, read_record, upsert_record  # noqa: E402
 from regionha.failover import ControllerSettings, Trigger  # noqa: E402
 from regionha.topology import load_topology  # noqa: E402
+from regionha.watch.canary import NodeCheck  # noqa: E402
 
 T0 = 1_714_555_800.0
 TABLE = "regionha-state"

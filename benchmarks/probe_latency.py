@@ -1,4 +1,4 @@
-"""Latency of ``regionha.probe.probe`` against the scripted loopback DNS server (tests/dnsfake.py).
+"""Latency of ``regionha.watch.probe.probe`` against the scripted loopback DNS server (tests/dnsfake.py).
 
     python benchmarks/probe_latency.py [--count 200] [--tcp]
 
@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from regionha import netguard
-from regionha.local.netns import Namespace
-from regionha.probe import ProbeConfig, probe
+from regionha.local.host.netns import Namespace
+from regionha.watch.probe import ProbeConfig, probe
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

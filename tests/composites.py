@@ -19,7 +19,7 @@ import boto3
 from botocore.awsrequest import AWSResponse
 
 from regionha.aws import Clients
-from regionha.local.alarms import AlarmEvaluator
+from regionha.local.aws.alarms import AlarmEvaluator
 from regionha.local.clock import ManualClock
 
 

@@ -1,7 +1,7 @@
 """Our real Lambda handlers behind moto in-process: the template provisioned into ``mock_aws`` and
 every ``lambda.Invoke`` (the ASL interpreter's included) answered by the handler, as Lambda would:
 each handler with its own function's environment and timeout, and every AWS call it makes authorised
-against its own function's role (regionha.local.iam)."""
+against its own function's role (regionha.local.aws.iam)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import boto3
 from botocore.awsrequest import AWSResponse
 
 from regionha.aws import Clients
-from regionha.local.iam import LocalIam
-from regionha.local.lambdas import HandlerRegistry
-from regionha.local.provision import Stack, provision
+from regionha.local.aws.iam import LocalIam
+from regionha.local.aws.lambdas import HandlerRegistry
+from regionha.local.aws.provision import Stack, provision
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "template.yaml"

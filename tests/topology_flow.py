@@ -11,14 +11,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from regionha.alarms import alarm_name, alarm_prefix, canary_alarm_intents, composite_name, dashboard_name
 from regionha.aws import TAG_DEPLOYMENT, deployment_filter, tag_value
-from regionha.canary import client_source
 from regionha.converge.events import rule_name
 from regionha.inventory import load_inventory
 from regionha.local.demo import drill_input, drill_report_of, set_path_cut
 from regionha.netguard import to_local
 from regionha.topology import Topology
+from regionha.watch.alarms import alarm_name, alarm_prefix, canary_alarm_intents, composite_name, dashboard_name
+from regionha.watch.canary import client_source
 
 
 def leftovers(rt: Any, topology: Topology) -> dict[str, list[str]]:
@@ -96,7 +96,7 @@ def cut_path_alarm(rt: Any, topology: Topology, path: str, *, minutes: float = 6
 
 
 def _labels(topology: Topology, path: str) -> list[str]:
-    from regionha.canary import canary_targets
+    from regionha.watch.canary import canary_targets
 
     return [t.path for t in canary_targets(topology) if t.forwarder == path]
 
@@ -116,10 +116,10 @@ def second_deployment(rt: Any, topology: Topology) -> Iterator[Any]:
 
     The stack's scheduled consumers (canary, failover controller) watch the stack's own deployment;
     a second deployment has a stack of its own on AWS (docs/topologies.md)."""
-    from regionha.local.network import LocalNetwork
-    from regionha.local.nodes import NodeService
+    from regionha.local.aws.vpcdns import VpcResolver, vpc_id_by_tags
+    from regionha.local.host.network import LocalNetwork
+    from regionha.local.host.nodes import NodeService
     from regionha.local.runtime import DNS_PORT, BindFleet
-    from regionha.local.vpcdns import VpcResolver, vpc_id_by_tags
     from regionha.local.world import World
 
     # The runtime's own network state directory: a second one would take the first's addresses for debris.
@@ -157,8 +157,8 @@ def second_deployment(rt: Any, topology: Topology) -> Iterator[Any]:
 
 def resolve_all(rt: Any, topology: Topology) -> dict[str, bool]:
     """One canary run of ``topology`` from its client site: path label -> success."""
-    from regionha.canary import run_canary, truth_from_record
     from regionha.converge.dns import read_record
+    from regionha.watch.canary import run_canary, truth_from_record
 
     truth = truth_from_record(topology, read_record(topology, rt.clients))
     run = run_canary(topology, truth, source=client_source(topology))

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
-from regionha import audit, canary, metrics
 from regionha.payload import clients, require_env, stack_region
+from regionha.watch import audit, canary, metrics
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

@@ -9,8 +9,8 @@ from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge import report
 from regionha.converge.instances import converge_instance
+from regionha.converge.user_data import bind_instances, node_instances
 from regionha.errors import ConfigurationError
-from regionha.instances import bind_instances, node_instances
 from regionha.payload import clients, task_from_event
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
-from regionha import canary
 from regionha.errors import TransientError
 from regionha.payload import clients, require_env, stack_region
+from regionha.watch import canary
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

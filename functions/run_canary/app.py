@@ -14,10 +14,10 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from botocore.exceptions import BotoCoreError, ClientError
 
-from regionha import canary, metrics
 from regionha.errors import TransientError
 from regionha.payload import clients, require_env, stack_region
 from regionha.topology import parse_topology
+from regionha.watch import canary, metrics
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

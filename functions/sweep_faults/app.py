@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Tracer
 from botocore.exceptions import ClientError
 
-from regionha import drill, drill_faults
+from regionha import drill
+from regionha.drill import faults as drill_faults
 from regionha.payload import clients, stack_region
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
+from regionha.converge.plan import build_plan
 from regionha.payload import task_from_event
-from regionha.plan import build_plan
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

@@ -20,7 +20,7 @@ def sealed_namespace() -> Iterator[str | None]:
     if os.geteuid() != 0:  # the tests are skipped (tests/conftest.py); nothing to seal
         yield None
         return
-    from regionha.local import netns
+    from regionha.local.host import netns
 
     with netns.Namespace() as ns:
         yield ns.name

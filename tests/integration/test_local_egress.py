@@ -12,8 +12,8 @@ import pytest
 
 from regionha import bind, netguard
 from regionha.aws import tag_spec
-from regionha.canary import client_source
 from regionha.topology import load_topology
+from regionha.watch.canary import client_source
 
 pytestmark = pytest.mark.integration
 

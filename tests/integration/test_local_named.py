@@ -30,8 +30,8 @@ import pytest
 
 from regionha.bind import render_forwarder_conf, render_onprem_conf
 from regionha.errors import ConfigurationError
-from regionha.local.named import NamedProcess, NamedStartError, local_runtime
-from regionha.local.vpcdns import VpcResolver
+from regionha.local.aws.vpcdns import VpcResolver
+from regionha.local.host.named import NamedProcess, NamedStartError, local_runtime
 from regionha.netguard import to_local
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from regionha.local import netns
+from regionha.local.host import netns
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_a_namespace_whose_owner_died_is_reaped_with_what_runs_inside():
     # GIVEN a process that made a namespace, left a process running in it and died without cleaning up
     script = (
         "import os, subprocess\n"
-        "from regionha.local.netns import Namespace\n"
+        "from regionha.local.host.netns import Namespace\n"
         "ns = Namespace().create()\n"
         "p = subprocess.Popen(['ip', 'netns', 'exec', ns.name, 'sleep', '300'], start_new_session=True,\n"
         "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"

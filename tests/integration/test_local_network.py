@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from regionha.local import network
-from regionha.local.network import Flow, LocalNetwork
+from regionha.local.host import network
+from regionha.local.host.network import Flow, LocalNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +193,7 @@ def test_cleanup_stale_removes_what_a_dead_owner_left(state_dir: Path) -> None:
     # GIVEN an owner process that made an address and a cut and was then killed without closing
     script = (
         "import os, sys\n"
-        "from regionha.local.network import Flow, LocalNetwork\n"
+        "from regionha.local.host.network import Flow, LocalNetwork\n"
         f"n = LocalNetwork({str(state_dir)!r})\n"
         f"n.add_address({SERVER!r})\n"
         f"n.set_blocked({{Flow('127.2.10.0/24', {SERVER!r}, 'udp', {PORT})}})\n"

@@ -15,9 +15,9 @@ import dns.rdatatype
 import pytest
 
 from regionha import netguard
-from regionha.canary import client_source
-from regionha.local import netns
+from regionha.local.host import netns
 from regionha.topology import load_topology
+from regionha.watch.canary import client_source
 
 pytestmark = pytest.mark.integration
 

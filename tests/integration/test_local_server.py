@@ -17,8 +17,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from regionha.local.provision import Stack
-from regionha.local.server import LocalAws
+from regionha.local.aws.provision import Stack
+from regionha.local.aws.server import LocalAws
 
 MINI_SAM = Path(__file__).parents[1] / "fixtures" / "mini-sam" / "template.yaml"
 REPO_TEMPLATE = Path(__file__).parents[2] / "template.yaml"

@@ -1,8 +1,8 @@
 """template.yaml's canary (function, schedule), and the alarms the build makes from the topology.
 
 The template names no path, node or address: the alarms and the dashboard come from the topology at
-build time (``regionha.converge.watch``). The intents come from ``regionha.alarms`` for the reference
-topology, and the metrics from ``regionha.canary.metrics`` of a run of that topology: an alarm that
+build time (``regionha.converge.watch``). The intents come from ``regionha.watch.alarms`` for the reference
+topology, and the metrics from ``regionha.watch.canary.metrics`` of a run of that topology: an alarm that
 watches a name or a dimension the canary does not emit (and so would never fire) fails here.
 """
 
@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
-from regionha.alarms import (
+from regionha.converge.watch import WatchSettings, composite_params, dashboard_body, metric_alarm_params
+from regionha.local.aws.alarms import ALARM, INSUFFICIENT_DATA, OK, evaluate_range
+from regionha.topology import load_topology
+from regionha.watch.alarms import (
     CANARY_SILENT,
     CRITICAL_COMPOSITE,
     FAILOVER_STALE_ANSWER,
@@ -28,10 +31,7 @@ from regionha.alarms import (
     dashboard_name,
     path_down,
 )
-from regionha.canary import CanaryRun, NodeCheck, PathResult, Truth, canary_targets, metrics
-from regionha.converge.watch import WatchSettings, composite_params, dashboard_body, metric_alarm_params
-from regionha.local.alarms import ALARM, INSUFFICIENT_DATA, OK, evaluate_range
-from regionha.topology import load_topology
+from regionha.watch.canary import CanaryRun, NodeCheck, PathResult, Truth, canary_targets, metrics
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 NOTICES = [{"Ref": "NoticesTopic"}]
@@ -99,7 +99,7 @@ def test_canary_function_is_scheduled_and_knows_its_deployment(resources):
 
 
 def test_schedule_translates_to_a_rule_targeting_the_function():
-    from regionha.local.provision import translate
+    from regionha.local.aws.provision import translate
 
     translated = translate(TEMPLATE).template["Resources"]
     (rule,) = [r for r in translated.values() if r["Type"] == "AWS::Events::Rule"
@@ -186,7 +186,7 @@ def test_dashboard_series_are_ones_something_emits():
     assert {s for s in series if s[0] not in controller_or_drill} <= emitted()
 
 
-# --- what the counts mean, by the CloudWatch evaluation rule (regionha.local.alarms.evaluate_range) ----
+# --- what the counts mean, by the CloudWatch evaluation rule (regionha.local.aws.alarms.evaluate_range) ----
 
 B, G = True, False  # a breaching / a good minute; None = no datapoint
 

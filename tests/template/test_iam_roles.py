@@ -1,7 +1,7 @@
 """The roles of template.yaml, proven by the local runtime's IAM and timeouts (mutation tests).
 
 GIVEN template.yaml (or a copy with one mutation) provisioned in-process with every handler's AWS
-calls authorised against its own function's role (regionha.local.iam),
+calls authorised against its own function's role (regionha.local.aws.iam),
 WHEN the build, a drifted re-build and the teardown run through the real state machines,
 THEN what AWS would refuse is refused here too, by the function and action AWS would name; and the
 fixed roles refuse nothing the flows need.
@@ -32,7 +32,7 @@ DEPLOYMENT = "regionha-ref"
 
 def template_copy(tmp_path: Path, mutate: Any) -> Path:
     """template.yaml as JSON beside links to the code it names, after `mutate(resources)`."""
-    from regionha.local.provision import load_template
+    from regionha.local.aws.provision import load_template
 
     template = load_template(TEMPLATE)
     mutate(template["Resources"])

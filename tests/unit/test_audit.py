@@ -11,8 +11,8 @@ import copy
 
 import pytest
 
-from regionha import audit
 from regionha.topology import Failover
+from regionha.watch import audit
 
 NOW = 1_000_000.0
 

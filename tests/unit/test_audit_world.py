@@ -17,10 +17,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from regionha import audit
 from regionha.aws import Clients, deployment_filter
 from regionha.failover import FENCE_SK
 from regionha.topology import load_topology
+from regionha.watch import audit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inprocess import STACK_REGION, handlers_in_process  # noqa: E402
@@ -236,7 +236,7 @@ def test_a_clean_build_has_no_finding_and_the_audit_only_reads(built):
 
 
 def function_actions() -> set[str]:
-    from regionha.local.provision import load_template
+    from regionha.local.aws.provision import load_template
 
     policies = load_template(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"][
         "AuditDeploymentFunction"]["Properties"]["Policies"]
@@ -345,7 +345,8 @@ def test_the_cli_finds_table_and_deployment_in_the_stack(built, capsys):
 def test_the_cli_audits_a_local_runtime_from_its_state_file(built, capsys, tmp_path, monkeypatch):
     """The state file's endpoint and deployment are used, the table is found by its template name.
     (The emulator itself is moto in-process here: the endpoint is recorded, the calls stay in the mock.)"""
-    from regionha import aws, cli_audit
+    from regionha import aws
+    from regionha.cli import audit as cli_audit
     from regionha.cli import main
 
     endpoints = []

@@ -22,12 +22,13 @@ import boto3
 import dns.rcode
 import pytest
 
-from regionha import canary, netguard
-from regionha.canary import ONPREM, Truth, canary_targets, metrics, run_canary, truth_from_record
+from regionha import netguard
 from regionha.cli import main
 from regionha.errors import ConfigurationError
 from regionha.inventory import save_inventory
-from regionha.local.nodes import NodeService
+from regionha.local.host.nodes import NodeService
+from regionha.watch import canary
+from regionha.watch.canary import ONPREM, Truth, canary_targets, metrics, run_canary, truth_from_record
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:

@@ -21,7 +21,8 @@ import boto3
 import pytest
 import yaml
 
-from regionha import cli_aws, drill
+from regionha import drill
+from regionha.cli import aws as cli_aws
 from regionha.cli import main
 from regionha.topology import load_topology
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from regionha import canary, cli, netguard
+from regionha import cli, netguard
+from regionha.watch import canary
 
 
 @pytest.fixture

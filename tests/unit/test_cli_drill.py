@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from regionha import cli_aws
+from regionha.cli import aws as cli_aws
 from regionha.cli import main
 
 REGION = "ap-southeast-1"
@@ -400,7 +400,7 @@ def test_progress_names_the_state_a_task_failed_in() -> None:
 
 
 def test_against_a_local_runtime_state_file(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from regionha.local.server import LocalAws
+    from regionha.local.aws.server import LocalAws
 
     with LocalAws() as aws:
         endpoint = aws.endpoint_url

@@ -13,7 +13,11 @@ import json
 import boto3
 import pytest
 
-from regionha.alarms import (
+from regionha.aws import Clients
+from regionha.converge.watch import WatchSettings, converge_watch, dashboard_body, teardown_watch
+from regionha.errors import ConfigurationError
+from regionha.topology import load_topology
+from regionha.watch.alarms import (
     alarm_name,
     canary_alarm_intents,
     composite_name,
@@ -23,11 +27,7 @@ from regionha.alarms import (
     path_down,
     watched_alarm_names,
 )
-from regionha.aws import Clients
-from regionha.canary import canary_targets
-from regionha.converge.watch import WatchSettings, converge_watch, dashboard_body, teardown_watch
-from regionha.errors import ConfigurationError
-from regionha.topology import load_topology
+from regionha.watch.canary import canary_targets
 
 REGION = "ap-southeast-1"
 TOPOLOGY = load_topology()

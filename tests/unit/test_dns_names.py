@@ -1,7 +1,7 @@
 """DNS names in Route 53's canonical form: stored so by the topology model, compared so when read back.
 
 Route 53 stores names lower case with a trailing dot and lists special characters as octal escapes
-(``\\052`` for a wildcard); see regionha.dnsname. Field case record-name-uppercase-refused: a mixed-case
+(``\\052`` for a wildcard); see regionha.topology.names. Field case record-name-uppercase-refused: a mixed-case
 record name validated, then the build's UpsertRecord was refused.
 """
 
@@ -17,8 +17,8 @@ from test_converge_dns import build_network
 
 from regionha.aws import Clients
 from regionha.converge.dns import converge_private_zone, read_record, upsert_record
-from regionha.dnsname import canonical_name, same_name
 from regionha.topology import DEFAULT_TOPOLOGY, parse_topology
+from regionha.topology.names import canonical_name, same_name
 
 REFERENCE = yaml.safe_load(
     resources.files("regionha.topologies").joinpath(DEFAULT_TOPOLOGY).read_text(encoding="utf-8")

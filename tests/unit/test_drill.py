@@ -13,9 +13,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from regionha import drill, drill_faults
+from regionha import drill
 from regionha.aws import Clients, tag_spec
 from regionha.drill import CUT, Drill, DrillEnv, DrillSettings, Round
+from regionha.drill import faults as drill_faults
 from regionha.errors import ConfigurationError
 from regionha.local.world import nacl_allows
 from regionha.topology import Failover
@@ -169,9 +170,9 @@ def test_every_task_retries_transient_errors_and_catches_into_restore_or_onwards
 
 
 def test_the_drill_watches_the_deployments_own_alarms_and_the_stacks():
-    from regionha.alarms import critical_members, watched_alarm_names
-    from regionha.local.provision import load_template
+    from regionha.local.aws.provision import load_template
     from regionha.topology import load_topology
+    from regionha.watch.alarms import critical_members, watched_alarm_names
 
     template = load_template(ROOT / "template.yaml")
     env = template["Resources"]["RunDrillStepFunction"]["Properties"]["Environment"]["Variables"]

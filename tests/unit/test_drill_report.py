@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from regionha.drill_report import (
+from regionha.drill.report import (
     ERROR_COLOUR,
     TIMEOUT_COLOUR,
     error_text,

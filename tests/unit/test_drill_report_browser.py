@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_drill_report import acceptance_report
 
-from regionha.drill_report import render_html
+from regionha.drill.report import render_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 UNSHARE = shutil.which("unshare")

@@ -23,12 +23,13 @@ from pathlib import Path
 import boto3
 import pytest
 
-from regionha import drill, drill_faults
+from regionha import drill
 from regionha.aws import Clients, deployment_filter
 from regionha.converge.dns import read_record, upsert_record
+from regionha.drill import faults as drill_faults
 from regionha.errors import ConfigurationError
 from regionha.inventory import load_inventory, save_inventory
-from regionha.local.nodes import NodeService
+from regionha.local.host.nodes import NodeService
 from regionha.local.world import World, dns_targets
 from regionha.topology import load_topology
 

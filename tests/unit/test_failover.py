@@ -41,7 +41,7 @@ from regionha.failover import (
     run_controller,
     trigger_from_event,
 )
-from regionha.local.nodes import NodeService
+from regionha.local.host.nodes import NodeService
 from regionha.topology import Failover
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -669,7 +669,7 @@ def test_manual_switch_is_fenced(moto_world):
 
 
 def test_unknown_metrics_sink_is_a_configuration_error(monkeypatch):
-    from regionha import metrics
+    from regionha.watch import metrics
 
     monkeypatch.setenv("REGIONHA_METRICS_SINK", "statsd")
     with pytest.raises(ConfigurationError, match="REGIONHA_METRICS_SINK"):
@@ -758,7 +758,7 @@ def test_swap_refuses_a_record_someone_else_changed(moto_world, call_counter):
 )
 def test_the_twin_validates_change_batches_as_route53_does(moto_world, changes, message):
     """AWS validates a batch whole and applies all or nothing; moto alone accepts a DELETE of any value
-    ever written and a CREATE of an existing name (regionha.local.route53 closes both)."""
+    ever written and a CREATE of an existing name (regionha.local.aws.route53 closes both)."""
     import regionha.local  # noqa: F401  (installs the Route 53 validation)
     from regionha.converge.dns import _zone_id_or_raise
 
@@ -792,7 +792,7 @@ def test_the_record_swaps_back_and_forth_and_refuses_a_stale_value(moto_world, t
     journal refuses although the batch's DELETE frees the name (AWS does not); the product copes with
     plain moto too, and a stale expectation is still refused."""
     from regionha.converge.dns import RecordChanged, swap_record
-    from regionha.local import route53 as twin_route53
+    from regionha.local.aws import route53 as twin_route53
 
     if not twin:
         twin_route53.uninstall()

@@ -12,9 +12,10 @@ import pytest
 import test_vpcdns as vpcdns_world
 from test_vpcdns import REGION, _udp
 
-from regionha import failover, metrics
+from regionha import failover
+from regionha.local.aws.vpcdns import VpcResolver
 from regionha.local.clock import CompressedClock, ManualClock, real_ttl
-from regionha.local.vpcdns import VpcResolver
+from regionha.watch import metrics
 
 world = vpcdns_world.world
 

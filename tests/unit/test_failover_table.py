@@ -14,10 +14,10 @@ import test_failover as world  # the same moto world: instances, private zone, t
 from test_failover import A_IP, B_IP, STACK_REGION, T0, metric_sums, route53_writes, with_failover
 
 from regionha import failover
-from regionha.canary import NodeCheck
 from regionha.converge.dns import read_record
 from regionha.failover import ControllerSettings, Fence, NodeHealth, Trigger, decide, node_health
 from regionha.topology import TopologyError, parse_topology
+from regionha.watch.canary import NodeCheck
 
 moto_world = world.moto_world
 NAMES = {A_IP: "Server-A", B_IP: "Server-B"}

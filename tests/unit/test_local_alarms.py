@@ -12,7 +12,7 @@ import pytest
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
 from regionha.local import clock as clock_module
-from regionha.local.alarms import (
+from regionha.local.aws.alarms import (
     ALARM,
     INSUFFICIENT_DATA,
     OK,
@@ -21,8 +21,8 @@ from regionha.local.alarms import (
     evaluate_range,
     put_metric_data,
 )
+from regionha.local.aws.events import EventBus
 from regionha.local.clock import CompressedClock, ManualClock
-from regionha.local.events import EventBus
 
 REGION = "ap-northeast-1"
 T0 = datetime(2024, 1, 1, 0, 0, tzinfo=UTC)

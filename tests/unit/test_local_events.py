@@ -13,8 +13,7 @@ import pytest
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
-from regionha.local.clock import CompressedClock, ManualClock
-from regionha.local.events import (
+from regionha.local.aws.events import (
     EC2_STATE_CHANGE,
     Cron,
     DeliveryLog,
@@ -28,6 +27,7 @@ from regionha.local.events import (
     pattern_matches,
     render_input,
 )
+from regionha.local.clock import CompressedClock, ManualClock
 
 REGION = "ap-northeast-1"
 T0 = datetime(2024, 1, 1, 0, 0, tzinfo=UTC)

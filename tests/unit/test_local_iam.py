@@ -1,4 +1,4 @@
-"""The local runtime's IAM evaluation (regionha.local.iam), table-driven against AWS's documented rules.
+"""The local runtime's IAM evaluation (regionha.local.aws.iam), table-driven against AWS's documented rules.
 
 IAM User Guide: "Policy evaluation logic" (explicit deny wins, default deny), "Condition operators"
 (absent keys, IfExists, ForAllValues/ForAnyValue, negated operators), and the Service Authorization
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from regionha.errors import ConfigurationError
-from regionha.local.iam import RequestBuilder, RequestResource, action_name, condition_holds, evaluate
+from regionha.local.aws.iam import RequestBuilder, RequestResource, action_name, condition_holds, evaluate
 
 ZONE = "arn:aws:route53:::hostedzone/Z123"
 

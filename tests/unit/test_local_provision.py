@@ -12,8 +12,8 @@ import pytest
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
-from regionha.local.lambdas import HandlerRegistry, LocalFunction
-from regionha.local.provision import _NO_VALUE, _Intrinsics, provision, translate
+from regionha.local.aws.lambdas import HandlerRegistry, LocalFunction
+from regionha.local.aws.provision import _NO_VALUE, _Intrinsics, provision, translate
 
 MINI_SAM = Path(__file__).parents[1] / "fixtures" / "mini-sam" / "template.yaml"
 REGION = "ap-southeast-1"

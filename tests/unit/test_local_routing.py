@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from regionha.local.routing import OPEN, Routing, longest_prefix_match
+from regionha.local.host.routing import OPEN, Routing, longest_prefix_match
 
 A = ipaddress.IPv4Address
 

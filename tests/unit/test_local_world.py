@@ -18,8 +18,8 @@ import boto3
 import pytest
 
 from regionha.aws import Clients, tag_spec
-from regionha.local.network import Flow
-from regionha.local.nodes import NodeService
+from regionha.local.host.network import Flow
+from regionha.local.host.nodes import NodeService
 from regionha.local.world import World, dns_targets, nacl_allows, sg_allows
 
 net = ipaddress.IPv4Network

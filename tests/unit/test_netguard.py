@@ -219,14 +219,14 @@ def test_local_http_servers_bind_without_reverse_lookups(monkeypatch, server):
     for name in ("getfqdn", "gethostbyaddr", "gethostbyname", "gethostbyname_ex", "getnameinfo"):
         monkeypatch.setattr(socket, name, lookup)
     if server == "node":
-        from regionha.local.nodes import NodeService
+        from regionha.local.host.nodes import NodeService
 
         node = NodeService("node-a", "127.0.0.1", 0)
         node.start()
         node.stop()
         assert node.port > 0
     else:
-        from regionha.local.server import _request_handler, _Server
+        from regionha.local.aws.server import _request_handler, _Server
 
         wsgi = _Server("127.0.0.1", 0, lambda environ, start: [], _request_handler())
         try:

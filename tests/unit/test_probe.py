@@ -18,9 +18,9 @@ import dns.rrset
 import pytest
 
 import regionha
-from regionha import probe as probe_module
 from regionha.errors import ConfigurationError
-from regionha.probe import OUTCOMES, ProbeConfig, ProbeResult, probe, probe_many
+from regionha.watch import probe as probe_module
+from regionha.watch.probe import OUTCOMES, ProbeConfig, ProbeResult, probe, probe_many
 
 # The fake server lives in tests/ so integration tests can use it too; tests/ is not a package.
 TESTS_DIR = str(Path(__file__).resolve().parents[1])

@@ -44,9 +44,9 @@ def test_every_metric_the_code_emits_is_in_the_runbook_with_its_unit() -> None:
 
 def test_every_alarm_the_build_makes_links_to_its_runbook_section() -> None:
     # The per-path, per-node and critical alarms are made from the topology (ConvergeWatch), not the template.
-    from regionha.alarms import canary_alarm_intents
     from regionha.converge.watch import _COMPOSITE_DESCRIPTION
     from regionha.topology import load_topology
+    from regionha.watch.alarms import canary_alarm_intents
 
     descriptions = [i.description for i in canary_alarm_intents(load_topology())] + [_COMPOSITE_DESCRIPTION]
     for description in descriptions:

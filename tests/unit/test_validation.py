@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from regionha.topology import DEFAULT_TOPOLOGY, Problem, TopologyError, load_topology, parse_topology
-from regionha.validation import AWS_REGIONS, check_topology, topology_warnings
+from regionha.topology.validation import AWS_REGIONS, check_topology, topology_warnings
 
 REFERENCE: dict[str, Any] = yaml.safe_load(
     resources.files("regionha.topologies").joinpath(DEFAULT_TOPOLOGY).read_text(encoding="utf-8")
@@ -714,7 +714,7 @@ def test_reachable_variants_are_valid(mutation: Mutation) -> None:
 
 
 def test_reachability_is_judged_from_the_model_alone(topology) -> None:
-    from regionha.reachability import check_reachability
+    from regionha.topology.reachability import check_reachability
 
     assert check_reachability(topology) == []
 
@@ -846,8 +846,8 @@ def test_the_onprem_label_is_refused_as_a_path_or_node_name(field: str, name: st
 
 
 def test_the_onprem_label_is_the_canarys() -> None:
-    from regionha.canary import ONPREM, canary_targets
     from regionha.topology import ONPREM as RESERVED
+    from regionha.watch.canary import ONPREM, canary_targets
 
     assert ONPREM == RESERVED
     assert canary_targets(parse_topology(copy.deepcopy(REFERENCE)))[-1].forwarder == RESERVED

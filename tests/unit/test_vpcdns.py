@@ -16,7 +16,7 @@ import dns.rdatatype
 import pytest
 
 from regionha.aws import tag_spec
-from regionha.local.vpcdns import VpcResolver, resolve, route53_name, vpc_id_by_tags, zone_from_record_sets
+from regionha.local.aws.vpcdns import VpcResolver, resolve, route53_name, vpc_id_by_tags, zone_from_record_sets
 
 REGION = "ap-northeast-1"
 TIMEOUT = 2.0

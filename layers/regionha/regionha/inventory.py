@@ -12,8 +12,8 @@ from typing import Any
 
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
 from regionha.converge.dns import read_record
-from regionha.dnsname import same_name
 from regionha.topology import Topology
+from regionha.topology.names import same_name
 
 INVENTORY_SK = "inventory"
 

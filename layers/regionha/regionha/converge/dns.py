@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 
 from regionha.aws import TAG_DEPLOYMENT, TAG_NAME, deployment_filter, tags
 from regionha.converge import Outcome, idempotency_token
-from regionha.dnsname import canonical_name, same_name
 from regionha.errors import ConfigurationError, NotReadyError, TransientError
+from regionha.topology.names import canonical_name, same_name
 
 if TYPE_CHECKING:
     from regionha.aws import Clients

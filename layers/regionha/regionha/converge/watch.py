@@ -3,7 +3,7 @@
 Each forwarder path address and the on-prem resolver get a path-down alarm, each node a node-down
 alarm, the deployment its critical alarms and the composite that ORs them, and one dashboard shows
 what an on-call person needs for *this* topology (``dashboard_body``). What they mean lives in
-``regionha.alarms``. Everything is in the stack's region (where the canary's metrics go), named
+``regionha.watch.alarms``. Everything is in the stack's region (where the canary's metrics go), named
 ``regionha-<deployment>-…`` and tagged ``regionha:deployment``/``regionha:name``.
 
 Describe, then converge: ``DescribeAlarms`` by the deployment's name prefix; an alarm is put only
@@ -34,7 +34,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from regionha.alarms import (
+from regionha.aws import tags
+from regionha.converge import Outcome
+from regionha.topology import Topology
+from regionha.watch.alarms import (
     AlarmIntent,
     alarm_name,
     alarm_prefix,
@@ -43,10 +46,7 @@ from regionha.alarms import (
     critical_rule,
     dashboard_name,
 )
-from regionha.aws import tags
-from regionha.canary import NAMESPACE, canary_targets
-from regionha.converge import Outcome
-from regionha.topology import Topology
+from regionha.watch.canary import NAMESPACE, canary_targets
 
 _DELETE_BATCH = 100
 _COMPOSITE_DESCRIPTION = (

@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from regionha import netguard
-from regionha.alarms import (
+from regionha.aws import deployment_filter
+from regionha.cli.aws import details, new_events, outcome_counts
+from regionha.converge.dns import read_record
+from regionha.topology import Topology
+from regionha.watch.alarms import (
     alarm_name,
     alarm_prefix,
     canary_alarm_intents,
@@ -31,11 +35,7 @@ from regionha.alarms import (
     dashboard_name,
     path_down,
 )
-from regionha.aws import deployment_filter
-from regionha.canary import canary_targets, client_source, run_canary, truth_from_record
-from regionha.cli_aws import details, new_events, outcome_counts
-from regionha.converge.dns import read_record
-from regionha.topology import Topology
+from regionha.watch.canary import canary_targets, client_source, run_canary, truth_from_record
 
 
 @dataclass
@@ -207,7 +207,7 @@ class Demo:
             "error": report.get("error") or execution.error,
             **kept,
         }
-        from regionha.drill_report import budget
+        from regionha.drill.report import budget
 
         limit, _ = budget(report)
         figures = [v for v in recovery.values() if isinstance(v, int | float)]
@@ -243,7 +243,7 @@ class Demo:
                     took = (event["timestamp"] - entered.pop(info["name"])).total_seconds()
                     self.say(f"  · {info['name']} ({took:.1f} s)")
                 elif kind in ("LambdaFunctionFailed", "TaskFailed"):
-                    from regionha.drill_report import error_text
+                    from regionha.drill.report import error_text
 
                     self.say(f"  ✘ {error_text({'Error': info.get('error'), 'Cause': info.get('cause')}, 160)}")
             if desc["status"] != "RUNNING":
@@ -260,7 +260,7 @@ class Demo:
     def _keep_report(self, rt: Any, execution: Any, report: dict[str, Any]) -> dict[str, str | None]:
         """Copy the drill's report (JSON, and the HTML page it stored) to ``out_dir``: the bucket goes
         with the teardown."""
-        from regionha.drill_report import render_html
+        from regionha.drill.report import render_html
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         json_path, html_path = self.out_dir / "drill-report.json", self.out_dir / "drill-report.html"

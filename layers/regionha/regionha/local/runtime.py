@@ -8,7 +8,7 @@ forbid) and what moto does not emulate (schedules, EC2 state-change events, alar
 all on one emulated clock.
 
 The whole runtime lives in a network namespace of its own that holds only loopback
-(``regionha.local.netns``): ``start()`` makes it and moves the starting thread in before anything
+(``regionha.local.host.netns``): ``start()`` makes it and moves the starting thread in before anything
 else starts, ``stop()`` moves the thread back and deletes it, so nothing the runtime or a library
 under it does can send a packet off the machine. The socket guard (``regionha.netguard``) stays on
 as a second line.
@@ -32,9 +32,9 @@ from typing import Any
 
 from regionha import bind, netguard
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
-from regionha.canary import canary_targets, client_source
 from regionha.errors import ConfigurationError
 from regionha.topology import BindPath, DnsServer, Topology
+from regionha.watch.canary import canary_targets, client_source
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class BindFleet:
         return out
 
     def _render_local(self, server: BindPath | DnsServer) -> Callable[[Any], str]:
-        from regionha.local.named import local_runtime
+        from regionha.local.host.named import local_runtime
 
         def render(files: Any) -> str:
             runtime = local_runtime(files, port=DNS_PORT, upstream_port=DNS_PORT)
@@ -168,7 +168,7 @@ class BindFleet:
             self.user_data_mismatch.discard(name)
 
     def reconcile(self) -> dict[str, str]:
-        from regionha.local.named import NamedProcess
+        from regionha.local.host.named import NamedProcess
 
         states = {}
         with self._lock:
@@ -279,16 +279,16 @@ class LocalRuntime:
                 "the local runtime needs root: it runs in a network namespace of its own, adds 127.x "
                 "addresses to its lo and cuts paths with tc"
             )
-        from regionha import metrics
-        from regionha.local.alarms import AlarmEvaluator
+        from regionha.local.aws.alarms import AlarmEvaluator
+        from regionha.local.aws.events import Ec2StateChangeEmitter, EventBus, ScheduleRunner
+        from regionha.local.aws.server import LocalAws
+        from regionha.local.aws.vpcdns import VpcResolver, vpc_id_by_tags
         from regionha.local.clock import CompressedClock, real_ttl
-        from regionha.local.events import Ec2StateChangeEmitter, EventBus, ScheduleRunner
-        from regionha.local.netns import Namespace
-        from regionha.local.network import LocalNetwork
-        from regionha.local.nodes import NodeService
-        from regionha.local.server import LocalAws
-        from regionha.local.vpcdns import VpcResolver, vpc_id_by_tags
+        from regionha.local.host.netns import Namespace
+        from regionha.local.host.network import LocalNetwork
+        from regionha.local.host.nodes import NodeService
         from regionha.local.world import World
+        from regionha.watch import metrics
 
         self._started = True
         try:
@@ -408,7 +408,7 @@ class LocalRuntime:
         if self.aws is not None:
             _safely(self.aws.wait_for_events, 10)
             _safely(self.aws.stop)
-        from regionha import metrics
+        from regionha.watch import metrics
 
         metrics.set_clock(None)
         netguard.uninstall_socket_guard()

@@ -8,7 +8,7 @@ moto keeps the AWS state but moves no packet. ``World.reconcile()`` reads that s
 - DNS from the client site to each forwarder path address (and to the on-prem DNS server) passes
   only if AWS would let it: the security groups attached to the endpoint or instance allow it, the
   network ACL of its subnet allows it inbound, the endpoint exists / the instance runs, and the route
-  tables carry the packets there and the replies back (``regionha.local.routing``). UDP 53 and TCP 53
+  tables carry the packets there and the replies back (``regionha.local.host.routing``). UDP 53 and TCP 53
   are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``);
 - an instance whose user-data installs packages (a BIND server: ``dnf install bind``) has them only if
   its subnet had egress to the Amazon Linux repositories (S3 in its region) when it first booted
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from regionha.aws import Clients, deployment_filter
-from regionha.local.network import Flow, LocalNetwork
-from regionha.local.nodes import NodeService
-from regionha.local.routing import OPEN, Routing, fix_moto_endpoint_routes
+from regionha.local.host.network import Flow, LocalNetwork
+from regionha.local.host.nodes import NodeService
+from regionha.local.host.routing import OPEN, Routing, fix_moto_endpoint_routes
 from regionha.netguard import to_local, to_local_network
 from regionha.topology import Node, Topology
 

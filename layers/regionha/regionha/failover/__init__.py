@@ -37,13 +37,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from botocore.exceptions import BotoCoreError, ClientError
 
-from regionha import metrics, netguard
+from regionha import netguard
 from regionha.aws import TAG_NAME, deployment_filter, tag_value
-from regionha.canary import NodeCheck, check_node
 from regionha.converge import Outcome
 from regionha.converge import dns as converge_dns
 from regionha.converge.dns import RecordChanged, read_record, swap_record, upsert_record, wait_insync
 from regionha.errors import ConfigurationError, TransientError
+from regionha.watch import metrics
+from regionha.watch.canary import NodeCheck, check_node
 
 if TYPE_CHECKING:
     from regionha.aws import Clients

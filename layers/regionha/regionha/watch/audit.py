@@ -53,7 +53,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from regionha import drill_faults
 from regionha.aws import TAG_NAME, deployment_filter, tag_value
 from regionha.converge.network import (
     _existing_rule_key,
@@ -66,6 +65,7 @@ from regionha.converge.network import (
     vpc_filter,
 )
 from regionha.converge.routes import route_target
+from regionha.drill import faults as drill_faults
 from regionha.topology import Ingress, SecurityGroup
 
 if TYPE_CHECKING:
@@ -624,7 +624,7 @@ def _describe_state(topology: Topology, clients: Clients, table: str, region: st
 def datapoints(deployment: str, findings: Iterable[Finding]) -> list[Any]:
     """``AuditFindings`` per kind (every kind, zeros included, so each graph and alarm has data) and the
     total (dimensions Deployment, Kind / Deployment)."""
-    from regionha.metrics import Datapoint
+    from regionha.watch.metrics import Datapoint
 
     findings = list(findings)
     counts = {kind: 0 for kind in KINDS}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from regionha import bind
-from regionha.nodes import node_user_data
+from regionha.converge.node_service import node_user_data
 from regionha.topology import Topology
 
 

@@ -9,7 +9,7 @@ their exception class names, as on AWS.
 Process-wide on purpose, while started: ``MOTO_PORT`` (the ASL interpreter's own clients call
 ``http://localhost:$MOTO_PORT``), ``AWS_ENDPOINT_URL`` and fake credentials (the handlers' boto3 calls),
 and moto's user config. Each handler sees only its own function's environment
-(regionha.local.lambdas) and may call only what its role allows (regionha.local.iam). Hence one
+(regionha.local.aws.lambdas) and may call only what its role allows (regionha.local.aws.iam). Hence one
 LocalAws per process at a time, and never together with ``mock_aws``. ``stop()`` restores all of it.
 """
 
@@ -34,9 +34,9 @@ from werkzeug.wrappers import Request, Response
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
-from regionha.local.iam import LocalIam
-from regionha.local.lambdas import HandlerRegistry, InvocationOutcome, LocalFunction
-from regionha.local.provision import DEFAULT_REGION, Stack, provision
+from regionha.local.aws.iam import LocalIam
+from regionha.local.aws.lambdas import HandlerRegistry, InvocationOutcome, LocalFunction
+from regionha.local.aws.provision import DEFAULT_REGION, Stack, provision
 from regionha.netguard import NoLookupServerMixin
 
 logger = logging.getLogger(__name__)

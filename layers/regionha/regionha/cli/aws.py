@@ -90,8 +90,8 @@ def read_local_state(path: Path) -> dict[str, Any]:
 
 def enter_namespace(name: str, path: Path) -> None:
     """Move this (single-threaded CLI) process into the local runtime's network namespace: its loopback
-    addresses exist only in there (regionha.local.netns)."""
-    from regionha.local.netns import Namespace, NamespaceError
+    addresses exist only in there (regionha.local.host.netns)."""
+    from regionha.local.host.netns import Namespace, NamespaceError
 
     try:
         Namespace(name).enter()
@@ -428,7 +428,7 @@ class Progress:
         elif kind == "ExecutionSucceeded":
             self._say(f"{self._at(event)}  execution SUCCEEDED", "bold green")
         elif kind.endswith(("Failed", "TimedOut", "Aborted")):
-            from regionha.drill_report import error_text
+            from regionha.drill.report import error_text
 
             where = f" in {self.current}" if self.current and not kind.startswith("Execution") else ""
             error, cause = info.get("error"), info.get("cause")

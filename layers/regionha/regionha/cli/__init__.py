@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from regionha import __version__
-from regionha.cli_audit import register as register_audit
-from regionha.cli_build import register as register_build
-from regionha.cli_canary import register as register_canary
-from regionha.cli_drill import register as register_drill
-from regionha.cli_local import register_local
+from regionha.cli.audit import register as register_audit
+from regionha.cli.build import register as register_build
+from regionha.cli.canary import register as register_canary
+from regionha.cli.drill import register as register_drill
+from regionha.cli.local import register_local
 from regionha.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, _one_line, load_topology
-from regionha.validation import topology_warnings
+from regionha.topology.validation import topology_warnings
 
 EXIT_OK = 0
 EXIT_INVALID = 2

@@ -1,6 +1,6 @@
 """``regionha local up|demo|exec``: the local runtime from the command line.
 
-The runtime runs in a network namespace of its own holding only loopback (``regionha.local.netns``);
+The runtime runs in a network namespace of its own holding only loopback (``regionha.local.host.netns``);
 its state file names it, and ``regionha local exec -- CMD`` runs a command in there.
 """
 
@@ -146,7 +146,7 @@ def _state_names(path: Path, runtime: Any) -> bool:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from regionha.local import netns
+    from regionha.local.host import netns
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:

@@ -1,7 +1,7 @@
 """The declarative topology: one YAML file that says everything regionha builds.
 
 Structure (types, unknown keys) is checked by pydantic; the cross-field rules that need the whole
-file (CIDRs, subnets, IPs, names) live in ``regionha.validation``. ``load_topology`` runs both and
+file (CIDRs, subnets, IPs, names) live in ``regionha.topology.validation``. ``load_topology`` runs both and
 raises ``TopologyError`` with one ``Problem`` per fault, each naming the offending field.
 """
 
@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from regionha.dnsname import canonical_name
+from regionha.topology.names import canonical_name
 
 DEFAULT_TOPOLOGY = "reference.yaml"
 # The canary's label (metric dimension Path, alarm names, drill --path) of the on-prem resolver: no
@@ -109,7 +109,7 @@ class Peering(Model):
 
 
 class Record(Model):
-    # Stored as Route 53 stores it: lower case, trailing dot (regionha.dnsname.canonical_name).
+    # Stored as Route 53 stores it: lower case, trailing dot (regionha.topology.names.canonical_name).
     name: str
     ttl: int = 60
 
@@ -320,7 +320,7 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
 
 def parse_topology(data: Any, source: str = "topology") -> Topology:
     """Structure and cross-field checks of already-parsed data; raises TopologyError."""
-    from regionha.validation import check_topology
+    from regionha.topology.validation import check_topology
 
     if not isinstance(data, dict):
         raise TopologyError(

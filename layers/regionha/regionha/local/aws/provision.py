@@ -573,7 +573,7 @@ class _Provisioner:
             if creator is None:
                 raise ConfigurationError(
                     f"{logical_id}: resource type {resource_type} is not emulated by the local runtime; "
-                    "add it to regionha.local.provision or change the template")
+                    "add it to regionha.local.aws.provision or change the template")
             props = self._intrinsics.resolve(resource.get("Properties") or {})
             try:
                 created = creator(logical_id, props)

@@ -86,7 +86,7 @@ def real_network_notice(
     read_record: bool, publish_region: str | None,
 ) -> str:
     """What a real-network run will reach, one line per destination, for stderr before the first probe."""
-    from regionha.canary import DNS_PORT, canary_targets
+    from regionha.watch.canary import DNS_PORT, canary_targets
 
     lines = [
         "regionha canary run: probing the REAL network from this host (REGIONHA_LOCAL is not set; "
@@ -108,11 +108,12 @@ def real_network_notice(
 def cmd_canary_run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from regionha import canary, netguard
+    from regionha import netguard
     from regionha.aws import Clients
     from regionha.cli import _report, default_topology_path, read_topology
     from regionha.errors import ConfigurationError
     from regionha.topology import TopologyError
+    from regionha.watch import canary
 
     try:
         topology = read_topology(Path(args.topology) if args.topology else default_topology_path())

@@ -6,7 +6,7 @@ describes the world (read-only calls) and prints one line per finding: ``KIND RE
 Where: AWS by default (``--profile``, ``--region``, ``--stack-name``: the state table and the deployment
 from the CloudFormation stack's output ``StateTableName`` and parameter ``Deployment``, or ``--table`` and
 ``--deployment``), or a running local runtime (``--local-state FILE``, written by ``regionha local up``).
-The flags mean what they mean in ``regionha build``/``drill`` (``regionha.cli_aws``).
+The flags mean what they mean in ``regionha build``/``drill`` (``regionha.cli.aws``).
 
 Exit codes: 0 no finding, 1 findings, 2 the audit could not run (bad arguments, no stack, no build).
 """
@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from regionha import cli_aws
+from regionha.cli import aws as cli_aws
 
 EXIT_CLEAN, EXIT_FINDINGS = 0, 1
-# The local runtime names a template resource <stack>-<logical id> (regionha.local.provision).
+# The local runtime names a template resource <stack>-<logical id> (regionha.local.aws.provision).
 LOCAL_TABLE_SUFFIX = "-StateTable"
 
 
@@ -52,14 +52,14 @@ def _table_and_deployment(target: cli_aws.Target, args: argparse.Namespace) -> t
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """IAM: those of ``regionha.audit.describe_world``, dynamodb:GetItem, and cloudformation:DescribeStacks
+    """IAM: those of ``regionha.watch.audit.describe_world``, dynamodb:GetItem, and cloudformation:DescribeStacks
     without --table/--deployment."""
     out = cli_aws.Out(args.output)
     found: dict[str, cli_aws.Target] = {}
 
     def body() -> int:
-        from regionha import audit, canary
         from regionha.errors import ConfigurationError
+        from regionha.watch import audit, canary
 
         target = found["target"] = cli_aws.target_for(args)
         table, deployment = _table_and_deployment(target, args)

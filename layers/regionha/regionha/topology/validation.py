@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol, TypeVar
 
-from regionha.dnsname import canonical_name
-from regionha.reachability import check_reachability
 from regionha.topology import (
     ONPREM,
     BindPath,
@@ -26,6 +24,8 @@ from regionha.topology import (
     Topology,
     Vpc,
 )
+from regionha.topology.names import canonical_name
+from regionha.topology.reachability import check_reachability
 
 # Commercial ("aws" partition) regions, opt-in ones included. Static on purpose: validation must
 # work offline and must not depend on which botocore happens to be installed.

@@ -27,9 +27,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from regionha.canary import NAMESPACE, canary_targets
 from regionha.errors import ConfigurationError
 from regionha.topology import Topology
+from regionha.watch.canary import NAMESPACE, canary_targets
 
 PERIOD = 60
 LESS_THAN = "LessThanThreshold"

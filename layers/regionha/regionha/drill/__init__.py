@@ -13,14 +13,14 @@ machine (statemachines/drill.asl.json) calls ``run_action`` once per state:
   wait for the nodes, fail back (built-in mode), check every path. Idempotent. What it cannot put
   back is named in a critical SNS notice. ``restore_failed`` says the same when restore itself died.
 - ``check_alarms``: wait (bounded) until the watched alarms are OK again, then judge the alarm proof.
-- ``report``: the JSON report (+ HTML when ``regionha.drill_report`` is present) to S3, a summary to
+- ``report``: the JSON report (+ HTML when ``regionha.drill.report`` is present) to S3, a summary to
   SNS, metrics DrillPassed and RecoverySeconds. ``release_lock``: give the lock back.
 
 Measuring: every round probes every path (the canary's probe library) and samples the alarms; each
 path's sample goes to the timeline. Recovery of a path = the fault's time until the first sample
 that names the expected node while that node answers as itself. A cut path must stop answering.
 
-Alarms: the deployment's own, which the build made from the topology (``regionha.alarms``: each
+Alarms: the deployment's own, which the build made from the topology (``regionha.watch.alarms``: each
 path's and node's alarm are watched, the critical composite's children judge the critical
 condition), plus the stack's ``DRILL_WATCH_ALARMS`` and ``CRITICAL_ALARMS`` (comma-separated
 names). A watched alarm belongs to the path named by its ``Path`` dimension (the path-down alarms
@@ -48,10 +48,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from regionha import alarms as deployment_alarms
-from regionha import canary, metrics
-from regionha import drill_faults as faults
+from regionha.drill import faults
 from regionha.errors import ConfigurationError, RegionhaError, TransientError
+from regionha.watch import alarms as deployment_alarms
+from regionha.watch import canary, metrics
 
 if TYPE_CHECKING:
     from regionha.aws import Clients
@@ -462,7 +462,7 @@ class Drill:
     @property
     def alarms(self) -> DrillEnv:
         """The environment with the deployment's own alarms added: the build made them from the
-        topology (regionha.converge.watch), so their names follow from it (regionha.alarms)."""
+        topology (regionha.converge.watch), so their names follow from it (regionha.watch.alarms)."""
         if self._alarm_env is None:
             try:
                 topology = self.topology
@@ -1078,7 +1078,7 @@ class Drill:
                               Body=html.encode())
                 out["html"] = f"s3://{self.env.bucket}/{base}.html"
             else:
-                out["html"] = None  # regionha.drill_report is not installed: JSON only
+                out["html"] = None  # regionha.drill.report is not installed: JSON only
         if self.env.topic:
             subject, text = summary(report)
             where = out.get("json") or "(no reports bucket)"
@@ -1231,7 +1231,7 @@ def compose_report(record: Mapping[str, Any], timeline: list[dict[str, Any]]) ->
 
 def render_html(report: dict[str, Any]) -> str | None:
     try:
-        from regionha import drill_report
+        from regionha.drill import report as drill_report
     except ImportError:
         return None
     return drill_report.render_html(report)
@@ -1240,7 +1240,7 @@ def render_html(report: dict[str, Any]) -> str | None:
 def summary(report: dict[str, Any]) -> tuple[str, str]:
     """(SNS subject, text)."""
     try:
-        from regionha import drill_report
+        from regionha.drill import report as drill_report
 
         return drill_report.summary_subject(report), drill_report.summary_text(report)
     except (ImportError, AttributeError):

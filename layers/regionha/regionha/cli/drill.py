@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from regionha.cli_aws import (
+from regionha.cli.aws import (
     EXIT_FAILED,
     EXIT_OK,
     CommandError,
@@ -62,7 +62,7 @@ from regionha.cli_aws import (
     target_for,
     wait_bound,
 )
-from regionha.cli_aws import details as _details
+from regionha.cli.aws import details as _details
 
 EXIT_PASSED = EXIT_OK
 SCENARIOS = ("acceptance", "fail-active-node", "cut-path")
@@ -160,10 +160,10 @@ def drill_plan(target: Target, args: argparse.Namespace, payload: dict[str, Any]
     (``nacl``, ``rule``, ``protocol``). CommandError when the deployment cannot be read.
     """
     from regionha import drill
-    from regionha import drill_faults as faults
-    from regionha.canary import deployment_topology
     from regionha.converge.dns import read_record
+    from regionha.drill import faults
     from regionha.errors import ConfigurationError
+    from regionha.watch.canary import deployment_topology
 
     stack = describe_stack(target, args.stack_name)
     table = args.state_table or stack.outputs.get("StateTableName") or _local_table(target)
@@ -341,7 +341,7 @@ def find_report(target: Target, desc: dict[str, Any], bucket: str | None = None)
 
 
 def write_outputs(report: dict[str, Any], json_path: Path | None, html_path: Path | None, out: Out) -> None:
-    from regionha.drill_report import render_html
+    from regionha.drill.report import render_html
 
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,7 +355,7 @@ def write_outputs(report: dict[str, Any], json_path: Path | None, html_path: Pat
 
 def conclude(target: Target, desc: dict[str, Any], args: argparse.Namespace, out: Out,
              extra: dict[str, Any] | None = None) -> int:
-    from regionha.drill_report import summary_text
+    from regionha.drill.report import summary_text
 
     document: dict[str, Any] = {"execution": execution_json(desc), "report": None} | (extra or {})
     if desc["status"] == "RUNNING":

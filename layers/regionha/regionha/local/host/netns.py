@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from regionha.errors import ConfigurationError
-from regionha.local.network import _state_lock as _flock
+from regionha.local.host.network import _state_lock as _flock
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _owner_alive(record: dict[str, Any]) -> bool:
 
 
 def _state_lock() -> contextlib.AbstractContextManager[None]:
-    # The same flock discipline as the loopback owners' state (regionha.local.network).
+    # The same flock discipline as the loopback owners' state (regionha.local.host.network).
     return _flock(STATE_DIR)
 
 

@@ -1,0 +1,3 @@
+from regionha.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The emulated AWS services of the local runtime (what moto does not do, or does leniently)."""

@@ -1,0 +1,1 @@
+"""Watch: probes, canaries, metrics, alarms and the readiness audit."""

@@ -1,0 +1,384 @@
+"""Canaries: resolve the record through every forwarder path from the client site and check the truth.
+
+One run = probe every path at once (each Resolver endpoint IP alone, every BIND forwarder, and the
+on-prem resolver that clients really use), compare the answers with the record's current value in
+Route 53 (the truth), and check that the node the answer names answers on its service port as
+itself. The result is plain data; ``metrics`` turns it into the datapoints that alarms watch.
+
+Time: a probe is bounded by the topology's ``canary.timeout_seconds`` as a whole (two UDP tries of
+half of it each), node checks by the same bound, and all of them run at once. A run therefore takes
+about its slowest probe: a silently dropping path costs one probe timeout, however many paths drop.
+
+IAM: route53:ListHostedZonesByName, route53:ListTagsForResources, route53:ListResourceRecordSets
+(reading the truth); dynamodb:GetItem on the state table (the inventory); cloudwatch:PutMetricData
+only when publishing without EMF.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from regionha import netguard
+from regionha.errors import ConfigurationError
+from regionha.topology import ONPREM, Topology, TopologyError, parse_topology
+from regionha.watch.probe import OK, WRONG_ANSWER, ProbeConfig, ProbeResult, probe_many
+
+DNS_PORT = 53
+# Each probe gets this many UDP tries inside its bound; the second catches a lost datagram, or an
+# on-prem BIND that needed a moment to give up on a dead forwarder (about 1.2 s, measured).
+_TRIES = 2
+
+# A host:port override for a path's DNS server or a node's service (CLI --server-map, tests).
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class CanaryTarget:
+    """One server to probe: ``path`` is the metric label, ``forwarder`` the forwarder path it tests."""
+
+    path: str
+    forwarder: str
+    server: str
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The record as Route 53 holds it now, and the node it names (None: no such node)."""
+
+    ip: str | None
+    ttl: int | None
+    node: str | None
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    ip: str
+    reachable: bool
+    name: str | None
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PathResult:
+    path: str
+    forwarder: str
+    outcome: str
+    answers: tuple[str, ...]
+    latency_ms: float
+    matches_truth: bool
+    node_reachable: bool
+    node: str | None
+    tcp: bool
+    rcode: str | None = None
+    tries: int = 0
+    error: str | None = None
+
+    @property
+    def success(self) -> bool:
+        """The whole promise of a path: it resolves, to the truth, and that node answers as itself."""
+        return self.outcome == OK and self.matches_truth and self.node_reachable
+
+    @property
+    def resolved(self) -> bool:
+        """The name resolved to addresses, right or wrong (a stale answer right after a failover is one)."""
+        return self.outcome in (OK, WRONG_ANSWER)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"answers": list(self.answers), "success": self.success}
+
+
+@dataclass(frozen=True)
+class CanaryRun:
+    deployment: str
+    started_at: float
+    duration_ms: float
+    truth: Truth
+    paths: tuple[PathResult, ...]
+    nodes: dict[str, NodeCheck] = field(default_factory=dict)
+
+    @property
+    def failover_healthy(self) -> bool:
+        """False when the record names an unhealthy node (or no node) while another node is healthy."""
+        healthy = {name for name, check in self.nodes.items() if check.reachable}
+        return self.truth.node in healthy or not healthy
+
+    @property
+    def onprem(self) -> PathResult | None:
+        return next((p for p in self.paths if p.forwarder == ONPREM), None)
+
+    @property
+    def all_succeeded(self) -> bool:
+        return all(p.success for p in self.paths)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "started_at": self.started_at,
+            "duration_ms": round(self.duration_ms, 1),
+            "truth": asdict(self.truth),
+            "failover_healthy": self.failover_healthy,
+            "all_succeeded": self.all_succeeded,
+            "paths": [p.to_json() for p in self.paths],
+            "nodes": {n: asdict(c) for n, c in self.nodes.items()},
+        }
+
+
+def canary_targets(topology: Topology) -> list[CanaryTarget]:
+    """Every forwarder path address separately (an ENI can fail alone), then the on-prem resolver."""
+    targets = []
+    for path in topology.forwarder_paths:
+        addresses = path.addresses()
+        for ip in addresses:
+            label = path.name if len(addresses) == 1 else f"{path.name}/{ip}"
+            targets.append(CanaryTarget(label, path.name, str(ip)))
+    targets.append(CanaryTarget(ONPREM, ONPREM, str(topology.client.dns_server.ip)))
+    return targets
+
+
+def client_source(topology: Topology) -> str:
+    """The client-site address the local runtime probes from: the first free host of the client network.
+
+    In AWS the canary's ENI has its own address; locally it needs a fixed one inside the client CIDR
+    so that security groups and network ACLs judge it as they would judge the client.
+    """
+    used = {topology.client.dns_server.ip}
+    hosts = topology.client.cidr.hosts()
+    for ip in hosts:
+        if int(ip) - int(topology.client.cidr.network_address) >= 4 and ip not in used:
+            return str(ip)
+    raise ValueError(f"client network {topology.client.cidr} has no free address")
+
+
+# --- the truth and the deployment ----------------------------------------------------------------------
+
+
+def truth_from_record(topology: Topology, record: dict[str, Any] | None) -> Truth:
+    if not record:
+        return Truth(None, None, None)
+    ip = ipaddress.IPv4Address(record["ip"])
+    node = next((n.name for n in topology.nodes if n.ip == ip), None)
+    return Truth(str(ip), record.get("ttl"), node)
+
+
+def read_truth(topology: Topology, clients: Any) -> Truth:
+    """The record's current value in Route 53 (``Truth(None, ...)`` when the zone or record is missing).
+
+    IAM: route53:ListHostedZonesByName, route53:ListTagsForResources, route53:ListResourceRecordSets.
+    """
+    from regionha.converge.dns import read_record
+
+    return truth_from_record(topology, read_record(topology, clients))
+
+
+def deployment_topology(clients: Any, table: str, region: str, deployment: str) -> Topology:
+    """The topology a build saved with its inventory; ``ConfigurationError`` when there was no build.
+
+    IAM: dynamodb:GetItem on the state table.
+    """
+    from regionha.inventory import load_inventory
+
+    inventory = load_inventory(clients, table, region, deployment)
+    if inventory is None or not inventory.get("topology"):
+        raise ConfigurationError(
+            f"no inventory for deployment {deployment} in table {table} ({region}): run a build first"
+        )
+    try:
+        return parse_topology(inventory["topology"], f"inventory of {deployment}")
+    except TopologyError as e:
+        raise ConfigurationError(str(e)) from e
+
+
+# --- one run -------------------------------------------------------------------------------------------
+
+
+def check_node(
+    ip: str, port: int, timeout: float, *, connect_to: str | None = None, source: str | None = None
+) -> NodeCheck:
+    """GET / on the node's service port: reachable, and which node it says it is.
+
+    ``ip`` is the node's address as the record names it; ``connect_to`` the address actually dialled
+    when that differs (its loopback image, an override); ``source`` the (cloud) address to check from,
+    a vantage point such as the peer region (its loopback image in local mode).
+    """
+    started = time.monotonic()
+    bind_to = (netguard.resolve_target(source), 0) if source else None
+    conn = http.client.HTTPConnection(
+        connect_to or netguard.resolve_target(ip), port, timeout=timeout, source_address=bind_to
+    )
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        body = resp.read(256).decode(errors="replace").strip()
+        ok = resp.status == 200
+        return NodeCheck(ip, ok, body if ok else None, (time.monotonic() - started) * 1000,
+                         None if ok else f"HTTP {resp.status}")
+    except (OSError, http.client.HTTPException) as e:
+        return NodeCheck(ip, False, None, (time.monotonic() - started) * 1000, f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
+
+
+def _known(what: str, given: Mapping[str, Address] | None, names: set[str]) -> dict[str, Address]:
+    unknown = sorted(set(given or {}) - names)
+    if unknown:
+        raise ConfigurationError(f"{what} override for unknown name(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(sorted(names))}")
+    return dict(given or {})
+
+
+def run_canary(
+    topology: Topology,
+    truth: Truth,
+    *,
+    timeout: float | None = None,
+    source: str | None = None,
+    port: int = DNS_PORT,
+    servers: Mapping[str, Address] | None = None,
+    node_addresses: Mapping[str, Address] | None = None,
+) -> CanaryRun:
+    """Probe every target and every node at once; a run takes about the slowest probe.
+
+    ``timeout`` bounds each probe and each node check as a whole (default: the topology's
+    ``canary.timeout_seconds``). ``source`` (a cloud address of the client site) is only used in local
+    mode, where the loopback image of the client must be the sender for ACLs and security groups to
+    apply. ``servers`` (path label -> host, port) and ``node_addresses`` (node name -> host, port)
+    redirect probes, e.g. to a port-forward from an on-prem host; hosts still pass the network guard.
+    An answer that is not a node's address is never dialled: it cannot be the node the record names.
+    """
+    bound = timeout or topology.canary.timeout_seconds
+    targets = canary_targets(topology)
+    server_of = _known("server", servers, {t.path for t in targets})
+    node_of = _known("node", node_addresses, {n.name for n in topology.nodes})
+    started_at, t0 = time.time(), time.monotonic()
+    expected = frozenset({truth.ip}) if truth.ip else frozenset()
+    src = netguard.resolve_target(source) if (source and netguard.local_mode_enabled()) else None
+    configs = {}
+    for t in targets:
+        host, dns_port = server_of.get(t.path, (t.server, port))
+        configs[t.path] = ProbeConfig(
+            name=topology.dns.record.name,
+            server=netguard.resolve_target(host),
+            port=dns_port,
+            timeout=bound / _TRIES,
+            lifetime=bound,
+            tries=_TRIES,
+            source=src,
+            expected=expected,
+        )
+    with ThreadPoolExecutor(max_workers=len(topology.nodes), thread_name_prefix="canary-node") as pool:
+        node_futures = {}
+        for n in topology.nodes:
+            host, node_port = node_of.get(n.name, (None, n.port))
+            connect_to = netguard.resolve_target(host) if host else None
+            node_futures[n.name] = pool.submit(check_node, str(n.ip), node_port, bound, connect_to=connect_to)
+        results: dict[str, ProbeResult] = probe_many(configs)
+        nodes = {name: f.result() for name, f in node_futures.items()}
+    name_of_ip = {str(n.ip): n.name for n in topology.nodes}
+    paths = []
+    for target in targets:
+        r = results[target.path]
+        answer = r.answers[0] if len(r.answers) == 1 else None
+        node = name_of_ip.get(answer) if answer else None
+        check = nodes.get(node) if node else None
+        paths.append(
+            PathResult(
+                path=target.path,
+                forwarder=target.forwarder,
+                outcome=r.outcome,
+                answers=r.answers,
+                latency_ms=round(r.latency_ms, 2),
+                matches_truth=bool(truth.ip) and r.answers == (truth.ip,),
+                # The node must answer as itself: an address reused by another host does not count.
+                node_reachable=bool(check and check.reachable and check.name == node),
+                node=node,
+                tcp=r.tcp,
+                rcode=r.rcode,
+                tries=r.tries,
+                error=r.error,
+            )
+        )
+    return CanaryRun(
+        deployment=topology.deployment,
+        started_at=started_at,
+        duration_ms=(time.monotonic() - t0) * 1000,
+        truth=truth,
+        paths=tuple(paths),
+        nodes=nodes,
+    )
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+NAMESPACE = "regionha"
+
+
+@dataclass(frozen=True)
+class Datapoint:
+    name: str
+    value: float
+    unit: str
+    dimensions: dict[str, str]
+
+
+def metrics(run: CanaryRun) -> list[Datapoint]:
+    """The datapoints of one run. Alarms and the dashboard watch exactly these names and dimensions.
+
+    Per path (Deployment, Path): PathSuccess, PathLatency, AnswerMatchesTruth, NodeReachable; and
+    PathOutcome = 1 with an extra Outcome dimension (the probe's label). Per node (Deployment, Node):
+    NodeUp, and RecordTarget = 1 for the node the record names, 0 for the others. Per deployment:
+    OnPremResolvable (the on-prem resolver answered with addresses, right or stale), OnPremMatchesTruth,
+    FailoverHealthy, CanaryHeartbeat (always 1: its absence is the signal) and CanaryDuration.
+    """
+    dep = {"Deployment": run.deployment}
+    points = []
+    for p in run.paths:
+        dims = dep | {"Path": p.path}
+        points += [
+            Datapoint("PathSuccess", float(p.success), "Count", dims),
+            Datapoint("PathLatency", p.latency_ms, "Milliseconds", dims),
+            Datapoint("AnswerMatchesTruth", float(p.matches_truth), "Count", dims),
+            Datapoint("NodeReachable", float(p.node_reachable), "Count", dims),
+            Datapoint("PathOutcome", 1.0, "Count", dims | {"Outcome": p.outcome}),
+        ]
+    for name, check in run.nodes.items():
+        dims = dep | {"Node": name}
+        points += [
+            Datapoint("NodeUp", float(check.reachable), "Count", dims),
+            Datapoint("RecordTarget", float(run.truth.node == name), "Count", dims),
+        ]
+    onprem = run.onprem
+    points += [
+        Datapoint("OnPremResolvable", float(bool(onprem and onprem.resolved)), "Count", dep),
+        Datapoint("OnPremMatchesTruth", float(bool(onprem and onprem.matches_truth)), "Count", dep),
+        Datapoint("FailoverHealthy", float(run.failover_healthy), "Count", dep),
+        Datapoint("CanaryHeartbeat", 1.0, "Count", dep),
+        Datapoint("CanaryDuration", round(run.duration_ms, 1), "Milliseconds", dep),
+    ]
+    return points
+
+
+def publish_cloudwatch(cloudwatch: Any, run: CanaryRun, *, timestamp: Any = None) -> int:
+    """PutMetricData for hosts outside Lambda (and the local runtime); returns the datapoint count.
+
+    IAM: cloudwatch:PutMetricData.
+    """
+    data = [
+        {
+            "MetricName": d.name,
+            "Value": d.value,
+            "Unit": d.unit,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in d.dimensions.items()],
+            **({"Timestamp": timestamp} if timestamp is not None else {}),
+        }
+        for d in metrics(run)
+    ]
+    for i in range(0, len(data), 500):  # the API's limit per call
+        cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 500])
+    return len(data)
