@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from regionha.aws import Clients
+from regionha.aws import stack_region as stack_region  # re-exported: handlers read it from here
 from regionha.errors import ConfigurationError
 from regionha.topology import Topology, TopologyError, load_topology, parse_topology
 
@@ -65,11 +66,6 @@ def task_from_event(event: dict[str, Any]) -> Task:
 def clients() -> Clients:
     """boto3 clients for handlers: the real endpoints on AWS, the emulator's when AWS_ENDPOINT_URL is set."""
     return Clients(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-
-
-def stack_region() -> str:
-    """The region the stack (state table, topics) lives in: the Lambda's own region."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "ap-southeast-1"
 
 
 def require_env(name: str) -> str:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from regionha.aws import stack_region
 from regionha.drill import faults
 from regionha.errors import ConfigurationError, RegionhaError, TransientError
 from regionha.watch import alarms as deployment_alarms
@@ -182,7 +183,7 @@ class DrillEnv:
             raise ConfigurationError("environment variable STATE_TABLE is not set (see template.yaml)")
         return cls(
             table=table,
-            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "ap-southeast-1",
+            region=stack_region(environ),
             bucket=environ.get("REPORTS_BUCKET") or None,
             topic=environ.get("NOTICES_TOPIC") or None,
             deployment=environ.get("DEPLOYMENT") or None,

@@ -674,10 +674,10 @@ def _checks_through_probe_function(topology: Topology, names: set[str], timeout:
     invocation makes every check fail, which refuses a failover rather than making a blind one.
     IAM: lambda:InvokeFunction on the canary function.
     """
-    from regionha.aws import Clients
+    from regionha.aws import Clients, stack_region
 
     function = os.environ["PROBE_FUNCTION"]
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = stack_region()
     payload = {
         "topology": topology.to_json(),
         "truth": {"ip": None, "ttl": None, "node": None},

@@ -31,9 +31,9 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from regionha.topology import (
+from regionha.topology.loader import Problem
+from regionha.topology.model import (
     Peering,
-    Problem,
     ResolverEndpointPath,
     Route,
     RouteTable,

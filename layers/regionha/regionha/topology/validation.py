@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol, TypeVar
 
-from regionha.topology import (
+from regionha.topology.loader import Problem
+from regionha.topology.model import (
     ONPREM,
     BindPath,
-    Problem,
     ResolverEndpointPath,
     Route,
     Subnet,

@@ -121,9 +121,9 @@ def _put_metric_data(
     timestamp: datetime | None,
 ) -> int:
     if cloudwatch is None:
-        from regionha.aws import Clients
+        from regionha.aws import Clients, stack_region
 
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = region or stack_region()
         cloudwatch = Clients().client("cloudwatch", region)
     data = [
         {
