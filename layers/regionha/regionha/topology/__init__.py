@@ -23,6 +23,7 @@ from regionha.topology.model import (
     BindPath,
     Canary,
     Client,
+    ClientSite,
     Dns,
     DnsServer,
     EndpointIp,
@@ -31,10 +32,13 @@ from regionha.topology.model import (
     GatewayEndpoint,
     Ingress,
     Instances,
+    Link,
     Model,
     Name,
     NatInstance,
     Node,
+    OnPremClient,
+    OnPremDnsServer,
     Peering,
     Record,
     ResolverEndpointPath,
@@ -48,9 +52,9 @@ from regionha.topology.model import (
 )
 
 __all__ = [
-    "DEFAULT_TOPOLOGY", "MAX_EXECUTION_INPUT_BYTES", "ONPREM", "BindPath", "Canary", "Client", "Dns",
-    "DnsServer", "EndpointIp", "Failover", "ForwarderPath", "GatewayEndpoint", "Ingress", "Instances",
-    "Model", "Name", "NatInstance", "Node", "Peering", "Problem", "Record", "ResolverEndpointPath", "Route",
-    "RouteTable", "SecurityGroup", "Subnet", "Topology", "TopologyError", "Vpc", "Waits", "_one_line",
-    "build_input", "load_topology", "parse_topology",
+    "DEFAULT_TOPOLOGY", "MAX_EXECUTION_INPUT_BYTES", "ONPREM", "BindPath", "Canary", "Client", "ClientSite",
+    "Dns", "DnsServer", "EndpointIp", "Failover", "ForwarderPath", "GatewayEndpoint", "Ingress", "Link",
+    "Instances", "Model", "Name", "NatInstance", "Node", "OnPremClient", "OnPremDnsServer", "Peering",
+    "Problem", "Record", "ResolverEndpointPath", "Route", "RouteTable", "SecurityGroup", "Subnet", "Topology",
+    "TopologyError", "Vpc", "Waits", "_one_line", "build_input", "load_topology", "parse_topology",
 ]

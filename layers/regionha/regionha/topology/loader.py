@@ -44,10 +44,14 @@ class TopologyError(ValueError):
 
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        before = loc[i - 1] if i else None
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("resolver_endpoint", "bind"):  # pydantic's discriminator tag, not a field
+        # pydantic's discriminator tags (a path's kind, the client site's kind), not fields
+        elif (isinstance(before, int) and part in ("resolver_endpoint", "bind")) or (
+            before == "client" and part in ("vpc", "onprem")
+        ):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -62,6 +66,11 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required field is missing"
+        elif e["type"] == "union_tag_invalid" and e["loc"] == ("client",):
+            ctx = e.get("ctx") or {}
+            kinds = ctx.get("expected_tags")
+            problems.append(Problem("client.kind", f"unknown kind {ctx.get('tag')!r} (one of {kinds})"))
+            continue
         problems.append(Problem(_loc(e["loc"]), msg))
     return problems
 

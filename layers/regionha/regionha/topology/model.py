@@ -10,7 +10,7 @@ import ipaddress
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from regionha.topology.names import canonical_name
 
@@ -34,12 +34,17 @@ class Subnet(Model):
 
 class Route(Model):
     destination: ipaddress.IPv4Network
-    # "igw", "nat" or "peering:<peering name>"
-    target: str = Field(pattern=r"^(igw|nat|peering:[A-Za-z0-9][A-Za-z0-9_.-]*)$")
+    # "igw", "nat", "peering:<peering name>" or "link:<client.links name>" (an on-prem site's given
+    # VPN / Direct Connect link: its virtual private gateway)
+    target: str = Field(pattern=r"^(igw|nat|(peering|link):[A-Za-z0-9][A-Za-z0-9_.-]*)$")
 
     @property
     def peering(self) -> str | None:
         return self.target.split(":", 1)[1] if self.target.startswith("peering:") else None
+
+    @property
+    def link(self) -> str | None:
+        return self.target.split(":", 1)[1] if self.target.startswith("link:") else None
 
 
 class RouteTable(Model):
@@ -166,10 +171,77 @@ class DnsServer(Model):
 
 
 class Client(Model):
+    """A client site regionha builds as a VPC (``kind: vpc``, the default): the reference's stand-in
+    for an on-prem network, with its DNS server on EC2 and peerings standing in for the VPN."""
+
+    kind: Literal["vpc"] = "vpc"
     name: Name
     vpc: Name
     cidr: ipaddress.IPv4Network
     dns_server: DnsServer
+
+    @property
+    def onprem(self) -> bool:
+        return False
+
+
+class OnPremDnsServer(Model):
+    """The on-prem resolver of a real site: the user's own DNS server (BIND, Unbound, Windows DNS),
+    which forwards the zone to the forwarder paths. regionha never builds it; it probes it."""
+
+    name: Name
+    ip: ipaddress.IPv4Address
+
+
+class Link(Model):
+    """A given VPN or Direct Connect link from the on-prem site to one cluster VPC.
+
+    regionha builds none of it: the customer gateway, VPN connection or Direct Connect virtual interface
+    exist and end on ``gateway_id``, a virtual private gateway the build attaches to ``vpc`` and the
+    teardown detaches (never deletes). ``routes``: the prefixes the on-prem router sends over this
+    link (its static routes or what BGP learnt), from which validation decides what the site reaches.
+    """
+
+    name: Name
+    kind: Literal["vpn", "direct_connect"]
+    vpc: Name
+    gateway_id: str = Field(pattern=r"^vgw-[0-9a-f]{8}([0-9a-f]{9})?$")
+    routes: list[ipaddress.IPv4Network] = Field(min_length=1)
+
+
+class OnPremClient(Model):
+    """A client site that is a real on-prem network (``kind: onprem``): no client VPC, no peering.
+
+    Its DNS server and the canary run on hosts the user owns (the canary as the on-prem agent,
+    ``regionha canary run --publish``, from ``canary_ip``); its links to the cluster VPCs are given.
+    """
+
+    kind: Literal["onprem"]
+    name: Name
+    cidr: ipaddress.IPv4Network
+    dns_server: OnPremDnsServer
+    # The host the on-prem agent runs on: the canary's source address, inside cidr.
+    canary_ip: ipaddress.IPv4Address
+    links: list[Link] = Field(min_length=1)
+
+    @property
+    def onprem(self) -> bool:
+        return True
+
+    def link(self, name: str) -> Link:
+        return next(lk for lk in self.links if lk.name == name)
+
+
+def _client_kind(value: Any) -> str:
+    # Topology files written before on-prem sites have no "kind": they are VPC client sites.
+    if isinstance(value, dict):
+        return str(value.get("kind", "vpc"))
+    return str(getattr(value, "kind", "vpc"))
+
+
+ClientSite = Annotated[
+    Annotated[Client, Tag("vpc")] | Annotated[OnPremClient, Tag("onprem")], Discriminator(_client_kind)
+]
 
 
 class Node(Model):
@@ -236,7 +308,7 @@ class Topology(Model):
     peerings: list[Peering] = []
     dns: Dns
     forwarder_paths: list[ForwarderPath] = Field(min_length=1)
-    client: Client
+    client: ClientSite
     nodes: list[Node] = Field(min_length=2)
     instances: Instances = Instances()
     waits: Waits = Waits()
@@ -257,8 +329,19 @@ class Topology(Model):
         return self.nodes[0]
 
     def bind_servers(self) -> list[BindPath | DnsServer]:
-        """Every BIND server on EC2: the regions' forwarder paths, then the on-prem resolver."""
-        return [p for p in self.forwarder_paths if p.kind == "bind"] + [self.client.dns_server]
+        """Every BIND server on EC2: the regions' forwarder paths, then the on-prem resolver when
+        regionha builds it (a VPC client site; a real on-prem site runs its own)."""
+        paths: list[BindPath | DnsServer] = [p for p in self.forwarder_paths if p.kind == "bind"]
+        return paths if self.client.onprem else [*paths, self.client.dns_server]
+
+    @property
+    def client_vpc(self) -> str | None:
+        """The client site's VPC, or None for a real on-prem site (it has none)."""
+        return None if self.client.onprem else self.client.vpc
+
+    def canary_source(self) -> ipaddress.IPv4Address | None:
+        """Where the canary probes from when the topology says so: an on-prem site's agent host."""
+        return self.client.canary_ip if self.client.onprem else None
 
     def region_of(self, vpc_name: str) -> str:
         return self.vpc(vpc_name).region
