@@ -27,6 +27,8 @@ def bind_instances(topology: Topology) -> list[dict[str, Any]]:
                 "instance_type": path.instance_type,
             }
         )
+    if topology.client.onprem:
+        return specs  # a real site's DNS server is the user's (docs/onprem.md)
     server = topology.client.dns_server
     specs.append(
         {
