@@ -27,8 +27,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     params = task.input
     if isinstance(params, PlaceCanary):
         outcomes, placement = place(task.topology, clients(), params.function_name)
-        if placement["status"] != "placed":
+        if placement["status"] == "pending":
             logger.warning("canary not in the client network yet", extra={"placement": placement})
+        elif placement["status"] == "agent":
+            logger.info("on-prem site: the canary runs there as the on-prem agent", extra={"placement": placement})
         return {**report(outcomes), "placement": placement}
     if isinstance(params, UnplaceCanary):
         return report(require_canary_unplaced(task.topology, clients(), params.function_name))

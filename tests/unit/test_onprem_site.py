@@ -124,3 +124,128 @@ def test_a_link_route_needs_an_onprem_site():
 def test_the_onprem_label_stays_reserved_on_a_real_site(name):
     found = problems_after(lambda d: d["forwarder_paths"][1].update(name=name))
     assert any(f == "forwarder_paths[1].name" and "is reserved" in m for f, m in found), found
+
+
+# --- the build and teardown state machines on an on-prem site (moto, in process) --------------------
+
+TOKYO, OSAKA, SINGAPORE = "ap-northeast-1", "ap-northeast-3", "ap-southeast-1"
+
+
+@pytest.fixture
+def stack(moto_aws):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from inprocess import handlers_in_process
+
+    with handlers_in_process() as (stack, _invocations):
+        yield stack
+
+
+def given_links(data: dict) -> dict[str, str]:
+    """The user's side: a virtual private gateway per link, made before the build (links are given)."""
+    import boto3
+
+    made = {}
+    for link in data["client"]["links"]:
+        region = TOKYO if link["vpc"] == "tokyo" else OSAKA
+        gateway = boto3.client("ec2", region_name=region).create_vpn_gateway(Type="ipsec.1")["VpnGateway"]
+        link["gateway_id"] = made[link["name"]] = gateway["VpnGatewayId"]
+    return made
+
+
+def run(stack, logical_id: str, payload: dict, name: str) -> dict:
+    import json
+    import time
+
+    import boto3
+
+    sfn = boto3.client("stepfunctions", region_name=SINGAPORE)
+    arn = sfn.start_execution(stateMachineArn=stack.physical_id(logical_id), name=name,
+                              input=json.dumps(payload))["executionArn"]
+    deadline = time.monotonic() + 180
+    while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "execution did not finish"
+        time.sleep(0.05)
+    return desc
+
+
+def _gateway(region: str, gateway_id: str) -> dict:
+    import boto3
+
+    return boto3.client("ec2", region_name=region).describe_vpn_gateways(VpnGatewayIds=[gateway_id])["VpnGateways"][0]
+
+
+def _mine(region: str, deployment: str) -> dict[str, list[str]]:
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=region)
+    f = [{"Name": "tag:regionha:deployment", "Values": [deployment]}]
+    return {k: v for k, v in {
+        "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]],
+        "subnets": [s["SubnetId"] for s in ec2.describe_subnets(Filters=f)["Subnets"]],
+        "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=f)["Reservations"]
+                      for i in r["Instances"] if i["State"]["Name"] != "terminated"],
+        "peerings": [p["VpcPeeringConnectionId"] for p in ec2.describe_vpc_peering_connections()
+                     ["VpcPeeringConnections"] if p["Status"]["Code"] not in ("deleted", "rejected")
+                     and {"Key": "regionha:deployment", "Value": deployment} in p.get("Tags", [])],
+    }.items() if v}
+
+
+def test_the_build_makes_no_client_vpc_attaches_the_given_links_and_teardown_detaches_them(stack):
+    import boto3
+
+    data = copy.deepcopy(SITE)
+    data["waits"] = {"poll_seconds": 0, "max_polls": 60}
+    gateways = given_links(data)
+    payload = {"topology": data}
+
+    build = run(stack, "BuildStateMachine", payload, "site-build")
+
+    assert build["status"] == "SUCCEEDED", build.get("cause")
+    # Nothing in the stack's own region (the reference's client VPC lived there), one peering in all.
+    assert _mine(SINGAPORE, "regionha-site") == {}
+    built = {region: _mine(region, "regionha-site") for region in (TOKYO, OSAKA)}
+    assert [len(built[r]["vpcs"]) for r in (TOKYO, OSAKA)] == [1, 1]
+    assert len(set(built[TOKYO].get("peerings", []) + built[OSAKA].get("peerings", []))) == 1
+    names = {t["Value"] for region in (TOKYO, OSAKA)
+             for r in boto3.client("ec2", region_name=region).describe_instances(
+                 Filters=[{"Name": "tag:regionha:deployment", "Values": ["regionha-site"]}])["Reservations"]
+             for i in r["Instances"] for t in i.get("Tags", []) if t["Key"] == "regionha:name"}
+    assert "hq-dns" not in names and {"osaka-bind", "Server-A", "Server-B"} <= names
+    for region, link, vpc_id in ((TOKYO, "tokyo-vpn", built[TOKYO]["vpcs"][0]),
+                                 (OSAKA, "osaka-dx", built[OSAKA]["vpcs"][0])):
+        attached = [(a["VpcId"], a["State"]) for a in _gateway(region, gateways[link])["VpcAttachments"]]
+        assert attached == [(vpc_id, "attached")], (link, attached)
+        tables = boto3.client("ec2", region_name=region).describe_route_tables(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                     {"Name": "tag:regionha:deployment", "Values": ["regionha-site"]}])["RouteTables"]
+        to_site = {r.get("GatewayId") for t in tables for r in t["Routes"]
+                   if r.get("DestinationCidrBlock") == "10.62.0.0/16"}
+        assert len(tables) == 3 and to_site == {gateways[link]}, (link, to_site)
+
+    again = run(stack, "BuildStateMachine", payload, "site-build-2")
+    assert again["status"] == "SUCCEEDED", again.get("cause")
+
+    gone = run(stack, "TeardownStateMachine", payload, "site-teardown")
+
+    assert gone["status"] == "SUCCEEDED", gone.get("cause")
+    assert {r: _mine(r, "regionha-site") for r in (TOKYO, OSAKA, SINGAPORE)} == {TOKYO: {}, OSAKA: {}, SINGAPORE: {}}
+    # The user's gateways are still there, detached: given, not ours to delete.
+    for region, link in ((TOKYO, "tokyo-vpn"), (OSAKA, "osaka-dx")):
+        gateway = _gateway(region, gateways[link])
+        assert gateway["State"] == "available"
+        assert {a["State"] for a in gateway.get("VpcAttachments", [])} <= {"detached"}
+
+
+def test_a_build_with_a_gateway_that_does_not_exist_fails_naming_the_link(stack):
+    data = copy.deepcopy(SITE)
+    data["waits"] = {"poll_seconds": 0, "max_polls": 5}
+    given_links(data)
+    data["client"]["links"][1]["gateway_id"] = "vgw-0123abcd"
+
+    build = run(stack, "BuildStateMachine", {"topology": data}, "site-no-gateway")
+
+    assert build["status"] == "FAILED"
+    assert "client.links[1].gateway_id: virtual private gateway vgw-0123abcd of link osaka-dx is not found" in \
+        build.get("cause", ""), build.get("cause")
