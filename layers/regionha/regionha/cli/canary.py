@@ -109,7 +109,7 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from regionha import netguard
-    from regionha.aws import Clients
+    from regionha.aws import Clients, stack_region
     from regionha.cli import _report, default_topology_path, read_topology
     from regionha.errors import ConfigurationError
     from regionha.topology import TopologyError
@@ -134,7 +134,13 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
         runs = args.count
 
     netguard.install_socket_guard()  # in local mode, nothing but loopback; elsewhere a no-op
-    region = args.region or topology.region_of(topology.client.vpc)
+    region = args.region or (topology.region_of(topology.client_vpc) if topology.client_vpc else None)
+    if region is None and args.publish:
+        try:  # a real on-prem site has no client VPC: the stack's region (AWS_REGION, the profile)
+            region = stack_region()
+        except ConfigurationError as e:
+            print(f"regionha canary run: {e}; give --region", file=sys.stderr)
+            return EXIT_INVALID
     if not netguard.local_mode_enabled():
         print(real_network_notice(topology, servers, nodes, read_record=expect is None,
                                   publish_region=region if args.publish else None), file=sys.stderr, flush=True)

@@ -229,6 +229,9 @@ def _expected_target(topology: Topology, vpc: Vpc, route: Any, seen: dict[str, A
     if route.target == "nat":
         nat = vpc.nat_instance.name if vpc.nat_instance else "?"
         return (instances.get(nat) or {}).get("eni"), f"NAT instance {nat}"
+    if route.link is not None:  # an on-prem site's given link: its virtual private gateway
+        link = topology.client.link(route.link)
+        return link.gateway_id, f"link {link.name} ({link.gateway_id})"
     name = route.peering
     peer = next((v.name for v in topology.vpcs if v.name != vpc.name
                  and v.cidr.overlaps(ipaddress.ip_network(route.destination))), "?")
@@ -309,9 +312,10 @@ def expected_instances(topology: Topology) -> list[dict[str, Any]]:
            for n in topology.nodes]
     out += [{"name": p.name, "vpc": p.vpc, "subnet": p.subnet, "ip": str(p.ip), "sg": p.security_group, "nat": False}
             for p in topology.forwarder_paths if p.kind == "bind"]
-    server = topology.client.dns_server
-    out.append({"name": server.name, "vpc": topology.client.vpc, "subnet": server.subnet, "ip": str(server.ip),
-                "sg": server.security_group, "nat": False})
+    if topology.client_vpc is not None:  # a real on-prem site's DNS server is the user's
+        server = topology.client.dns_server
+        out.append({"name": server.name, "vpc": topology.client.vpc, "subnet": server.subnet, "ip": str(server.ip),
+                    "sg": server.security_group, "nat": False})
     out += [{"name": v.nat_instance.name, "vpc": v.name, "subnet": v.nat_instance.subnet, "ip": None,
              "sg": f"{v.nat_instance.name}-sg", "nat": True} for v in topology.vpcs if v.nat_instance]
     return out
