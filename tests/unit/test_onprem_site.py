@@ -44,7 +44,8 @@ def test_the_shipped_site_is_valid_with_no_client_vpc_and_no_warning():
     # Only the regions' BIND forwarder is regionha's to build: the on-prem DNS server is the user's.
     assert [s.name for s in site.bind_servers()] == ["osaka-bind"]
     assert str(site.canary_source()) == "10.62.10.20"
-    assert topology_warnings(site) == []
+    # One warning, and no other: what an on-prem site cannot do yet (docs/onprem.md).
+    assert [(w.field, "failovers are refused" in w.message) for w in topology_warnings(site)] == [("client.kind", True)]
 
 
 def test_a_file_without_client_kind_is_a_vpc_client_site_as_before():
@@ -249,3 +250,26 @@ def test_a_build_with_a_gateway_that_does_not_exist_fails_naming_the_link(stack)
     assert build["status"] == "FAILED"
     assert "client.links[1].gateway_id: virtual private gateway vgw-0123abcd of link osaka-dx is not found" in \
         build.get("cause", ""), build.get("cause")
+
+
+def test_the_scheduled_lambda_canary_leaves_an_onprem_site_to_its_agent(monkeypatch):
+    # From outside the site every path would fail and fire the alarms the agent's results clear.
+    import importlib.util
+
+    from regionha.watch import canary
+
+    monkeypatch.setenv("DEPLOYMENT", "regionha-site")
+    monkeypatch.setenv("STATE_TABLE", "t")
+    monkeypatch.setenv("CANARY_FUNCTION", "f")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # any AWS call would fail
+    monkeypatch.setattr(canary, "deployment_topology", lambda *a: load_topology(SITE_FILE))
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("dispatch_canary_app", root / "functions/dispatch_canary/app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class Context:
+        function_name, memory_limit_in_mb, aws_request_id = "f", 128, "r"
+        invoked_function_arn = "arn:aws:lambda:ap-southeast-1:123456789012:function:f"
+
+    assert "on-prem agent" in module.lambda_handler({}, Context())["skipped"]
