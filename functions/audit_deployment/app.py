@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
-from regionha.payload import clients, require_env, stack_region
+from regionha.payload import clients, parse_scheduled, require_env, stack_region
 from regionha.watch import audit, canary, metrics
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    parse_scheduled(event, "AuditDeployment")
     aws, region = clients(), stack_region()
     table, deployment = require_env("STATE_TABLE"), require_env("DEPLOYMENT")
     topology = canary.deployment_topology(aws, table, region, deployment)

@@ -54,6 +54,8 @@ class Context:
         ("place_canary", {"action": "place", "function_name": ""}, "function_name: String should have at least"),
         ("save_inventory", {"inventory": {}}, "SaveInventory: inventory: unknown key"),
         ("validate_topology", {"input": {"topolgy": {}}}, "ValidateTopology: topolgy: unknown key"),
+        ("audit_deployment", {"detail-type": "EC2 Instance State-change Notification"},
+         "AuditDeployment: detail-type: Input should be 'Scheduled Event'"),
     ],
 )
 def test_a_bad_task_input_is_a_configuration_error_naming_the_field(function, event, message, monkeypatch):
@@ -68,6 +70,16 @@ def test_a_typo_in_the_execution_input_no_longer_builds_the_reference():
     # {"topolgy": ...} used to be ignored, so the build went on with the shipped reference.
     with pytest.raises(ConfigurationError, match="topolgy: unknown key"):
         parse_task({"topolgy": {"deployment": "mine"}}, payload.NoParams, "ValidateTopology")
+
+
+def test_a_scheduled_run_is_eventbridges_scheduled_event_or_a_run_by_hand():
+    event = {"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
+             "account": "123456789012", "time": "2026-11-30T15:00:00Z", "region": "ap-southeast-1",
+             "resources": ["arn:aws:events:ap-southeast-1:123456789012:rule/r"], "detail": {}}
+    assert payload.parse_scheduled(event, "t").time == "2026-11-30T15:00:00Z"
+    assert payload.parse_scheduled({}, "t").detail_type is None
+    with pytest.raises(ConfigurationError, match="source: Input should be 'aws.events'"):
+        payload.parse_scheduled({**event, "source": "aws.ec2"}, "t")
 
 
 def test_each_task_reads_its_typed_parameters():

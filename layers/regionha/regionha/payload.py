@@ -127,6 +127,27 @@ class TeardownVpc(Params):
 
 TeardownTask = Annotated[TeardownFamily | TeardownVpc, Field(discriminator="family")]
 
+class ScheduledRun(BaseModel):
+    """AuditDeployment's input: EventBridge's "Scheduled Event" (its ``time``: when the schedule
+    fired), or ``{}`` for a run by hand. Anything else is a wiring mistake, refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    detail_type: Literal["Scheduled Event"] | None = Field(default=None, alias="detail-type")
+    source: Literal["aws.events"] | None = None
+    time: str | None = None
+
+
+def parse_scheduled(event: Any, task: str) -> ScheduledRun:
+    """``event`` as a scheduled run of ``task``; ConfigurationError naming the field otherwise."""
+    if not isinstance(event, dict):
+        raise ConfigurationError(f"{task}: input must be a JSON object, not {type(event).__name__}")
+    try:
+        return _adapter(ScheduledRun).validate_python(event)
+    except ValidationError as e:
+        raise ConfigurationError(f"{task}: " + "; ".join(_problems(e, tagged=False))) from e
+
+
 # --- reading an event ----------------------------------------------------------------------------
 
 P = TypeVar("P")
