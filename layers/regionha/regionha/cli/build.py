@@ -112,7 +112,9 @@ def conclude(out: Out, kind: str, document: dict[str, Any]) -> int:
         counts = ", ".join(f"{v} {k}" for k, v in sorted(document["summary"].items()))
         out.text(f"{kind} SUCCEEDED{took}" + (f": {counts}" if counts else ""), "bold green")
         placement = ((document.get("output") or {}).get("canary") or {}).get("placement") or {}
-        if kind == "build" and placement.get("status") not in (None, "placed"):
+        if kind == "build" and placement.get("status") == "agent":  # an on-prem site (docs/onprem.md)
+            out.text(f"on-prem site: {placement.get('command')}", "yellow")
+        elif kind == "build" and placement.get("status") not in (None, "placed"):
             # CloudFormation owns the canary's VpcConfig: one stack update puts it in the client network.
             out.text(f"canary not in the client network yet; run once: {placement.get('command')}", "yellow")
         return EXIT_OK
