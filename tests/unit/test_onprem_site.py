@@ -273,3 +273,4 @@ def test_the_scheduled_lambda_canary_leaves_an_onprem_site_to_its_agent(monkeypa
         invoked_function_arn = "arn:aws:lambda:ap-southeast-1:123456789012:function:f"
 
     assert "on-prem agent" in module.lambda_handler({}, Context())["skipped"]
+

@@ -242,6 +242,10 @@ class LocalRuntime:
         self.workdir = Path(workdir) if workdir else Path("/tmp") / f"regionha-local-{os.getpid()}"
         self.progress = progress
         self.reconcile_interval = reconcile_interval
+        if topology.client_vpc is None:
+            # Its routing over given links, the user's DNS server and the on-prem agent are not emulated yet.
+            raise ConfigurationError("the local runtime does not run a real on-prem client site (client.kind: "
+                                     "onprem) yet: see docs/onprem.md, 'Not yet'")
         self.region = topology.region_of(topology.client.vpc)
         self.aws: Any = None
         self.stack: Any = None
