@@ -285,13 +285,12 @@ def build_world(topology, clients: Clients) -> World:
 
 
 @pytest.fixture
-def local_only():
+def local_only(monkeypatch):
     """Local mode and the socket guard: anything but loopback raises instead of leaving the machine."""
-    netguard.enable_local_mode()
+    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
     netguard.install_socket_guard()
     yield
     netguard.uninstall_socket_guard()
-    netguard.disable_local_mode()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from typing import Any
 
 from regionha import bind, netguard
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
+from regionha.environment import Environment
 from regionha.errors import ConfigurationError
 from regionha.topology import BindPath, DnsServer, Topology
 from regionha.watch.canary import canary_targets, client_source
@@ -253,6 +254,8 @@ class LocalRuntime:
         self.resolvers: list[Any] = []
         self.nodes: dict[str, Any] = {}
         self.clock: Any = None
+        # Variables every emulated function (and this process) gets: regionha.environment's, the sink.
+        self.sandbox: dict[str, str] = {}
         self.bus: Any = None
         self.schedules: Any = None
         self.emitter: Any = None
@@ -288,7 +291,6 @@ class LocalRuntime:
         from regionha.local.host.network import LocalNetwork
         from regionha.local.host.nodes import NodeService
         from regionha.local.world import World
-        from regionha.watch import metrics
 
         self._started = True
         try:
@@ -301,17 +303,19 @@ class LocalRuntime:
                 f"network namespace {self.netns.name}: loopback only "
                 f"(enter it with `regionha local exec -- CMD` or `ip netns exec {self.netns.name} CMD`)"
             )
-            netguard.enable_local_mode()
-            netguard.install_socket_guard()
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            for key, value in {
-                netguard.LOCAL_ENV: "1",
+            # What differs locally is handed to the product as its environment (regionha.environment):
+            # local addressing and one emulated clock, set on every emulated function below and on this
+            # process (its socket guard, and what `regionha local exec` runs).
+            self.clock = CompressedClock(self.compression)
+            self.sandbox = {
+                **Environment(local=True, clock=self.clock).variables(),
                 "REGIONHA_METRICS_SINK": "cloudwatch",
                 "POWERTOOLS_TRACE_DISABLED": "true",
-                "AWS_REGION": self.region,
-                "AWS_DEFAULT_REGION": self.region,
-            }.items():
+            }
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            for key, value in {**self.sandbox, "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}.items():
                 self._setenv(key, value)
+            netguard.install_socket_guard()
 
             self.progress("starting the emulated AWS (moto server with our Lambda handlers)")
             self.aws = LocalAws().start()
@@ -320,6 +324,7 @@ class LocalRuntime:
                 stack_name=STACK_NAME,
                 region=self.region,
                 parameters={"Deployment": self.topology.deployment},
+                sandbox=self.sandbox,
             )
             self.clients = self.aws.clients()
             self.progress(
@@ -328,8 +333,6 @@ class LocalRuntime:
                 f"{len(self.stack.alarms)} alarms"
             )
 
-            self.clock = CompressedClock(self.compression)
-            metrics.set_clock(self.clock.now, self.clock.real_seconds)
             self.network = LocalNetwork(self.netns.directory / "localnet")
             self.nodes = {
                 n.name: NodeService(n.name, netguard.to_local(n.ip), n.port) for n in self.topology.nodes
@@ -408,11 +411,7 @@ class LocalRuntime:
         if self.aws is not None:
             _safely(self.aws.wait_for_events, 10)
             _safely(self.aws.stop)
-        from regionha.watch import metrics
-
-        metrics.set_clock(None)
         netguard.uninstall_socket_guard()
-        netguard.disable_local_mode()
         if self.netns is not None:
             # Deleting the namespace removes whatever address, qdisc or process a failed stop left.
             _safely(self.netns.leave)
