@@ -216,27 +216,3 @@ def test_bytes_hosts_are_read_as_names_not_packed_addresses(guarded: Tripwire) -
         assert s.getsockname()[1] == 0
     assert guarded.reached == []
 
-
-@pytest.mark.parametrize("server", ["node", "emulated-aws"])
-def test_local_http_servers_bind_without_reverse_lookups(monkeypatch, server):
-    # glibc would send these lookups to /etc/resolv.conf's nameserver, below the socket guard.
-    def lookup(*args):
-        raise AssertionError(f"name lookup {args}")
-
-    for name in ("getfqdn", "gethostbyaddr", "gethostbyname", "gethostbyname_ex", "getnameinfo"):
-        monkeypatch.setattr(socket, name, lookup)
-    if server == "node":
-        from regionha.local.host.nodes import NodeService
-
-        node = NodeService("node-a", "127.0.0.1", 0)
-        node.start()
-        node.stop()
-        assert node.port > 0
-    else:
-        from regionha.local.aws.server import _request_handler, _Server
-
-        wsgi = _Server("127.0.0.1", 0, lambda environ, start: [], _request_handler())
-        try:
-            assert wsgi.server_name == "127.0.0.1"
-        finally:
-            wsgi.server_close()
