@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSResponse
 
 from regionha.aws import Clients
 from regionha.local.aws import route53 as twin_route53
-from regionha.local.aws.alarms import ALARM, INSUFFICIENT_DATA, OK, evaluate_range
+from regionha.local.aws.alarm_rules import ALARM, INSUFFICIENT_DATA, OK, evaluate_range
 from regionha.local.aws.event_patterns import pattern_matches
 from regionha.local.aws.iam import LocalIam
 from regionha.local.aws.lambdas import HandlerRegistry
