@@ -31,7 +31,8 @@ from regionha.local.aws.alarm_rules import ALARM, INSUFFICIENT_DATA, OK, evaluat
 from regionha.local.aws.event_patterns import pattern_matches
 from regionha.local.aws.iam import LocalIam
 from regionha.local.aws.lambdas import HandlerRegistry
-from regionha.local.aws.provision import Stack, load_template, provision, translate
+from regionha.local.aws.provision import Stack, provision
+from regionha.local.aws.sam import load_template, translate
 from regionha.local.aws.server import LocalAws
 from regionha.local.host.nodes import NodeService
 from regionha.local.host.routing import fix_moto_endpoint_routes

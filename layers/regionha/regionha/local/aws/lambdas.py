@@ -42,7 +42,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from regionha.errors import ConfigurationError
-from regionha.local.aws.provision import DEFAULT_REGION, translate
+from regionha.local.aws.sam import DEFAULT_REGION, translate
 
 if TYPE_CHECKING:
     from regionha.local.aws.provision import Stack
