@@ -34,9 +34,10 @@ from regionha.local.aws.lambdas import HandlerRegistry
 from regionha.local.aws.provision import Stack, provision
 from regionha.local.aws.sam import load_template, translate
 from regionha.local.aws.server import LocalAws
+from regionha.local.aws.vpc_rules import nacl_allows
 from regionha.local.host.nodes import NodeService
 from regionha.local.host.routing import fix_moto_endpoint_routes
-from regionha.local.world import World, dns_targets, nacl_allows
+from regionha.local.world import World, dns_targets
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "template.yaml"
