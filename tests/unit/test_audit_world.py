@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import boto3
@@ -23,45 +22,19 @@ from regionha.topology import load_topology
 from regionha.watch import audit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inprocess import STACK_REGION, handlers_in_process  # noqa: E402
+from inprocess import STACK_REGION, build_reference, stack_in_process  # noqa: E402
 
 TOKYO, OSAKA = "ap-northeast-1", "ap-northeast-3"
 DEP = "regionha-ref"
 READ_PREFIXES = ("Describe", "Get", "List", "Query", "Scan")
 
 
-def build(stack) -> dict:
-    topology = load_topology()
-    fast = topology.model_copy(update={"waits": topology.waits.model_copy(update={"poll_seconds": 0})})
-    sfn = boto3.client("stepfunctions", region_name=STACK_REGION)
-    arn = sfn.start_execution(stateMachineArn=stack.physical_id("BuildStateMachine"), name=f"b-{uuid.uuid4().hex[:8]}",
-                              input=json.dumps({"topology": fast.to_json()}))["executionArn"]
-    deadline = time.monotonic() + 120
-    while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "build did not finish"
-        time.sleep(0.05)
-    assert desc["status"] == "SUCCEEDED", desc.get("cause")
-    return desc
-
-
 @pytest.fixture(scope="module")
 def built():
     """The reference deployment built once; yields (stack, topology, table)."""
-    from moto import mock_aws
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": STACK_REGION,
-                           "AWS_EC2_METADATA_DISABLED": "true"}.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        import composites
-
-        # moto has no composite alarms: the local runtime's evaluator holds them (tests/composites.py).
-        with mock_aws(config=config), handlers_in_process() as (stack, _), composites.installed((STACK_REGION,)):
-            build(stack)
-            yield stack, load_topology(), stack.physical_id("StateTable")
+    with stack_in_process() as (stack, _):
+        build_reference(stack)
+        yield stack, load_topology(), stack.physical_id("StateTable")
 
 
 def findings(built) -> list[audit.Finding]:
@@ -236,7 +209,7 @@ def test_a_clean_build_has_no_finding_and_the_audit_only_reads(built):
 
 
 def function_actions() -> set[str]:
-    from regionha.local.aws.provision import load_template
+    from inprocess import load_template
 
     policies = load_template(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"][
         "AuditDeploymentFunction"]["Properties"]["Policies"]
@@ -271,7 +244,7 @@ def test_a_deleted_peering_is_found_and_a_new_build_converges_it(built):
     found = findings(built)
 
     assert ("peering-missing", "peering tokyo-osaka") in [(f.kind, f.resource) for f in found]
-    build(stack)
+    build_reference(stack)
     assert findings(built) == []
 
 

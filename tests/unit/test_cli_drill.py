@@ -400,7 +400,7 @@ def test_progress_names_the_state_a_task_failed_in() -> None:
 
 
 def test_against_a_local_runtime_state_file(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from regionha.local.aws.server import LocalAws
+    from inprocess import LocalAws
 
     with LocalAws() as aws:
         endpoint = aws.endpoint_url

@@ -13,12 +13,12 @@ from pathlib import Path
 import boto3
 import pytest
 
+from inprocess import nacl_allows
 from regionha import drill
 from regionha.aws import Clients, tag_spec
 from regionha.drill import CUT, Drill, DrillEnv, DrillSettings, Round
 from regionha.drill import faults as drill_faults
 from regionha.errors import ConfigurationError
-from regionha.local.world import nacl_allows
 from regionha.topology import Failover
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,7 +170,7 @@ def test_every_task_retries_transient_errors_and_catches_into_restore_or_onwards
 
 
 def test_the_drill_watches_the_deployments_own_alarms_and_the_stacks():
-    from regionha.local.aws.provision import load_template
+    from inprocess import load_template
     from regionha.topology import load_topology
     from regionha.watch.alarms import critical_members, watched_alarm_names
 

@@ -14,10 +14,8 @@ moto keeps the AWS state but moves no packet. ``World.reconcile()`` reads that s
   its subnet had egress to the Amazon Linux repositories (S3 in its region) when it first booted
   (``package_install``); without them its named never starts.
 
-The security group and network ACL rules are evaluated by pure functions (``sg_allows``,
-``nacl_allows``) with AWS's semantics: security groups are a union of allows; a network ACL's
-entries are taken in rule-number order, the first match decides, anything unmatched is denied.
-A source network is allowed only if *every* address in it is allowed.
+The security group and network ACL rules are evaluated with EC2's semantics by the pure functions
+of :mod:`regionha.local.aws.vpc_rules`.
 """
 
 from __future__ import annotations
@@ -25,11 +23,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from regionha.aws import Clients, deployment_filter
+from regionha.local.aws.vpc_rules import Network, Proto, nacl_allows, sg_allows
 from regionha.local.host.network import Flow, LocalNetwork
 from regionha.local.host.nodes import NodeService
 from regionha.local.host.routing import OPEN, Routing, fix_moto_endpoint_routes
@@ -38,84 +37,10 @@ from regionha.topology import Node, Topology
 
 logger = logging.getLogger(__name__)
 
-Proto = Literal["udp", "tcp"]
 DNS_PORT = 53
 DNS_PROTOCOLS: tuple[Proto, ...] = ("udp", "tcp")
-_PROTOCOL_NUMBERS = {"tcp": "6", "udp": "17", "icmp": "1"}
 # An endpoint in these states answers queries on its addresses.
 _ANSWERING_ENDPOINT = {"OPERATIONAL", "UPDATING", "AUTO_RECOVERING", "ACTION_NEEDED"}
-
-Network = ipaddress.IPv4Network
-
-
-# --- rule evaluation (pure) -------------------------------------------------------------------------
-
-
-def _protocol_matches(rule_protocol: Any, proto: str) -> bool:
-    rule = str(rule_protocol).lower()
-    return rule in ("-1", "all") or rule == proto or rule == _PROTOCOL_NUMBERS.get(proto)
-
-
-def _port_in(low: Any, high: Any, port: int) -> bool:
-    # Absent or -1 bounds mean every port (all-protocol rules carry none).
-    if low is None or high is None or int(low) == -1:
-        return True
-    return int(low) <= port <= int(high)
-
-
-def _subtract(parts: list[Network], cidr: Network) -> list[Network]:
-    """``parts`` minus ``cidr`` (two CIDR blocks either nest or are disjoint)."""
-    out: list[Network] = []
-    for p in parts:
-        if not p.overlaps(cidr):
-            out.append(p)
-        elif not p.subnet_of(cidr):
-            out.extend(p.address_exclude(cidr))
-    return out
-
-
-def sg_allows(permissions: Iterable[Mapping[str, Any]], source: Network, proto: Proto, port: int) -> bool:
-    """Do security group ingress ``IpPermissions`` (as DescribeSecurityGroups returns them) let every
-    address of ``source`` reach ``proto``/``port``? Group-to-group pairs and prefix lists cannot name a
-    client site in another region, so only ``IpRanges`` count."""
-    undecided = [source]
-    for perm in permissions:
-        if not _protocol_matches(perm.get("IpProtocol"), proto):
-            continue
-        if not _port_in(perm.get("FromPort"), perm.get("ToPort"), port):
-            continue
-        for r in perm.get("IpRanges", []):
-            undecided = _subtract(undecided, ipaddress.IPv4Network(r["CidrIp"], strict=False))
-            if not undecided:
-                return True
-    return False
-
-
-def nacl_allows(
-    entries: Iterable[Mapping[str, Any]], source: Network, proto: Proto, port: int, egress: bool = False
-) -> bool:
-    """Does a network ACL (``Entries`` of DescribeNetworkAcls) let every address of ``source`` through
-    in one direction? Rule-number order, first match wins, an unmatched packet is denied."""
-    undecided = [source]
-    ordered = sorted(
-        (e for e in entries if bool(e.get("Egress")) == egress and e.get("CidrBlock")),
-        key=lambda e: int(e["RuleNumber"]),
-    )
-    for e in ordered:
-        if not _protocol_matches(e.get("Protocol"), proto):
-            continue
-        port_range = e.get("PortRange") or {}
-        if not _port_in(port_range.get("From"), port_range.get("To"), port):
-            continue
-        cidr = ipaddress.IPv4Network(e["CidrBlock"], strict=False)
-        if not any(p.overlaps(cidr) for p in undecided):
-            continue
-        if e.get("RuleAction") != "allow":
-            return False
-        undecided = _subtract(undecided, cidr)
-        if not undecided:
-            return True
-    return False
 
 
 # --- what the client site must reach ----------------------------------------------------------------
