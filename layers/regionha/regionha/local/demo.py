@@ -24,7 +24,7 @@ from typing import Any
 
 from regionha import netguard
 from regionha.aws import deployment_filter
-from regionha.cli.aws import details, new_events, outcome_counts
+from regionha.cli.executions import details, new_events, outcome_counts
 from regionha.converge.dns import read_record
 from regionha.topology import Topology
 from regionha.watch.alarms import (
