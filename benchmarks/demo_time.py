@@ -7,6 +7,7 @@ its recovery seconds per path). Prints figures; asserts nothing. Needs root, lik
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -19,6 +20,8 @@ from regionha.topology import load_topology
 
 
 def main() -> int:
+    # As `regionha local demo` runs it: the handlers log errors only (their JSON lines cost time too).
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--compression", type=float, default=20.0)

@@ -110,3 +110,24 @@ def test_output_json_prints_the_state_document_on_stdout(tmp_path: Path, capsys,
     assert state["endpoint_url"].startswith("http://127.") and state["netns"].startswith("regionha-")
     assert "up; Ctrl-C" in captured.err and "stopped:" in captured.err
     assert not (tmp_path / "state.json").exists()
+
+
+def test_sigint_interrupts_the_demo_which_stops_the_runtime_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = os.environ | {"PYTHONPATH": str(ROOT / "layers" / "regionha"), "TMPDIR": str(tmp), "NO_COLOR": "1"}
+    demo = subprocess.Popen([sys.executable, "-m", "regionha.cli", "local", "demo"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        before = read_until(demo, "✔ build")
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    after = rest.splitlines()
+
+    assert demo.returncode == 130, "\n".join(before + after)
+    assert any(line.startswith("✔ stop the local runtime") for line in after)
+    assert "demo interrupted (SIGINT)" in after[-1]
+    assert namespaces_of(demo.pid) == [] and list(tmp.iterdir()) == []
