@@ -205,8 +205,16 @@ class Demo:
                                   input=json.dumps(payload))["executionArn"]
         entered: dict[str, Any] = {}
         last_id = 0
+        read_at = 0.0
         while True:
             desc = sfn.describe_execution(executionArn=arn)
+            # The emulator returns the whole history on every call (its JSON grows with every step), in
+            # the process the handlers run in: read it once a second, and once more at the end.
+            ended = desc["status"] != "RUNNING"
+            if not ended and time.monotonic() - read_at < HISTORY_SECONDS:
+                time.sleep(0.25)
+                continue
+            read_at = time.monotonic()
             for event in new_events(sfn, arn, last_id):
                 last_id = event["id"]
                 kind, info = event.get("type", ""), details(event)
@@ -219,13 +227,12 @@ class Demo:
                     from regionha.drill.report import error_text
 
                     self.say(f"  ✘ {error_text({'Error': info.get('error'), 'Cause': info.get('cause')}, 160)}")
-            if desc["status"] != "RUNNING":
+            if ended:
                 break
             if time.monotonic() - started > timeout:
                 sfn.stop_execution(executionArn=arn, error="LocalTimeout", cause=f"over {timeout} s")
                 desc = sfn.describe_execution(executionArn=arn)
                 break
-            time.sleep(0.2)
         output = json.loads(desc["output"]) if desc.get("output") else None
         return Execution("drill", name, arn, desc["status"], time.monotonic() - started, output,
                          desc.get("error"), desc.get("cause"))
@@ -283,6 +290,9 @@ class Demo:
 
 
 CLEAN_MINUTES = 4
+# How often the drill's execution history is read for its progress lines (each line carries the step's
+# own times from the history, so a later read changes no figure).
+HISTORY_SECONDS = 1.0
 
 
 def set_schedules(rt: Any, *, enabled: bool, events_too: bool = False) -> list[str]:
