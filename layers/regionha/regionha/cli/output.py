@@ -2,7 +2,7 @@
 
 - ``--output text`` (default): progress lines and a readable summary on stdout.
 - ``--output json``: one JSON document on stdout (``| jq`` works) and the progress on stderr, so you can
-  watch while a script reads the result. A file written besides (``--report-json FILE``, ``--html FILE``)
+  watch while a script reads the result. A file written besides (``--report-json FILE``, ``--report-html FILE``)
   is always a flag of its own.
 - ``rich`` decides colour and the spinner: both only on a terminal, plain lines otherwise (``NO_COLOR``
   is honoured).
