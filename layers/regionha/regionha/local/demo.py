@@ -257,6 +257,8 @@ class Demo:
         # Nothing is left to watch: scheduled functions, and the controller told of the nodes the teardown
         # terminates, would only fail on what the teardown removes.
         set_schedules(self.runtime, enabled=False, events_too=True)
+        # ... and one already running (the controller checks the nodes for the rest of its minute).
+        self.runtime.aws.wait_for_events(10)
         execution = self.runtime.teardown()
         self.report["teardown"] = execution.to_json()
         ok = execution.status == "SUCCEEDED"
