@@ -66,6 +66,7 @@ class Row:
     missing: list[str] = field(default_factory=list)
     awaiting: str = ""
     watched_seconds: float = 0.0
+    audit_runs: int = 0  # scheduled audit runs read in the watch window
     fresh: bool = True  # the world was clean before the injection
     real_seconds: float = 0.0  # wall time of inject, watch, drill and restore
     error: str | None = None
@@ -89,7 +90,8 @@ class Row:
         """Control: nothing fired. Defect: the watch caught it (without the drill)."""
         if self.error or not self.fresh:
             return False
-        return not self.caught if self.control else self.caught
+        # A quiet control proves something only if the audit ran in it (every 5 emulated minutes).
+        return (not self.caught and self.audit_runs >= 1) if self.control else self.caught
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -171,6 +173,7 @@ class Prove:
                 break
             time.sleep(POLL)
         row.watched_seconds = round((rt.clock.now() - t0).total_seconds(), 1)
+        row.audit_runs = len(seen_runs)
         row.reasons = [str(f) for f in self._audit_now()]
         row.missing = [f"alarm {p}" for p in defect.alarms if not _matched(p, row.alarms)]
         row.missing += [f"finding {k}" for k in defect.findings if k not in {c.what for c in row.findings}]
@@ -293,8 +296,9 @@ def _line(row: Row) -> str:
     if row.error:
         return f"{mark} {row.defect}: {row.error}"
     if row.control:
-        return f"{mark} {row.defect}: " + ("quiet" if not row.caught else "FALSE ALARM " + _catches_text(
-            row.alarms + row.findings))
+        if row.caught:
+            return f"{mark} {row.defect}: FALSE ALARM {_catches_text(row.alarms + row.findings)}"
+        return f"{mark} {row.defect}: quiet, {row.audit_runs} audit runs in {row.watched_seconds:.0f} s"
     when = f"caught in {row.detection_seconds:.0f} s" if row.caught else "NOT CAUGHT by the watch"
     return f"{mark} {row.defect}: {when}" + (f"; missing {', '.join(row.missing)}" if row.missing else "")
 
@@ -350,7 +354,7 @@ def matrix_table(report: dict[str, Any]) -> Any:
         if row.error:
             watch = f"✘ {row.error}"
         elif row.control:
-            watch = "✔ quiet" if not row.caught else "✘ false alarm"
+            watch = "✘ false alarm" if row.caught else "✔ quiet" if row.ok else "✘ quiet, but no audit ran"
         else:
             watch = f"✔ {row.detection_seconds:.0f} s" if row.caught else "✘ missed"
         if not row.fresh:
@@ -362,10 +366,7 @@ def matrix_table(report: dict[str, Any]) -> Any:
 def print_report(report: dict[str, Any], console: Any = None) -> None:
     import sys
 
-    from rich.console import Console
-
-    # Not a terminal (a pipe, a log): wide enough that the matrix's rows stay one line each.
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or _console(sys.stdout)
     if report.get("error"):
         console.print(f"prove: {report['error']}")
         return
@@ -442,10 +443,27 @@ def cmd_prove(args: Any) -> int:
     runtime = LocalRuntime(local_topology(topology, ttl=args.ttl or None), compression=args.compression,
                            workdir=args.workdir)
     text = args.output == "text"
-    report = Prove(runtime, chosen, drill=args.drill, watch_minutes=args.watch_minutes,
-                   say=(lambda line: print(line, flush=True)) if text else (lambda _: None)).run()
-    if text:
-        print_report(report)
-    else:
-        print(json.dumps(report, indent=2, default=str))
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    # The handlers' logs (a failing drill's errors are expected here) go to stderr: stdout is the
+    # matrix, or one JSON document.
+    os.dup2(2, 1)
+    try:
+        report = Prove(runtime, chosen, drill=args.drill, watch_minutes=args.watch_minutes,
+                       say=(lambda line: print(line, file=out, flush=True)) if text else (lambda _: None)).run()
+    finally:
+        sys.stdout.flush()
+        os.dup2(out.fileno(), 1)
+    with out:
+        if text:
+            print_report(report, _console(out))
+        else:
+            print(json.dumps(report, indent=2, default=str), file=out)
     return 0 if report.get("ok") else 1
+
+
+def _console(out: Any) -> Any:
+    from rich.console import Console
+
+    # Not a terminal (a pipe, a log): wide enough that the matrix's rows stay one line each.
+    return Console(file=out, width=None if out.isatty() else 160)
