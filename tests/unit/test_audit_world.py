@@ -186,7 +186,7 @@ def move_record():
 
 
 def drift_ttl():
-    set_record(ttl=3600)
+    set_record(ttl=120)
     return set_record
 
 
@@ -323,7 +323,7 @@ def test_the_scheduled_function_publishes_a_metric_per_kind_and_the_alarm_watche
 
     assert "FunctionError" not in result, body
     assert body["findings"] == [{"kind": "record-ttl", "resource": "record sample.cluster.local.",
-                                 "reason": "TTL 3600 s, expected 60 s"}]
+                                 "reason": "TTL 120 s, expected 60 s"}]
     cw = boto3.client("cloudwatch", region_name=STACK_REGION)
     metrics = cw.list_metrics(Namespace="regionha", MetricName="AuditFindings")["Metrics"]
     kinds = {d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "Kind"}
@@ -404,7 +404,7 @@ def test_the_cli_audits_a_local_runtime_from_its_state_file(built, capsys, tmp_p
 
     assert code == 1 and endpoints == ["http://127.0.0.1:45123"]
     assert capsys.readouterr().out.splitlines() == [
-        "record-ttl record sample.cluster.local.: TTL 3600 s, expected 60 s"]
+        "record-ttl record sample.cluster.local.: TTL 120 s, expected 60 s"]
     state.write_text(json.dumps({"endpoint_url": "http://10.0.0.5:4566", "region": STACK_REGION,
                                  "state_machines": {}}))
     assert main(["audit", "--local-state", str(state)]) == 2

@@ -41,6 +41,7 @@ AUDIT_ALARM_SUFFIX = "-audit-drift"
 WATCH_MINUTES = 7.0  # the audit runs every 5 minutes; alarms need 2-3 one-minute periods
 CLEAN_MINUTES = 8.0  # bound on getting a world fresh again
 POLL = 0.25  # real seconds between looks
+AUDIT_GRACE = 20.0  # real seconds an audit run started in the window may take to publish
 
 
 @dataclass
@@ -132,10 +133,11 @@ class Prove:
                 return report
             self.say("built; waiting for a clean world")
             fresh = self._wait_clean()
-            for defect in self.defects:
+            for i, defect in enumerate(self.defects):
                 began = time.monotonic()
                 row = self._prove(defect, fresh)
-                fresh = self._restore(defect, row)
+                # After the last defect the runtime stops: undo, but no need to wait for a clean world.
+                fresh = self._restore(defect, row, wait=i + 1 < len(self.defects))
                 row.real_seconds = round(time.monotonic() - began, 1)
                 report["rows"].append(row.to_json())
                 self.say(_line(row))
@@ -173,6 +175,11 @@ class Prove:
                 break
             time.sleep(POLL)
         row.watched_seconds = round((rt.clock.now() - t0).total_seconds(), 1)
+        # An audit run started in the window counts once it has published (a loaded machine is slow).
+        until, grace = rt.clock.now(), time.monotonic() + AUDIT_GRACE
+        while len(seen_runs) < len(self._audit_runs(t0, until)) and time.monotonic() < grace:
+            time.sleep(POLL)
+            row.findings = self._audit_catches(t0, row.findings, seen_runs, until)
         row.audit_runs = len(seen_runs)
         row.reasons = [str(f) for f in self._audit_now()]
         row.missing = [f"alarm {p}" for p in defect.alarms if not _matched(p, row.alarms)]
@@ -183,13 +190,15 @@ class Prove:
                 row.missing.append(f"drill {defect.drill}")
         return row
 
-    def _restore(self, defect: Defect, row: Row) -> bool:
+    def _restore(self, defect: Defect, row: Row, *, wait: bool = True) -> bool:
         """Undo, converge if needed, and wait until the world is clean; returns whether it is."""
         if self._undo is not None:
             try:
                 self._undo()
             except Exception as e:
                 row.error = (row.error or "") + f" undo: {type(e).__name__}: {e}"
+        if not wait:
+            return True
         if defect.rebuild or not self._wait_clean():
             self._demo.build()
             return self._wait_clean()
@@ -207,19 +216,23 @@ class Prove:
         prefix = alarm_prefix(self.runtime.topology.deployment)
         return [Catch(name.removeprefix(prefix), round(s, 1)) for name, s in first.items()]
 
-    def _audit_runs(self, since: datetime) -> list[datetime]:
-        """Emulated times of the scheduled audit's runs since ``since``."""
+    def _audit_runs(self, since: datetime, until: datetime | None = None) -> list[datetime]:
+        """Emulated times of the scheduled audit's runs since ``since`` (and up to ``until``)."""
         name = self.runtime.stack.physical_id("AuditDeploymentFunction")
         return [d.time for d in self.runtime.schedules.log.all()
-                if d.ok and d.target_arn.endswith(f":{name}") and d.time >= since]
+                if d.ok and d.target_arn.endswith(f":{name}") and d.time >= since
+                and (until is None or d.time <= until)]
 
-    def _audit_catches(self, t0: datetime, catches: list[Catch], seen: set[datetime]) -> list[Catch]:
+    def _audit_catches(self, t0: datetime, catches: list[Catch], seen: set[datetime],
+                       until: datetime | None = None) -> list[Catch]:
         """Each scheduled audit run after ``t0`` once its metrics are in: the kinds it counted."""
         found = {c.what: c for c in catches}
-        for run in self._audit_runs(t0):
+        runs = self._audit_runs(t0, until)
+        for i, run in enumerate(runs):
             if run in seen:
                 continue
-            counts = self._audit_counts(run)
+            # The run's datapoints are stamped when it ends: anywhere before the next run starts.
+            counts = self._audit_counts(run, runs[i + 1] if i + 1 < len(runs) else None)
             if counts is None:
                 continue  # not published yet: look again
             seen.add(run)
@@ -228,8 +241,9 @@ class Prove:
                     found[kind] = Catch(kind, round((run - t0).total_seconds(), 1))
         return list(found.values())
 
-    def _audit_counts(self, run: datetime) -> dict[str, float] | None:
-        """``AuditFindings`` per kind published by the run at ``run`` (the next run is minutes later)."""
+    def _audit_counts(self, run: datetime, following: datetime | None) -> dict[str, float] | None:
+        """``AuditFindings`` per kind published by the run started at ``run`` (before ``following``,
+        the next run, if any); None while it has published nothing."""
         from regionha.watch import audit
 
         rt = self.runtime
@@ -238,10 +252,14 @@ class Prove:
         queries = [{"Id": f"k{i}", "Label": kind, "ReturnData": True,
                     "MetricStat": {"Metric": {"Namespace": "regionha", "MetricName": audit.METRIC,
                                               "Dimensions": [*dims, {"Name": "Kind", "Value": kind}]},
-                                   "Period": 120, "Stat": "Maximum"}}
+                                   "Period": 60, "Stat": "Maximum"}}
                    for i, kind in enumerate(audit.KINDS)]
+        end = following or rt.clock.now() + timedelta(minutes=1)
+        period = 60 * (int((end - run).total_seconds()) // 60 + 1)  # one bucket from the run's start
+        for q in queries:
+            q["MetricStat"]["Period"] = period
         results = cw.get_metric_data(MetricDataQueries=queries, StartTime=run - timedelta(seconds=1),
-                                     EndTime=run + timedelta(seconds=119))["MetricDataResults"]
+                                     EndTime=end)["MetricDataResults"]
         if not any(r["Values"] for r in results):
             return None
         return {r["Label"]: max(r["Values"] or [0.0]) for r in results}
@@ -252,7 +270,8 @@ class Prove:
 
         rt = self.runtime
         world = audit.describe_world(rt.topology, rt.clients, table=rt.stack.physical_id("StateTable"),
-                                     table_region=rt.region, now=rt.clock.now().timestamp())
+                                     table_region=rt.region, now=rt.clock.now().timestamp(),
+                                     controller=rt.stack.physical_id("FailoverControllerFunction"))
         return audit.audit(rt.topology, world)
 
     def _wait_clean(self) -> bool:
@@ -275,7 +294,22 @@ class Prove:
         execution = rt.run_state_machine("DrillStateMachine", drill_input(rt.topology, rt.compression),
                                          kind="drill", timeout=300)
         report = drill_report_of(rt, execution)
-        return str(report.get("status") or "FAILED"), report.get("error") or execution.error
+        return str(report.get("status") or "FAILED"), _drill_why(report.get("error") or execution.error)
+
+
+def _drill_why(error: Any) -> str | None:
+    """The drill's error as one line: a task failure's ``errorMessage`` (``step: why``), else its text."""
+    import json
+
+    if not error:
+        return None
+    if isinstance(error, dict):
+        try:
+            cause = json.loads(error.get("Cause") or "{}")
+        except ValueError:
+            cause = {}
+        error = cause.get("errorMessage") or error.get("Cause") or error.get("Error")
+    return str(error).splitlines()[0][:300]
 
 
 def _matched(pattern: str, catches: list[Catch]) -> bool:
@@ -351,6 +385,8 @@ def matrix_table(report: dict[str, Any]) -> Any:
                                                     else ""))
         findings = _catches_text(row.findings) or "—"
         drill = row.drill or "not run"
+        if row.drill == "FAILED" and row.drill_error:
+            drill += f" ({row.drill_error.split(':')[0][:40]})"
         if row.error:
             watch = f"✘ {row.error}"
         elif row.control:

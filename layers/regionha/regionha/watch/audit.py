@@ -461,7 +461,10 @@ def _record(topology: Topology, world: World) -> list[Finding]:
     elif want is None and values[0] not in ips:
         out.append(Finding("record-value", resource, f"names {values[0]}, the address of no node"))
     if a.get("ttl") != record.ttl:
-        out.append(Finding("record-ttl", resource, f"TTL {a.get('ttl')} s, expected {record.ttl} s"))
+        budget = topology.failover.rto_budget_seconds
+        over = (f", over the RTO budget of {budget} s: a resolver that does not cap it serves the old node that "
+                "long after a failover") if isinstance(a.get("ttl"), int) and a["ttl"] > budget else ""
+        out.append(Finding("record-ttl", resource, f"TTL {a.get('ttl')} s, expected {record.ttl} s{over}"))
     return out
 
 
