@@ -249,6 +249,8 @@ def clean(lab: Lab) -> Undo:
     return lambda: None
 
 
+# Catchers being built beside this (issue 13): the alarm names are theirs (interconnect-down-<a>-to-<b>,
+# onprem-coverage-<path>).
 INTERCONNECT = "interconnect engineer: interconnect probe and alarm (issue 13 item 2)"
 ONPREM_COVERAGE = "watch engineer: on-prem forwarder coverage (issue 13 item 3)"
 
@@ -263,16 +265,17 @@ DEFECTS: list[Defect] = [
     Defect("forwarder-misconfigured", "BIND forwarder misconfigured (wrong upstream)", forwarder_misconfigured,
            alarms=("*-path-down-osaka-bind",), drill="FAILED"),
     Defect("interconnect-route-gone", "interconnect routes between the nodes deleted", interconnect_route_gone,
-           alarms=("*interconnect*",), findings=("route-missing",), awaiting=INTERCONNECT),
+           alarms=("*-interconnect-down-*",), findings=("route-missing",), awaiting=INTERCONNECT),
     Defect("interconnect-peering-gone", "interconnect peering deleted", interconnect_peering_gone,
-           alarms=("*interconnect*",), findings=("peering-missing",), rebuild=True, awaiting=INTERCONNECT),
+           alarms=("*-interconnect-down-*",), findings=("peering-missing",), rebuild=True, awaiting=INTERCONNECT),
     Defect("record-moved", "record moved to the standby behind the controller's back", record_moved,
            findings=("record-value",)),
     Defect("record-ttl-drifted", "record TTL drifted (5 minutes)", record_ttl_drifted, findings=("record-ttl",)),
     Defect("endpoint-address-gone", "one Resolver endpoint address's interface gone", endpoint_address_gone,
            findings=("resolver-endpoint-ip",)),
     Defect("onprem-forwarders-drifted", "on-prem forwarder list drifted (one region's path gone)",
-           onprem_forwarders_drifted, alarms=("*onprem*",), drill="FAILED", awaiting=ONPREM_COVERAGE),
+           onprem_forwarders_drifted, alarms=("*-onprem-coverage-osaka-bind",), drill="FAILED",
+           awaiting=ONPREM_COVERAGE),
     # The fault sweeper (every 5 minutes) removes the entries; the audit (every 5 minutes) reports them
     # when it runs first. Which one runs first is the schedules' phase: only the canary is expected.
     Defect("drill-fault-left-behind", "a drill's path cut left behind (no fault recorded)", drill_fault_left_behind,
