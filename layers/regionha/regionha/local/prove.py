@@ -70,6 +70,7 @@ class Row:
     audit_runs: int = 0  # scheduled audit runs read in the watch window
     fresh: bool = True  # the world was clean before the injection
     real_seconds: float = 0.0  # wall time of inject, watch, drill and restore
+    repaired: Catch | None = None  # the product removed the defect on its own (who, when)
     error: str | None = None
 
     @property
@@ -92,7 +93,9 @@ class Row:
         if self.error or not self.fresh:
             return False
         # A quiet control proves something only if the audit ran in it (every 5 emulated minutes).
-        return (not self.caught and self.audit_runs >= 1) if self.control else self.caught
+        if self.control:
+            return not self.caught and self.audit_runs >= 1
+        return self.caught or self.repaired is not None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -122,7 +125,6 @@ class Prove:
         demo = Demo(rt, lambda _: None)
         report: dict[str, Any] = {"deployment": rt.topology.deployment, "compression": rt.compression,
                                   "watch_minutes": self.watch_minutes, "drill": self.drill, "rows": []}
-        self._demo = demo
         try:
             self.say(f"regionha prove: deployment {rt.topology.deployment}, {len(self.defects)} defects, "
                      f"watch {self.watch_minutes:g} emulated minutes each, clock {rt.compression:g}x")
@@ -173,6 +175,10 @@ class Prove:
             row.findings = self._audit_catches(t0, row.findings, seen_runs)
             if not defect.control and _all_expected(defect, row):
                 break
+            if lab.present is not None and not lab.present():
+                gone = round((rt.clock.now() - t0).total_seconds(), 1)
+                row.repaired = Catch(defect.repaired_by or "the product", gone)
+                break  # gone: nothing is left to catch
             time.sleep(POLL)
         row.watched_seconds = round((rt.clock.now() - t0).total_seconds(), 1)
         # An audit run started in the window counts once it has published (a loaded machine is slow).
@@ -200,7 +206,9 @@ class Prove:
         if not wait:
             return True
         if defect.rebuild or not self._wait_clean():
-            self._demo.build()
+            # A re-run of the build, as an operator would start it: the schedules keep running.
+            self.runtime.build()
+            self.runtime.settle()
             return self._wait_clean()
         return True
 
@@ -276,14 +284,23 @@ class Prove:
 
     def _wait_clean(self) -> bool:
         """Bounded: the audit finds nothing and no alarm (but the audit's own, which follows its
-        5-minute schedule) is in ALARM."""
+        5-minute schedule) is in ALARM, for a whole emulated minute with a canary run in it."""
         rt = self.runtime
-        end = rt.clock.now() + timedelta(minutes=CLEAN_MINUTES)
+        began = rt.clock.now()
+        end = began + timedelta(minutes=CLEAN_MINUTES)
         deadline = time.monotonic() + CLEAN_MINUTES * 60 / rt.compression * 3 + 30
+        clean_since: datetime | None = None
         while rt.clock.now() < end and time.monotonic() < deadline:
+            now = rt.clock.now()
             alarming = [n for n, s in rt.alarm_states().items() if s == "ALARM" and not n.endswith(AUDIT_ALARM_SUFFIX)]
-            if not alarming and not self._audit_now():
-                return True
+            if alarming or self._audit_now():
+                clean_since = None
+            else:
+                clean_since = clean_since or now
+                canary_ran = any("Canary" in d.rule and d.ok and d.time >= clean_since
+                                 for d in rt.schedules.log.all())
+                if now - clean_since >= timedelta(minutes=1) and canary_ran:
+                    return True
             time.sleep(POLL * 4)
         return False
 
@@ -333,7 +350,9 @@ def _line(row: Row) -> str:
         if row.caught:
             return f"{mark} {row.defect}: FALSE ALARM {_catches_text(row.alarms + row.findings)}"
         return f"{mark} {row.defect}: quiet, {row.audit_runs} audit runs in {row.watched_seconds:.0f} s"
-    when = f"caught in {row.detection_seconds:.0f} s" if row.caught else "NOT CAUGHT by the watch"
+    when = (f"caught in {row.detection_seconds:.0f} s" if row.caught
+            else f"repaired by the {row.repaired.what} in {row.repaired.seconds:.0f} s, before any catch"
+            if row.repaired else "NOT CAUGHT by the watch")
     return f"{mark} {row.defect}: {when}" + (f"; missing {', '.join(row.missing)}" if row.missing else "")
 
 
@@ -380,6 +399,7 @@ def matrix_table(report: dict[str, Any]) -> Any:
         row = Row(**{k: v for k, v in r.items() if k in Row.__dataclass_fields__})
         row.alarms = [Catch(**c) for c in r["alarms"]]
         row.findings = [Catch(**c) for c in r["findings"]]
+        row.repaired = Catch(**r["repaired"]) if r.get("repaired") else None
         awaiting = f" (awaiting {row.awaiting.split(':')[0]})" if row.awaiting else ""
         alarms = _catches_text(row.alarms) or ("—" + (awaiting if any(m.startswith("alarm") for m in row.missing)
                                                     else ""))
@@ -389,6 +409,8 @@ def matrix_table(report: dict[str, Any]) -> Any:
             drill += f" ({row.drill_error.split(':')[0][:40]})"
         if row.error:
             watch = f"✘ {row.error}"
+        elif not row.caught and row.repaired is not None:
+            watch = f"✔ repaired by the {row.repaired.what} {row.repaired.seconds:.0f} s, no alarm"
         elif row.control:
             watch = "✘ false alarm" if row.caught else "✔ quiet" if row.ok else "✘ quiet, but no audit ran"
         else:
@@ -410,8 +432,10 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
     defects = [r for r in report["rows"] if not r["control"]]
     caught = [r for r in defects if r["caught"]]
     false_alarms = sum(len(r["alarms"]) + len(r["findings"]) for r in report["rows"] if r["control"])
-    console.print(f"{len(caught)} of {len(defects)} defects caught by the watch alone; "
-                  f"{false_alarms} false alarms in the control; {report.get('seconds', 0):.0f} s")
+    repaired = [r for r in defects if not r["caught"] and r.get("repaired")]
+    console.print(f"{len(caught)} of {len(defects)} defects caught by the watch alone"
+                  + (f", {len(repaired)} repaired by the product before any catch" if repaired else "")
+                  + f"; {false_alarms} false alarms in the control; {report.get('seconds', 0):.0f} s")
     for r in report["rows"]:
         for m in r["missing"]:
             why = f" (awaiting {r['awaiting']})" if r["awaiting"] and not m.startswith("drill") else ""

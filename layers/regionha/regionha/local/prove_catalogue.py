@@ -12,7 +12,10 @@ same named config a box would run), and the expected catchers:
 - ``drill``: the acceptance drill's expected verdict on the broken world (``"FAILED"``), or None
   when the drill is not expected to say anything;
 - ``awaiting``: the catcher that is expected but not built yet (who adds it), so that the matrix
-  says honestly why it is missing.
+  says honestly why it is missing;
+- ``repaired_by``: the part of the product that removes the defect on its own (e.g. the fault
+  sweeper); its inject sets ``lab.present`` (a function: is the defect still there?) and the matrix
+  shows when it was gone.
 
 ``undo`` puts back exactly what ``inject`` changed; when that is a converge (the build state
 machine), the defect says ``rebuild=True`` instead and its undo may do nothing. Users add their
@@ -23,7 +26,7 @@ FILE``); see docs/prove.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from regionha import netguard
@@ -45,6 +48,7 @@ class Defect:
     drill: str | None = None
     rebuild: bool = False
     awaiting: str = ""
+    repaired_by: str = ""
 
     @property
     def control(self) -> bool:
@@ -60,7 +64,8 @@ class Lab:
     runtime: Any
     topology: Topology
     clients: Clients
-    notes: list[str] = field(default_factory=list)
+    # Set by an inject whose defect the product may repair on its own: whether it is still there.
+    present: Callable[[], bool] | None = None
 
     def ec2(self, vpc: str) -> Any:
         return self.clients.ec2(self.topology.region_of(vpc))
@@ -238,6 +243,7 @@ def drill_fault_left_behind(lab: Lab) -> Undo:
     path = next(p for p in lab.topology.forwarder_paths if p.kind == "bind")
     fault = faults.path_fault(lab.topology, lab.clients, path.name)
     faults.apply_path_fault(lab.clients, fault, "drill-prove-killed")
+    lab.present = lambda: bool(faults.remaining_entries(lab.clients, fault))
 
     def undo() -> None:
         faults.restore_path_fault(lab.clients, fault)
@@ -277,7 +283,7 @@ DEFECTS: list[Defect] = [
            onprem_forwarders_drifted, alarms=("*-onprem-coverage-osaka-bind",), drill="FAILED",
            awaiting=ONPREM_COVERAGE),
     # The fault sweeper (every 5 minutes) removes the entries; the audit (every 5 minutes) reports them
-    # when it runs first. Which one runs first is the schedules' phase: only the canary is expected.
+    # when it runs first; the path alarm needs 2 of 3 minutes. Which comes first is the schedules' phase.
     Defect("drill-fault-left-behind", "a drill's path cut left behind (no fault recorded)", drill_fault_left_behind,
-           alarms=("*-path-down-osaka-bind",)),
+           alarms=("*-path-down-osaka-bind",), repaired_by="fault sweeper"),
 ]
