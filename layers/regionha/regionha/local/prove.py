@@ -435,7 +435,8 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
     repaired = [r for r in defects if not r["caught"] and r.get("repaired")]
     console.print(f"{len(caught)} of {len(defects)} defects caught by the watch alone"
                   + (f", {len(repaired)} repaired by the product before any catch" if repaired else "")
-                  + f"; {false_alarms} false alarms in the control; {report.get('seconds', 0):.0f} s")
+                  + (f"; {false_alarms} false alarms in the control" if any(r["control"] for r in report["rows"])
+                     else "; no control run") + f"; {report.get('seconds', 0):.0f} s")
     for r in report["rows"]:
         for m in r["missing"]:
             why = f" (awaiting {r['awaiting']})" if r["awaiting"] and not m.startswith("drill") else ""
