@@ -7,6 +7,7 @@ build saved with its inventory, as the canary's dispatch does, describes the wor
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -28,7 +29,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     aws, region = clients(), stack_region()
     table, deployment = require_env("STATE_TABLE"), require_env("DEPLOYMENT")
     topology = canary.deployment_topology(aws, table, region, deployment)
-    findings = audit.audit(topology, audit.describe_world(topology, aws, table=table, table_region=region))
+    # The stack's failover controller: built-in mode moves the record only while it is there and started.
+    world = audit.describe_world(topology, aws, table=table, table_region=region,
+                                 controller=os.environ.get("CONTROLLER_FUNCTION") or None)
+    findings = audit.audit(topology, world)
     for finding in findings:
         logger.warning(str(finding), extra={"finding": finding.to_json()})
     metrics.emit(audit.datapoints(deployment, findings), region=region,

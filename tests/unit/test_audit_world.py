@@ -38,8 +38,9 @@ def built():
 
 
 def findings(built) -> list[audit.Finding]:
-    _, topology, table = built
-    return audit.audit(topology, audit.describe_world(topology, Clients(), table=table, table_region=STACK_REGION))
+    stack, topology, table = built
+    return audit.audit(topology, audit.describe_world(topology, Clients(), table=table, table_region=STACK_REGION,
+                                                      controller=stack.physical_id("FailoverControllerFunction")))
 
 
 # --- drifts: each returns its undo ---------------------------------------------------------------------
@@ -158,8 +159,36 @@ def move_record():
 
 
 def drift_ttl():
-    set_record(ttl=3600)
+    set_record(ttl=120)
     return set_record
+
+
+def record_to_a_stranger():
+    set_record(ip="10.0.110.99")
+    return set_record
+
+
+def record_made_a_cname():
+    r53 = boto3.client("route53")
+    current = {"Name": "sample.cluster.local.", "Type": "A", "TTL": 60, "ResourceRecords": [{"Value": "10.0.110.10"}]}
+    cname = {"Name": "sample.cluster.local.", "Type": "CNAME", "TTL": 60,
+             "ResourceRecords": [{"Value": "elsewhere.cluster.local."}]}
+    r53.change_resource_record_sets(HostedZoneId=zone_id(), ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": current}, {"Action": "CREATE", "ResourceRecordSet": cname}]})
+    return lambda: r53.change_resource_record_sets(HostedZoneId=zone_id(), ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": cname}, {"Action": "CREATE", "ResourceRecordSet": current}]})
+
+
+def controller_switched_off(built):
+    def inject():
+        events = boto3.client("events", region_name=STACK_REGION)
+        arn = boto3.client("lambda", region_name=STACK_REGION).get_function(
+            FunctionName=built[0].physical_id("FailoverControllerFunction"))["Configuration"]["FunctionArn"]
+        names = events.list_rule_names_by_target(TargetArn=arn)["RuleNames"]
+        schedule = next(n for n in names if events.describe_rule(Name=n).get("ScheduleExpression"))
+        events.disable_rule(Name=schedule)
+        return lambda: events.enable_rule(Name=schedule)
+    return inject
 
 
 def fence_on_standby(built):
@@ -187,6 +216,9 @@ DRIFTS = [
     ("record moved behind the controller's back", move_record, [("record-value", "record sample.cluster.local.")]),
     ("record TTL drifted", drift_ttl, [("record-ttl", "record sample.cluster.local.")]),
     ("fence names the standby, record does not", "fence", [("record-value", "record sample.cluster.local.")]),
+    ("record moved to no node", record_to_a_stranger, [("record-value", "record sample.cluster.local.")]),
+    ("record made a CNAME", record_made_a_cname, [("record-type", "record sample.cluster.local.")]),
+    ("controller's health check switched off", "controller", [("controller-disabled", "controller {controller}")]),
 ]
 
 
@@ -204,7 +236,7 @@ def test_a_clean_build_has_no_finding_and_the_audit_only_reads(built):
         session.events.unregister("before-call.*.*", count)
     assert calls and [c for c in calls if not c[1].startswith(READ_PREFIXES)] == []
     # The function's role allows exactly what the audit calls (and its metrics), nothing more.
-    service = {"route-53": "route53"}
+    service = {"route-53": "route53", "eventbridge": "events"}
     assert {f"{service.get(s, s)}:{op}" for s, op in calls} | {"cloudwatch:PutMetricData"} == function_actions()
 
 
@@ -221,7 +253,8 @@ def function_actions() -> set[str]:
 
 @pytest.mark.parametrize(("what", "inject", "expected"), DRIFTS, ids=[d[0] for d in DRIFTS])
 def test_each_injected_drift_is_found_and_clears_when_undone(built, what, inject, expected):
-    inject = fence_on_standby(built) if inject == "fence" else inject
+    inject = {"fence": fence_on_standby, "controller": controller_switched_off}[inject](built) \
+        if isinstance(inject, str) else inject
     assert findings(built) == []
     undo = inject()
     try:
@@ -231,7 +264,8 @@ def test_each_injected_drift_is_found_and_clears_when_undone(built, what, inject
 
     got = [(f.kind, f.resource) for f in found]
     acl = next((f.resource.split("/")[1].split(" ")[0] for f in found if f.kind == "nacl-deny"), None)
-    assert got == [(k, r.format(acl=acl)) for k, r in expected], [str(f) for f in found]
+    controller = built[0].physical_id("FailoverControllerFunction")
+    assert got == [(k, r.format(acl=acl, controller=controller)) for k, r in expected], [str(f) for f in found]
     assert findings(built) == []
 
 
@@ -262,7 +296,7 @@ def test_the_scheduled_function_publishes_a_metric_per_kind_and_the_alarm_watche
 
     assert "FunctionError" not in result, body
     assert body["findings"] == [{"kind": "record-ttl", "resource": "record sample.cluster.local.",
-                                 "reason": "TTL 3600 s, expected 60 s"}]
+                                 "reason": "TTL 120 s, expected 60 s"}]
     cw = boto3.client("cloudwatch", region_name=STACK_REGION)
     metrics = cw.list_metrics(Namespace="regionha", MetricName="AuditFindings")["Metrics"]
     kinds = {d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "Kind"}
@@ -343,7 +377,7 @@ def test_the_cli_audits_a_local_runtime_from_its_state_file(built, capsys, tmp_p
 
     assert code == 1 and endpoints == ["http://127.0.0.1:45123"]
     assert capsys.readouterr().out.splitlines() == [
-        "record-ttl record sample.cluster.local.: TTL 3600 s, expected 60 s"]
+        "record-ttl record sample.cluster.local.: TTL 120 s, expected 60 s"]
     state.write_text(json.dumps({"endpoint_url": "http://10.0.0.5:4566", "region": STACK_REGION,
                                  "state_machines": {}}))
     assert main(["audit", "--local-state", str(state)]) == 2
