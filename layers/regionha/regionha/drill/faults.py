@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from regionha.aws import deployment_filter
+from regionha.drill.steps import CUTS, NODE, PATH
 from regionha.errors import ConfigurationError, TransientError
 
 if TYPE_CHECKING:
@@ -41,12 +42,10 @@ if TYPE_CHECKING:
     from regionha.topology import Topology
 
 FAULT_PREFIX = "fault#"
-NODE, PATH = "node", "path"
 # Reserved NACL rule numbers, one block per forwarder path: below 100, the default NACL's allow-all
 # and the console's first suggested number, because the lowest matching number decides.
 RULE_FIRST, RULE_LAST, RULES_PER_PATH = 60, 99, 4
 DNS_PORT = 53
-CUTS = ("dns", "all")
 DRILL_TAG = "regionha:drill"
 _PROTOCOLS = {"dns": ("17", "6"), "all": ("-1",)}
 _MAX_PAGES = 100

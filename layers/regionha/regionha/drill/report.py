@@ -143,11 +143,14 @@ def recoveries(report: dict[str, Any]) -> list[Recovery]:
 
 
 def budget(report: dict[str, Any]) -> tuple[float | None, str]:
-    """(seconds, how it is made up) of the recovery budget: the record's TTL plus detection."""
+    """(seconds, how it is made up) of the recovery budget: the record's TTL plus detection plus the
+    on-prem resolver's forwarder fallback (regionha.drill.judge.recovery_budget)."""
     b = _mapping(report.get("budget"))
     seconds = _num(b.get("seconds"))
-    ttl, detection = _num(b.get("ttl")), _num(b.get("detection"))
-    parts = " + ".join(f"{name} {v:g} s" for name, v in (("TTL", ttl), ("detection", detection)) if v is not None)
+    terms = [("TTL", _num(b.get("ttl"))), ("detection", _num(b.get("detection")))]
+    if _num(b.get("forwarder_fallback")):  # none when no forwarder address was cut
+        terms.append(("forwarder fallback", _num(b.get("forwarder_fallback"))))
+    parts = " + ".join(f"{name} {v:g} s" for name, v in terms if v is not None)
     return seconds, parts
 
 
