@@ -63,9 +63,9 @@ from regionha.cli.aws import (
     wait_bound,
 )
 from regionha.cli.aws import details as _details
+from regionha.drill.steps import SCENARIOS
 
 EXIT_PASSED = EXIT_OK
-SCENARIOS = ("acceptance", "fail-active-node", "cut-path")
 LOCAL_STATE_MACHINE = "DrillStateMachine"
 # The CLI's flag for an input key, where it is not the key itself.
 _FLAG_NAMES = {"region_path": "--path"}
@@ -74,7 +74,7 @@ _HELP = {
     "scenario": "acceptance (the article's 7 steps, default), fail-active-node, or cut-path (needs --path)",
     "region_path": "the forwarder path to cut (cut-path only)",
     "poll_interval": "seconds between probe rounds of an observing step (default 0.5)",
-    "step_timeout": "seconds a step may take to reach what it expects (default 120)",
+    "step_timeout": "seconds a step may take to reach what it expects (default: its recovery budget)",
     "failback": "move the record back to the primary after restore (built-in mode; default yes)",
     "alarm_timeout": "seconds a fault is held for its alarms to go to ALARM (default 300)",
     "alarm_ok_timeout": "seconds to wait after restore for the watched alarms to be OK (default 420)",
