@@ -10,14 +10,8 @@ from typing import Any
 
 import pytest
 
-from regionha.drill.report import (
-    ERROR_COLOUR,
-    TIMEOUT_COLOUR,
-    error_text,
-    render_html,
-    summary_subject,
-    summary_text,
-)
+from regionha.drill.report import error_text, render_html, summary_subject, summary_text
+from regionha.drill.timeline import ERROR_COLOUR, TIMEOUT_COLOUR
 
 T0 = 1_700_000_000.0
 TOKYO_A, TOKYO_B, OSAKA, ONPREM = "tokyo-resolver/10.0.111.100", "tokyo-resolver/10.0.111.101", "osaka-bind", "onprem"

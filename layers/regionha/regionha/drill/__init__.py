@@ -49,7 +49,8 @@ The package, one job per module (pure ones marked):
   ``restore``: restore, failback, the critical notice; ``publish``: alarms check, report, lock release;
   ``runner``: preflight, the steps, ``run_task``.
 - ``faults``: what a drill breaks and how it is put back.
-- ``report``: the report's HTML page and its text (SNS, CLI).
+- ``report``: the report's figures and text (SNS, CLI); ``timeline``: its SVG timeline and legend;
+  ``page``: its HTML page.
 """
 
 from __future__ import annotations
