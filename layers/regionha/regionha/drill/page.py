@@ -1,15 +1,7 @@
-"""A drill's report as a self-contained HTML page (inline CSS and SVG, no script); its text is
-regionha.drill.report's, its timeline regionha.drill.timeline's.
-
-The input is the drill's report JSON (``status``, ``steps``, ``recovery_seconds``, ``recovery``,
-``budget``, ``timeline``, ``faults``, ``alarms``, ``restore``, ``error``). Reports come from executions
-that may have been stopped half way, so every key may be missing or null: the page then says so
-instead of failing. Every piece of text from the report is escaped; the SVG is well-formed XML.
-
-Recovery is measured only for paths whose answer had to change (to another node after a fault, or
-back after a cut was restored) and is compared with the budget: the record's TTL plus the failover's
-detection time. Times on the page are seconds from the drill's start. The page is laid out for a
-900 px wide window (the timeline is drawn 1:1 at that width and scales up beyond it).
+"""A drill's report as a self-contained HTML page (inline CSS and SVG, no script): banner, recovery
+cards against the budget, the timeline (regionha.drill.timeline), steps and restore as tables with
+times relative to the drill's start, the alarm proof. Input and missing keys as regionha.drill.report
+says; every piece of text from the report is escaped. Laid out for a 900 px wide window.
 """
 
 from __future__ import annotations
