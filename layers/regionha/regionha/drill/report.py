@@ -8,8 +8,8 @@ instead of failing. Every piece of text from the report is escaped; the SVG is w
 
 Recovery is measured only for paths whose answer had to change (to another node after a fault, or
 back after a cut was restored) and is compared with the budget: the record's TTL plus the failover's
-detection time plus the on-prem resolver's forwarder fallback (regionha.drill.judge). Times on the page are seconds from the drill's start. The page is laid out for a
-900 px wide window (the timeline is drawn 1:1 at that width and scales up beyond it).
+detection time plus the on-prem resolver's forwarder fallback (regionha.drill.judge). Times are
+seconds from the drill's start.
 """
 
 from __future__ import annotations
