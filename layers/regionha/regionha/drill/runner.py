@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from regionha.drill import faults
+from regionha.drill import faults, sweeper
 from regionha.drill.inputs import (
     CheckAlarmsTask,
     DrillEnv,
@@ -105,7 +105,7 @@ class Drill(Restorer, Publisher):
             recorded = self.store.faults()
             lines = [f"{faults.describe_fault(f)} left by drill {f.get('execution')}" for f in recorded
                      if f["kind"] == NODE]
-            lines += faults.left_in_reserved_range(self.topology, self.clients, recorded)
+            lines += sweeper.left_in_reserved_range(self.topology, self.clients, recorded)
         except (ClientError, RegionhaError) as e:
             return f"; could not look for what drills left behind: {e}"
         return "; left broken: " + "; ".join(lines) if lines else ""
