@@ -40,15 +40,15 @@ from regionha.cli.errors import explain, guarded
 from regionha.cli.executions import execution_name, follow, wait_bound
 from regionha.cli.output import EXIT_FAILED, EXIT_OK, CommandError, Out, positive
 from regionha.cli.target import Target, add_target_arguments, region_of, state_machine, target_for
+from regionha.drill.steps import SCENARIOS
 
-SCENARIOS = ("acceptance", "fail-active-node", "cut-path")
 LOCAL_STATE_MACHINE = "DrillStateMachine"
 _HELP = {
     "deployment": "the deployment to drill (default: the drill function's DEPLOYMENT, the stack's parameter)",
     "scenario": "acceptance (the article's 7 steps, default), fail-active-node, or cut-path (needs --region-path)",
     "region_path": "the forwarder path to cut (cut-path only)",
     "poll_interval": "seconds between probe rounds of an observing step (default 0.5)",
-    "step_timeout": "seconds a step may take to reach what it expects (default 120)",
+    "step_timeout": "seconds a step may take to reach what it expects (default: its recovery budget)",
     "failback": "move the record back to the primary after restore (built-in mode; default yes)",
     "alarm_timeout": "seconds a fault is held for its alarms to go to ALARM (default 300)",
     "alarm_ok_timeout": "seconds to wait after restore for the watched alarms to be OK (default 420)",
