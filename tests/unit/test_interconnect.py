@@ -283,3 +283,16 @@ def test_the_pair_alarm_watches_exactly_the_series_the_probe_publishes_and_fires
     assert alarms[other]["StateValue"] == "OK"
     assert {d["Name"]: d["Value"] for d in alarms[name]["Dimensions"]} == {
         "Deployment": topology.deployment, "From": "Server-B", "To": "Server-A"}
+
+
+def test_the_alarms_link_to_the_runbook_and_the_metrics_are_documented(topology):
+    import re
+    from pathlib import Path
+
+    runbook = (Path(__file__).resolve().parents[2] / "docs/runbook.md").read_text()
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', runbook))
+    for intent in interconnect_alarm_intents(topology):
+        assert set(re.findall(r"docs/runbook\.md#([a-z0-9-]+)", intent.description)) == {"interconnect-down"}
+        assert "interconnect-down" in anchors and len(intent.description) <= 1024
+    table = dict(re.findall(r"^\| `([A-Za-z]+)` \| ([A-Za-z]+) \|", runbook, re.MULTILINE))
+    assert table[interconnect.METRIC] == table[interconnect.REFUSAL_METRIC] == "Count"
