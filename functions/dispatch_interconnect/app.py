@@ -3,6 +3,9 @@
 Scheduled by EventBridge. Reads the topology from the inventory and the nodes' instance states from
 EC2, and invokes ProbeInterconnect (in the client VPC) with the pairs whose two instances run: a
 stopped node is node-down's news, not the interconnect's.
+
+IAM: dynamodb:GetItem (the inventory), ec2:DescribeInstances (each node's region),
+lambda:InvokeFunction (ProbeInterconnectFunction).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ on their service port), like any VPC Lambda without a NAT or endpoints able to c
 topology and the pairs to probe come in the event (DispatchInterconnect, or the failover controller
 for one pair). Emits ``InterconnectReachable`` per judged pair as EMF lines (the local runtime: its
 PutMetricData sink), unless ``emit_metrics`` is false (the controller's own checks).
+
+IAM: none on AWS (EMF lines); cloudwatch:PutMetricData for the local runtime's sink; the VPC access
+actions Lambda needs for the function's network interfaces.
 """
 
 from __future__ import annotations

@@ -296,3 +296,9 @@ def test_the_alarms_link_to_the_runbook_and_the_metrics_are_documented(topology)
         assert "interconnect-down" in anchors and len(intent.description) <= 1024
     table = dict(re.findall(r"^\| `([A-Za-z]+)` \| ([A-Za-z]+) \|", runbook, re.MULTILINE))
     assert table[interconnect.METRIC] == table[interconnect.REFUSAL_METRIC] == "Count"
+
+
+def test_a_peer_that_began_stopping_meanwhile_is_silent_not_cut_off(topology):
+    check = Script({("Server-B", "Server-A"): "timeout"})
+    assert refusal(topology, "Server-B", BOTH, check, running_now=lambda: ["Server-B"]) is None
+    assert refusal(topology, "Server-B", BOTH, check, running_now=lambda: BOTH) is not None

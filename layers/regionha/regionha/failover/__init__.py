@@ -800,7 +800,7 @@ def run_controller(
         trigger=trigger,
         instance_nodes=instance_nodes,
     )
-    decision = interconnect.guard(topology, decision, health, settings.interconnect_check)
+    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients)
     logger.info("decision %s: %s", decision.action, decision.reason)
     dims = {"Deployment": deployment}
     points = []

@@ -292,13 +292,15 @@ def default_check() -> PairCheck | None:
     return None
 
 
-def refusal(topology: Topology, target: str, running: Iterable[str], check: PairCheck | None) -> str | None:
+def refusal(topology: Topology, target: str, running: Iterable[str], check: PairCheck | None,
+            running_now: Callable[[], Iterable[str]] | None = None) -> str | None:
     """Why the record must not move onto ``target``, or None. Pure but for ``check``.
 
     Only peers whose instance runs are dialled: a stopped peer cannot form a second active side, and a
     stopped peer is the ordinary reason to fail over. A result that is neither up nor down counts as
     down (no blind move), except a node without the relay (logged: it cannot be judged, and refusing
-    every failover of an older deployment would be worse)."""
+    every failover of an older deployment would be worse). ``running_now()`` re-reads which nodes run
+    before refusing: a peer that began stopping since ``running`` was read is silent, not cut off."""
     if not topology.cluster.requires_interconnect:
         return None
     vpc = topology.node(target).vpc
@@ -314,23 +316,35 @@ def refusal(topology: Topology, target: str, running: Iterable[str], check: Pair
             logger.warning("interconnect not judged: %s", result.describe())
             continue
         if result.reachable is not True:
-            cut.append(result.describe())
+            cut.append(result)
+    if cut and running_now is not None:
+        alive = set(running_now())
+        cut = [r for r in cut if r.target in alive]
     if not cut:
         return None
-    return (f"{'; '.join(cut)}: {target} is cut off from its running peer over the interconnect "
+    return (f"{'; '.join(r.describe() for r in cut)}: {target} is cut off from its running peer over the interconnect "
             "(cluster.requires_interconnect): a failover onto it risks a split brain")
 
 
-def guard(topology: Topology, decision: Any, health: Mapping[str, Any], check: PairCheck | None = None) -> Any:
+def guard(topology: Topology, decision: Any, health: Mapping[str, Any], check: PairCheck | None = None,
+          clients: Any = None) -> Any:
     """The controller's hook: ``decision`` unchanged, or a ``refuse`` of the same move with the reason.
 
     ``decision`` is a ``failover.Decision``; ``health`` maps node names to objects with an
-    ``instance_state``; ``check`` dials one pair (default ``default_check()``). Logs the refusal and
+    ``instance_state``; ``check`` dials one pair (default ``default_check()``); ``clients`` (optional)
+    re-reads the instance states before a refusal (ec2:DescribeInstances). Logs the refusal and
     publishes ``InterconnectRefusal`` (Count; Deployment, Node = the refused target)."""
     if decision.action != "failover" or decision.target is None:
         return decision
     running = [name for name, h in health.items() if getattr(h, "instance_state", None) == "running"]
-    why = refusal(topology, decision.target, running, check if check is not None else default_check())
+    running_now = None
+    if clients is not None:
+        def running_now() -> list[str]:
+            from regionha.failover import node_instances
+
+            found = node_instances(topology, clients)
+            return [name for name, instances in found.items() if instances and instances[0]["state"] == "running"]
+    why = refusal(topology, decision.target, running, check if check is not None else default_check(), running_now)
     if why is None:
         return decision
     logger.warning("failover to %s refused: %s", decision.target, why)
