@@ -43,7 +43,7 @@ from regionha.converge import Outcome
 from regionha.converge import dns as converge_dns
 from regionha.converge.dns import RecordChanged, read_record, swap_record, upsert_record, wait_insync
 from regionha.errors import ConfigurationError, TransientError
-from regionha.watch import metrics
+from regionha.watch import interconnect, metrics
 from regionha.watch.canary import NodeCheck, check_node
 
 if TYPE_CHECKING:
@@ -739,6 +739,8 @@ class ControllerSettings:
     cloudwatch: Any = None  # for the PutMetricData sink
     # Check a node from its peer region too (None: wherever the controller dials the nodes itself).
     peer_check: bool | None = None
+    # Dials one node pair for the interconnect refusal (None: regionha.watch.interconnect.default_check).
+    interconnect_check: Callable[..., Any] | None = None
 
 
 def run_controller(
@@ -798,6 +800,7 @@ def run_controller(
         trigger=trigger,
         instance_nodes=instance_nodes,
     )
+    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients)
     logger.info("decision %s: %s", decision.action, decision.reason)
     dims = {"Deployment": deployment}
     points = []

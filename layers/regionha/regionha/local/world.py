@@ -10,6 +10,11 @@ moto keeps the AWS state but moves no packet. ``World.reconcile()`` reads that s
   network ACL of its subnet allows it inbound, the endpoint exists / the instance runs, and the route
   tables carry the packets there and the replies back (``regionha.local.host.routing``). UDP 53 and TCP 53
   are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``);
+- a cluster node's port answers its peer node in another VPC (the interconnect: heartbeat, mirror
+  disk, probed by ``regionha.watch.interconnect``'s relay from the node's own address) only if the
+  peer's subnet can send it out (network ACL egress), the route tables carry it over an active
+  peering and back, and the node's network ACL and security group admit the peer's address; a node
+  whose instance is not running is silent to its peer, as on AWS;
 - an instance whose user-data installs packages (a BIND server: ``dnf install bind``) has them only if
   its subnet had egress to the Amazon Linux repositories (S3 in its region) when it first booted
   (``package_install``); without them its named never starts.
@@ -34,6 +39,7 @@ from regionha.local.host.nodes import NodeService
 from regionha.local.host.routing import OPEN, Routing, fix_moto_endpoint_routes
 from regionha.netguard import to_local, to_local_network
 from regionha.topology import Node, Topology
+from regionha.watch.interconnect import interconnect_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +124,13 @@ class World:
         self._thread: threading.Thread | None = None
         self.last: dict[str, Any] = {}
         self._installs: dict[str, str] = {}
+        for service in self.nodes.values():
+            service.peer_address = self._peer_address
         fix_moto_endpoint_routes()
+
+    def _peer_address(self, name: str) -> tuple[str, int] | None:
+        service = self.nodes.get(name)
+        return (service.host, service.port) if service is not None else None
 
     # -- reading AWS ---------------------------------------------------------------------------------
 
@@ -250,6 +262,26 @@ class World:
                              node.port, routing)
         return reach.tcp
 
+    def interconnect_reach(self, source: Node, target: Node, routing: Routing | None = None) -> str:
+        """Would TCP from ``source`` node's address reach ``target``'s service port in AWS right now
+        (the cluster's own path over the peering)? "open", or why not."""
+        running = self._running_instance(target)
+        if running is None:
+            return "instance not running"
+        sender = self._running_instance(source)
+        if sender is not None:
+            out = self._nacl_entries(source.vpc, sender["SubnetId"])
+            to = ipaddress.IPv4Network(f"{target.ip}/32")
+            if out is not None and not nacl_allows(out, to, "tcp", target.port, egress=True):
+                return "network acl (egress of the sender's subnet)"
+        reach = self._decide(target.vpc, _primary_groups(running), running["SubnetId"],
+                             ipaddress.IPv4Network(f"{source.ip}/32"), str(target.ip), target.port, routing)
+        return reach.tcp
+
+    def _running_instance(self, node: Node) -> dict[str, Any] | None:
+        instances = self._instances(node.vpc, deployment_filter(self.topology.deployment, node.name))
+        return next((i for i in instances if i["State"]["Name"] == "running"), None)
+
     # -- applying ------------------------------------------------------------------------------------
 
     def local_addresses(self) -> list[str]:
@@ -293,6 +325,13 @@ class World:
             if node_paths[node.name] not in ("open", "instance not running"):
                 # A stopped node's port is closed by its service; a cut one drops silently.
                 flows.add(Flow(self.client_net, to_local(str(node.ip)), "tcp", node.port))
+        interconnect: dict[str, str] = {}
+        for src_name, dst_name in interconnect_pairs(self.topology):
+            src, dst = self.topology.node(src_name), self.topology.node(dst_name)
+            interconnect[f"{src_name}->{dst_name}"] = verdict = self.interconnect_reach(src, dst, routing)
+            service = self.nodes.get(dst_name)
+            if verdict != "open" and service is not None:
+                flows.add(Flow(f"{to_local(str(src.ip))}/32", to_local(str(dst.ip)), "tcp", service.port))
         for target in dns_targets(self.topology):
             reach = self.reach(target, routing)
             paths.setdefault(target.name, {})[target.address] = {"udp": reach.udp, "tcp": reach.tcp}
@@ -303,6 +342,7 @@ class World:
         self.last = {
             "nodes": nodes,
             "node_paths": node_paths,
+            "interconnect": interconnect,
             "paths": paths,
             "blocked": sorted(str(f) for f in flows),
             "changes": changes,

@@ -24,6 +24,7 @@ from regionha.topology.model import (
     Canary,
     Client,
     ClientSite,
+    Cluster,
     Dns,
     DnsServer,
     EndpointIp,
@@ -52,7 +53,7 @@ from regionha.topology.model import (
 )
 
 __all__ = [
-    "DEFAULT_TOPOLOGY", "MAX_EXECUTION_INPUT_BYTES", "ONPREM", "BindPath", "Canary", "Client", "ClientSite",
+    "DEFAULT_TOPOLOGY", "MAX_EXECUTION_INPUT_BYTES", "ONPREM", "BindPath", "Canary", "Client", "ClientSite", "Cluster",
     "Dns", "DnsServer", "EndpointIp", "Failover", "ForwarderPath", "GatewayEndpoint", "Ingress", "Link",
     "Instances", "Model", "Name", "NatInstance", "Node", "OnPremClient", "OnPremDnsServer", "Peering",
     "Problem", "Record", "ResolverEndpointPath", "Route", "RouteTable", "SecurityGroup", "Subnet", "Topology",

@@ -302,6 +302,13 @@ class Canary(Model):
     timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
 
+class Cluster(Model):
+    # The cluster software needs its nodes to reach each other across VPCs (heartbeat, mirror disk):
+    # the failover controller refuses to move the record onto a node cut off from a running peer
+    # (regionha.watch.interconnect, docs/interconnect.md).
+    requires_interconnect: bool = True
+
+
 class Topology(Model):
     deployment: Name
     vpcs: list[Vpc] = Field(min_length=1)
@@ -314,6 +321,7 @@ class Topology(Model):
     waits: Waits = Waits()
     failover: Failover = Failover()
     canary: Canary = Canary()
+    cluster: Cluster = Cluster()
 
     def vpc(self, name: str) -> Vpc:
         return next(v for v in self.vpcs if v.name == name)
