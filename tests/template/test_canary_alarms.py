@@ -53,7 +53,7 @@ def sample_run() -> CanaryRun:
     """A run of the reference topology, every path healthy (no network: built by hand)."""
     a = TOPOLOGY.primary
     paths = tuple(
-        PathResult(t.path, t.forwarder, "ok", (str(a.ip),), 1.0, True, True, a.name, False)
+        PathResult(t.path, t.forwarder, "ok", (str(a.ip),), 1.0, True, True, a.name, False, kind=t.kind)
         for t in canary_targets(TOPOLOGY)
     )
     nodes = {n.name: NodeCheck(str(n.ip), True, n.name, 1.0) for n in TOPOLOGY.nodes}

@@ -27,7 +27,7 @@ from regionha.watch.alarms import (
     path_down,
     watched_alarm_names,
 )
-from regionha.watch.canary import canary_targets
+from regionha.watch.canary import FORWARDER_PATH, canary_targets
 
 REGION = "ap-southeast-1"
 TOPOLOGY = load_topology()
@@ -56,7 +56,9 @@ def test_alarms_and_dashboard_follow_the_topology_and_a_rerun_writes_nothing(com
     have = metric_alarms()
     want = {alarm_name(dep, i.suffix) for i in canary_alarm_intents(TOPOLOGY)}
     assert set(have) == want
-    assert {alarm_name(dep, path_down(t.path).suffix) for t in canary_targets(TOPOLOGY)} <= want
+    assert {alarm_name(dep, path_down(t.path).suffix) for t in canary_targets(TOPOLOGY)
+            if t.kind == FORWARDER_PATH} <= want
+    assert alarm_name(dep, "onprem-down") in want and alarm_name(dep, "path-down-onprem") not in want
     assert {alarm_name(dep, node_down(n.name).suffix) for n in TOPOLOGY.nodes} <= want
     osaka = have[f"regionha-{dep}-path-down-osaka-bind"]
     assert osaka["Dimensions"] == [{"Name": "Deployment", "Value": dep}, {"Name": "Path", "Value": "osaka-bind"}]
@@ -150,6 +152,10 @@ def test_dashboard_shows_what_on_call_needs_for_this_topology():
     series = {tuple(r) for r in rows if isinstance(r, list) and r and isinstance(r[0], str)}
     dep = TOPOLOGY.deployment
     for t in canary_targets(TOPOLOGY):
+        if t.kind != FORWARDER_PATH:
+            assert ("regionha", "PathSuccess", "Deployment", dep, "Path", t.path) not in series
+            assert ("regionha", "OnPremSuccess", "Deployment", dep) in series
+            continue
         for metric in ("PathSuccess", "PathLatency"):
             assert ("regionha", metric, "Deployment", dep, "Path", t.path) in series
         assert f'Path=\\"{t.path}\\"' in text  # its failure reasons (PathOutcome by Outcome)

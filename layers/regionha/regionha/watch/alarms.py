@@ -5,10 +5,16 @@ path and node of *this* topology has its alarm and nothing in template.yaml name
 named ``regionha-<deployment>-<suffix>``, so two deployments in one account and region never share one
 and the build's IAM can be scoped to that prefix.
 
-Periods are one minute, the canary's default rate. Why the counts are what they are:
+Detection within 30 s (issue 13 item 4): the canary runs a round every ``ROUND_SECONDS`` (10 s; the
+dispatcher loops within its one-minute schedule, ``regionha.watch.rounds``) and publishes the
+datapoints these alarms read at high resolution; CloudWatch evaluates 10-second alarms every 10 s.
+Why the counts are what they are:
 
-- a path is down after 2 of 3 minutes without success: one lost run does not page, a dead path does
-  within about two runs; a node is down the same way (its service port does not answer as itself);
+- a forwarder path address is down after 2 of 3 ten-second periods without success: one lost round
+  does not page, a dead path does within two rounds (worst case: the fault right after a round, a
+  probe timeout of 2 s, two rounds, the period closing: under 30 s, ``tests/local/test_detection.py``);
+  a node is down the same way (its service port does not answer as itself), and the on-prem resolver
+  (``onprem-down``: resolves, to the truth, and the node answers);
 - the name unresolvable from on-prem is the critical symptom (clients fail); 2 of 3 as for a path;
 - after a failover the record names a stopped node until the failover's hold-down has passed, and
   on-prem caches may serve the old answer for up to the record's TTL (60 s): both are normal for a
@@ -28,10 +34,14 @@ import re
 from dataclasses import dataclass
 
 from regionha.errors import ConfigurationError
-from regionha.topology import Topology
-from regionha.watch.canary import NAMESPACE, canary_targets
+from regionha.topology import ONPREM, Topology
+from regionha.watch.canary import FORWARDER_PATH, canary_targets
+from regionha.watch.metrics import NAMESPACE
 
 PERIOD = 60
+# High-resolution alarms: the canary's round interval, and the period of the alarms that must detect
+# a path going down within 30 s.
+FAST_PERIOD = 10
 LESS_THAN = "LessThanThreshold"
 PREFIX = "regionha"
 # The one composite alarm of a deployment: ALARM when any critical alarm is in ALARM.
@@ -59,6 +69,8 @@ class AlarmIntent:
     threshold: float = 1.0
     comparison: str = LESS_THAN
     namespace: str = NAMESPACE
+    # Fires while a drill cuts its path and is OK after restore (the drill's alarm proof checks it).
+    drilled: bool = True
 
     def dimension_names(self) -> list[str]:
         return ["Deployment"] + (["Path"] if self.path is not None else []) + (["Node"] if self.node else [])
@@ -90,8 +102,9 @@ def label_suffix(label: str) -> str:
 
 ON_PREM_UNRESOLVABLE = AlarmIntent(
     "onprem-unresolvable", "OnPremResolvable", None, "Minimum", 3, 2, "missing", critical=True,
+    period=FAST_PERIOD,
     description="CRITICAL: the on-prem resolver cannot resolve the record (clients cannot reach the "
-                "service) in 2 of the last 3 minutes; runbook: docs/runbook.md#onprem-unresolvable",
+                "service) in 2 of the last 3 ten-second periods; runbook: docs/runbook.md#onprem-unresolvable",
 )
 FAILOVER_UNHEALTHY_NODE = AlarmIntent(
     "failover-unhealthy-node", "FailoverHealthy", None, "Minimum", 3, 3, "missing", critical=True,
@@ -112,19 +125,31 @@ CRITICAL_INTENTS = (ON_PREM_UNRESOLVABLE, FAILOVER_UNHEALTHY_NODE, FAILOVER_STAL
 
 
 def path_down(path: str) -> AlarmIntent:
+    """A forwarder path address (its canary label) without success in 2 of 3 ten-second periods."""
+    if path == ONPREM:
+        raise ConfigurationError(f"{ONPREM!r} labels the on-prem resolver, not a forwarder path: see onprem_down")
     return AlarmIntent(
         f"path-down-{label_suffix(path)}", "PathSuccess", path, "Minimum", 3, 2, "missing", critical=False,
+        period=FAST_PERIOD,
         description=f"Forwarder path {path}: no successful canary probe (resolve, truth, node) in 2 of the "
-                    f"last 3 minutes; runbook: docs/runbook.md#path-down",
+                    f"last 3 ten-second periods; runbook: docs/runbook.md#path-down",
     )
+
+
+# The on-prem resolver, a target of its own kind: its own metric (no Path dimension) and alarm.
+ON_PREM_DOWN = AlarmIntent(
+    "onprem-down", "OnPremSuccess", None, "Minimum", 3, 2, "missing", critical=False, period=FAST_PERIOD,
+    description="The on-prem resolver: no successful canary probe (resolve, truth, node) in 2 of the last 3 "
+                "ten-second periods; runbook: docs/runbook.md#onprem-down",
+)
 
 
 def node_down(node: str) -> AlarmIntent:
     return AlarmIntent(
         f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", 3, 2, "missing", critical=False,
-        node=node,
+        node=node, period=FAST_PERIOD,
         description=f"Node {node}: its service port did not answer as itself (from the client network) in "
-                    f"2 of the last 3 minutes; runbook: docs/runbook.md#node-down",
+                    f"2 of the last 3 ten-second periods; runbook: docs/runbook.md#node-down",
     )
 
 
@@ -133,7 +158,8 @@ def canary_alarm_intents(topology: Topology) -> list[AlarmIntent]:
 
     Raises ConfigurationError when two labels give the same alarm name (e.g. paths "a/b" and "a-b").
     """
-    intents = [path_down(t.path) for t in canary_targets(topology)]
+    intents = [path_down(t.path) for t in canary_targets(topology) if t.kind == FORWARDER_PATH]
+    intents.append(ON_PREM_DOWN)
     intents += [node_down(n.name) for n in topology.nodes]
     intents += list(CRITICAL_INTENTS)
     suffixes = [i.suffix for i in intents]
@@ -161,7 +187,8 @@ def composite_name(deployment: str) -> str:
 
 def watched_alarm_names(topology: Topology) -> list[str]:
     """The alarms a drill proves: each path's and node's (fire while cut/failed, OK after restore)."""
-    return [alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology) if not i.critical]
+    return [alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology)
+            if not i.critical and i.drilled]
 
 
 def dashboard_name(deployment: str) -> str:
