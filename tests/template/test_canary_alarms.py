@@ -31,7 +31,9 @@ from regionha.watch.alarms import (
     dashboard_name,
     path_down,
 )
-from regionha.watch.canary import CanaryRun, NodeCheck, PathResult, Truth, canary_targets, metrics
+from regionha.watch.canary import FORWARDER_PATH, CanaryRun, NodeCheck, PathResult, Truth, canary_targets, metrics
+from regionha.watch.coverage import CoverageReport, PathCoverage
+from regionha.watch.coverage import datapoints as coverage_datapoints
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 NOTICES = [{"Ref": "NoticesTopic"}]
@@ -60,8 +62,17 @@ def sample_run() -> CanaryRun:
     return CanaryRun(TOPOLOGY.deployment, 0.0, 5.0, Truth(str(a.ip), 60, a.name), paths, nodes)
 
 
+def sample_coverage() -> CoverageReport:
+    """The on-prem agent's clean check of the reference topology (built by hand, no named)."""
+    paths = tuple(PathCoverage(t.path, str(t.forwarder), t.server, True, True, "ok")
+                  for t in canary_targets(TOPOLOGY) if t.kind == FORWARDER_PATH)
+    return CoverageReport(TOPOLOGY.deployment, TOPOLOGY.dns.zone_fqdn, (), paths)
+
+
 def emitted() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-    return {(d.name, tuple(sorted(d.dimensions.items()))) for d in metrics(sample_run())}
+    """Every series the canary and the on-prem agent publish."""
+    points = [*metrics(sample_run()), *coverage_datapoints(sample_coverage())]
+    return {(d.name, tuple(sorted(d.dimensions.items()))) for d in points}
 
 
 def test_parameters_have_the_documented_defaults(parameters):

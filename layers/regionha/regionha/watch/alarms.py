@@ -144,6 +144,20 @@ ON_PREM_DOWN = AlarmIntent(
 )
 
 
+def coverage_down(path: str) -> AlarmIntent:
+    """The on-prem resolver no longer resolves through this forwarder path address on its own (it left
+    the effective forwarder list, or does not answer the on-prem server): two agent checks in a row.
+
+    Not proven by drills (a drill cuts paths, it does not edit the on-prem configuration)."""
+    return AlarmIntent(
+        f"onprem-coverage-{label_suffix(path)}", "OnPremPathCovered", path, "Minimum", 2, 2, "missing",
+        critical=False, drilled=False,
+        description=f"Forwarder path {path}: the on-prem resolver cannot resolve through it on its own (not in "
+                    f"its forwarders, or no answer to it) in 2 checks in a row; runbook: "
+                    f"docs/runbook.md#onprem-coverage",
+    )
+
+
 def node_down(node: str) -> AlarmIntent:
     return AlarmIntent(
         f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", 3, 2, "missing", critical=False,
@@ -154,13 +168,16 @@ def node_down(node: str) -> AlarmIntent:
 
 
 def canary_alarm_intents(topology: Topology) -> list[AlarmIntent]:
-    """Every metric alarm the deployment needs: one per path, one per node, then the critical ones.
+    """Every metric alarm the deployment needs: one per path address, the on-prem resolver's, one per
+    node, the on-prem coverage of each path address, then the critical ones.
 
     Raises ConfigurationError when two labels give the same alarm name (e.g. paths "a/b" and "a-b").
     """
     intents = [path_down(t.path) for t in canary_targets(topology) if t.kind == FORWARDER_PATH]
     intents.append(ON_PREM_DOWN)
     intents += [node_down(n.name) for n in topology.nodes]
+    # The on-prem agent's coverage check (regionha.watch.coverage), one per forwarder path address.
+    intents += [coverage_down(t.path) for t in canary_targets(topology) if t.kind == FORWARDER_PATH]
     intents += list(CRITICAL_INTENTS)
     suffixes = [i.suffix for i in intents]
     clashes = sorted({s for s in suffixes if suffixes.count(s) > 1} | ({CRITICAL_COMPOSITE} & set(suffixes)))
