@@ -3,15 +3,17 @@
 Scheduled by EventBridge once a minute. The canary itself runs in the client VPC (placed there by the
 build), where it can reach the forwarder paths but, like any VPC Lambda without a NAT or endpoints, no
 AWS API. So this function (outside any VPC) reads the topology from the inventory once, then runs a
-round every 10 s until the next schedule (``regionha.watch.rounds``): each round reads the truth from
-Route 53 and invokes the canary synchronously with both and the round's slot time; the canary only
-probes and emits EMF metrics stamped with that time (high resolution, for the 10-second alarms).
+round every 10 s until the next schedule (``regionha.watch.rounds``), each in a thread of its own so a
+slow round never delays the next: each round reads the truth from Route 53 and invokes the canary
+synchronously with both and the round's slot time; the canary only probes and emits EMF metrics
+stamped with that time (high resolution, for the 10-second alarms).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +60,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 "paths": {p["path"]: p.get("success") for p in body.get("paths", [])}}
 
     start = rounds.event_time(event) or metrics.now()
-    done = rounds.run_rounds(start, round_once, now=metrics.now, sleep=metrics.sleep, interval=interval)
-    last = done[-1].result if done else {}
-    return {**last, "rounds": len(done)}
+    # Each round starts at its slot even while an earlier one still waits for a silent path, so every
+    # 10-second period gets its datapoints (stamped with the slot) however long a probe takes.
+    with ThreadPoolExecutor(max_workers=rounds.slots(interval), thread_name_prefix="canary-round") as pool:
+        started = rounds.run_rounds(start, lambda slot: pool.submit(round_once, slot), now=metrics.now,
+                                    sleep=metrics.sleep, interval=interval)
+        done = [r.result.result() for r in started]
+    return {**(done[-1] if done else {}), "rounds": len(done)}

@@ -62,8 +62,8 @@ def test_alarms_and_dashboard_follow_the_topology_and_a_rerun_writes_nothing(com
     assert {alarm_name(dep, node_down(n.name).suffix) for n in TOPOLOGY.nodes} <= want
     osaka = have[f"regionha-{dep}-path-down-osaka-bind"]
     assert osaka["Dimensions"] == [{"Name": "Deployment", "Value": dep}, {"Name": "Path", "Value": "osaka-bind"}]
-    assert (osaka["MetricName"], osaka["Statistic"], osaka["EvaluationPeriods"], osaka["DatapointsToAlarm"]) == \
-        ("PathSuccess", "Minimum", 3, 2)
+    assert (osaka["MetricName"], osaka["Statistic"], osaka["EvaluationPeriods"], osaka["DatapointsToAlarm"],
+            osaka["Period"]) == ("PathSuccess", "Minimum", 6, 2, 10)
     assert osaka["AlarmActions"] == osaka["OKActions"] == [SETTINGS.topic_arn]
     tags = boto3.client("cloudwatch", region_name=REGION).list_tags_for_resource(ResourceARN=osaka["AlarmArn"])
     assert {"Key": "regionha:deployment", "Value": dep} in tags["Tags"]

@@ -10,12 +10,17 @@ dispatcher loops within its one-minute schedule, ``regionha.watch.rounds``) and 
 datapoints these alarms read at high resolution; CloudWatch evaluates 10-second alarms every 10 s.
 Why the counts are what they are:
 
-- a forwarder path address is down after 2 of 3 ten-second periods without success: one lost round
-  does not page, a dead path does within two rounds (worst case: the fault right after a round, a
-  probe timeout of 2 s, two rounds, the period closing: under 30 s, ``tests/local/test_detection.py``);
-  a node is down the same way (its service port does not answer as itself), and the on-prem resolver
-  (``onprem-down``: resolves, to the truth, and the node answers);
-- the name unresolvable from on-prem is the critical symptom (clients fail); 2 of 3 as for a path;
+- a forwarder path address is down after 2 of 6 ten-second periods without success: one lost round
+  does not page, a dead path does within two rounds (worst case: the fault right after a round, two
+  rounds, the second one's period closing: 30 s, ``tests/local/test_canary_detection.py``); a node is
+  down the same way (its service port does not answer as itself), and the on-prem resolver
+  (``onprem-down``: resolves, to the truth, and the node answers). Six periods, not three: a round's
+  datapoints may arrive up to a minute late (a probe waiting on a silent path; in the local runtime its
+  real timeout is twenty emulated ones), and CloudWatch reads only the last N + 2 periods;
+- the name unresolvable from on-prem is the critical symptom (clients fail): 2 of 3 minutes in which
+  no round resolved (statistic Maximum: a minute holds six rounds, and one slow round must not make it
+  a bad minute), a page only once the on-prem resolver has failed clients for a sustained time
+  (``onprem-down`` is the fast signal); the failover alarms read their minutes the same way;
 - after a failover the record names a stopped node until the failover's hold-down has passed, and
   on-prem caches may serve the old answer for up to the record's TTL (60 s): both are normal for a
   minute or two, so "failover failed" needs 3 of 3 minutes (TTL plus a grace);
@@ -42,6 +47,7 @@ PERIOD = 60
 # High-resolution alarms: the canary's round interval, and the period of the alarms that must detect
 # a path going down within 30 s.
 FAST_PERIOD = 10
+FAST_EVALUATION_PERIODS = 6
 LESS_THAN = "LessThanThreshold"
 PREFIX = "regionha"
 # The one composite alarm of a deployment: ALARM when any critical alarm is in ALARM.
@@ -101,18 +107,17 @@ def label_suffix(label: str) -> str:
 
 
 ON_PREM_UNRESOLVABLE = AlarmIntent(
-    "onprem-unresolvable", "OnPremResolvable", None, "Minimum", 3, 2, "missing", critical=True,
-    period=FAST_PERIOD,
+    "onprem-unresolvable", "OnPremResolvable", None, "Maximum", 3, 2, "missing", critical=True,
     description="CRITICAL: the on-prem resolver cannot resolve the record (clients cannot reach the "
-                "service) in 2 of the last 3 ten-second periods; runbook: docs/runbook.md#onprem-unresolvable",
+                "service) in 2 of the last 3 minutes; runbook: docs/runbook.md#onprem-unresolvable",
 )
 FAILOVER_UNHEALTHY_NODE = AlarmIntent(
-    "failover-unhealthy-node", "FailoverHealthy", None, "Minimum", 3, 3, "missing", critical=True,
+    "failover-unhealthy-node", "FailoverHealthy", None, "Maximum", 3, 3, "missing", critical=True,
     description="CRITICAL: failover failed: the record names a node that does not answer while another "
                 "node does, 3 minutes in a row; runbook: docs/runbook.md#failover-unhealthy-node",
 )
 FAILOVER_STALE_ANSWER = AlarmIntent(
-    "failover-stale-answer", "OnPremMatchesTruth", None, "Minimum", 3, 3, "missing", critical=True,
+    "failover-stale-answer", "OnPremMatchesTruth", None, "Maximum", 3, 3, "missing", critical=True,
     description="CRITICAL: failover failed: the on-prem answer disagrees with the record for 3 minutes "
                 "(longer than the TTL plus a grace); runbook: docs/runbook.md#failover-stale-answer",
 )
@@ -129,17 +134,18 @@ def path_down(path: str) -> AlarmIntent:
     if path == ONPREM:
         raise ConfigurationError(f"{ONPREM!r} labels the on-prem resolver, not a forwarder path: see onprem_down")
     return AlarmIntent(
-        f"path-down-{label_suffix(path)}", "PathSuccess", path, "Minimum", 3, 2, "missing", critical=False,
-        period=FAST_PERIOD,
+        f"path-down-{label_suffix(path)}", "PathSuccess", path, "Minimum", FAST_EVALUATION_PERIODS, 2, "missing",
+        critical=False, period=FAST_PERIOD,
         description=f"Forwarder path {path}: no successful canary probe (resolve, truth, node) in 2 of the "
-                    f"last 3 ten-second periods; runbook: docs/runbook.md#path-down",
+                    f"last 6 ten-second periods; runbook: docs/runbook.md#path-down",
     )
 
 
 # The on-prem resolver, a target of its own kind: its own metric (no Path dimension) and alarm.
 ON_PREM_DOWN = AlarmIntent(
-    "onprem-down", "OnPremSuccess", None, "Minimum", 3, 2, "missing", critical=False, period=FAST_PERIOD,
-    description="The on-prem resolver: no successful canary probe (resolve, truth, node) in 2 of the last 3 "
+    "onprem-down", "OnPremSuccess", None, "Minimum", FAST_EVALUATION_PERIODS, 2, "missing", critical=False,
+    period=FAST_PERIOD,
+    description="The on-prem resolver: no successful canary probe (resolve, truth, node) in 2 of the last 6 "
                 "ten-second periods; runbook: docs/runbook.md#onprem-down",
 )
 
@@ -160,10 +166,10 @@ def coverage_down(path: str) -> AlarmIntent:
 
 def node_down(node: str) -> AlarmIntent:
     return AlarmIntent(
-        f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", 3, 2, "missing", critical=False,
-        node=node, period=FAST_PERIOD,
+        f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", FAST_EVALUATION_PERIODS, 2, "missing",
+        critical=False, node=node, period=FAST_PERIOD,
         description=f"Node {node}: its service port did not answer as itself (from the client network) in "
-                    f"2 of the last 3 ten-second periods; runbook: docs/runbook.md#node-down",
+                    f"2 of the last 6 ten-second periods; runbook: docs/runbook.md#node-down",
     )
 
 

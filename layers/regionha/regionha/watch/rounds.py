@@ -9,7 +9,9 @@ alarms (``regionha.watch.alarms.FAST_PERIOD``).
 
 Slots are ``start + k * interval``; a round that overruns its slot (a silently dropping path costs a
 probe timeout) makes the loop skip the slots already past instead of bunching rounds, and the loop
-never starts a round at or after ``start + span`` (the next schedule's own first round). Time comes
+never starts a round at or after ``start + span`` (the next schedule's own first round). The
+dispatcher hands each round to a thread of its own (``round_once`` returns a future), so rounds
+overlap rather than skip when a probe is slow. Time comes
 from the caller (``now``/``sleep``), so the same loop runs on the real clock in Lambda and on the
 local runtime's emulated one, and is tested with a manual clock.
 
@@ -38,6 +40,11 @@ class RoundResult:
     result: Any
 
 
+def slots(interval: float = ROUND_SECONDS, span: float = SPAN_SECONDS) -> int:
+    """How many rounds one schedule runs: the slots ``start + k * interval`` below ``start + span``."""
+    return math.ceil(span / interval)
+
+
 def run_rounds(
     start: datetime,
     round_once: Callable[[datetime], Any],
@@ -58,9 +65,9 @@ def run_rounds(
         raise ConfigurationError(f"canary rounds: interval {interval} s must be positive and at most the span "
                                  f"{span} s")
     rounds: list[RoundResult] = []
-    slots = math.ceil(span / interval)
+    count = slots(interval, span)
     k = 0
-    while k < slots:
+    while k < count:
         slot = start + timedelta(seconds=k * interval)
         wait = (slot - now()).total_seconds()
         if wait > 0:
