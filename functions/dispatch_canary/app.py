@@ -1,21 +1,27 @@
 """DispatchCanary: read what the canary needs from AWS APIs, then run it inside the client network.
 
-Scheduled by EventBridge. The canary itself runs in the client VPC (placed there by the build), where
-it can reach the forwarder paths but, like any VPC Lambda without a NAT or endpoints, no AWS API.
-So this function (outside any VPC) reads the topology from the inventory and the truth from Route 53
-and invokes the canary synchronously with both; the canary only probes and emits EMF metrics.
+Scheduled by EventBridge once a minute. The canary itself runs in the client VPC (placed there by the
+build), where it can reach the forwarder paths but, like any VPC Lambda without a NAT or endpoints, no
+AWS API. So this function (outside any VPC) reads the topology from the inventory once, then runs a
+round every 10 s until the next schedule (``regionha.watch.rounds``), each in a thread of its own so a
+slow round never delays the next: each round reads the truth from Route 53 and invokes the canary
+synchronously with both and the round's slot time; the canary only probes and emits EMF metrics
+stamped with that time (high resolution, for the 10-second alarms).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
 from regionha.errors import TransientError
 from regionha.payload import clients, require_env, stack_region
-from regionha.watch import canary
+from regionha.watch import canary, metrics, rounds
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,20 +40,33 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if topology.client.onprem:
         # A real on-prem site: its on-prem agent runs the canary there; from here every path would fail.
         return {"skipped": "on-prem site: the on-prem agent publishes the canary (docs/onprem.md)"}
-    truth = canary.read_truth(topology, aws)
-    payload = {
-        "topology": topology.to_json(),
-        "truth": {"ip": truth.ip, "ttl": truth.ttl, "node": truth.node},
-        # The schedule's time: metrics are stamped with it (the local runtime's emulated clock).
-        "time": event.get("time") if isinstance(event, dict) else None,
-    }
-    response = aws.client("lambda", stack_region()).invoke(
-        FunctionName=require_env("CANARY_FUNCTION"), InvocationType="RequestResponse", Payload=json.dumps(payload)
-    )
-    body = json.loads(response["Payload"].read() or b"null")
-    if response.get("FunctionError"):
-        # No heartbeat this minute: the canary-silent alarm says so.
-        raise TransientError(f"canary run failed: {body}")
-    logger.info("canary dispatched", extra={"truth": payload["truth"], "all_succeeded": body.get("all_succeeded")})
-    return {"truth": payload["truth"], "duration_ms": body.get("duration_ms"),
-            "paths": {p["path"]: p.get("success") for p in body.get("paths", [])}}
+    lam = aws.client("lambda", stack_region())
+    interval = float(os.environ.get("CANARY_ROUND_SECONDS") or rounds.ROUND_SECONDS)
+
+    def round_once(slot: datetime) -> dict[str, Any]:
+        truth = canary.read_truth(topology, aws)
+        payload = {
+            "topology": topology.to_json(),
+            "truth": {"ip": truth.ip, "ttl": truth.ttl, "node": truth.node},
+            # The round's slot time: its metrics are stamped with it (10-second alarm periods).
+            "time": slot.astimezone(UTC).isoformat(),
+        }
+        response = lam.invoke(FunctionName=require_env("CANARY_FUNCTION"), InvocationType="RequestResponse",
+                              Payload=json.dumps(payload))
+        body = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            # No heartbeat from here on this minute: the canary-silent alarm says so.
+            raise TransientError(f"canary run failed: {body}")
+        logger.info("canary round", extra={"slot": payload["time"], "truth": payload["truth"],
+                                           "all_succeeded": body.get("all_succeeded")})
+        return {"truth": payload["truth"], "duration_ms": body.get("duration_ms"),
+                "paths": {p["path"]: p.get("success") for p in body.get("paths", [])}}
+
+    start = rounds.event_time(event) or metrics.now()
+    # Each round starts at its slot even while an earlier one still waits for a silent path, so every
+    # 10-second period gets its datapoints (stamped with the slot) however long a probe takes.
+    with ThreadPoolExecutor(max_workers=rounds.slots(interval), thread_name_prefix="canary-round") as pool:
+        started = rounds.run_rounds(start, lambda slot: pool.submit(round_once, slot), now=metrics.now,
+                                    sleep=metrics.sleep, interval=interval)
+        done = [r.result.result() for r in started]
+    return {**(done[-1] if done else {}), "rounds": len(done)}

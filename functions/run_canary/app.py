@@ -11,13 +11,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from botocore.exceptions import BotoCoreError, ClientError
 
 from regionha.errors import TransientError
 from regionha.payload import clients, require_env, stack_region
 from regionha.topology import parse_topology
-from regionha.watch import canary, metrics
+from regionha.watch import canary, metrics, rounds
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,12 +27,8 @@ tracer = Tracer()
 
 
 def _scheduled_time(event: Any) -> datetime | None:
-    """The schedule's time of a scheduled event: the local runtime's emulated clock stamps it there."""
-    text = EventBridgeEvent(event).get("time") if isinstance(event, dict) else None
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except (TypeError, ValueError):
-        return None
+    """The time of the schedule or of the dispatcher's round: the datapoints' timestamp."""
+    return rounds.event_time(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -70,8 +65,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.info("canary node", extra={"deployment": deployment, "node": name, "ip": check.ip,
                                           "reachable": check.reachable, "answered_as": check.name,
                                           "error": check.error})
-    # PutMetricData datapoints carry the schedule's time, so that an emulated clock's alarm periods
-    # see them; EMF lines are stamped now.
+    # Datapoints carry the round's slot time (EMF Timestamp, or PutMetricData's), so that each lands in
+    # its own 10-second alarm period, also on the local runtime's emulated clock.
     metrics.emit(canary.metrics(run), timestamp=scheduled)
     result = run.to_json()
     logger.info("canary run", extra={"scheduled": scheduled.isoformat() if scheduled else None,

@@ -31,7 +31,9 @@ from regionha.watch.alarms import (
     dashboard_name,
     path_down,
 )
-from regionha.watch.canary import CanaryRun, NodeCheck, PathResult, Truth, canary_targets, metrics
+from regionha.watch.canary import FORWARDER_PATH, CanaryRun, NodeCheck, PathResult, Truth, canary_targets, metrics
+from regionha.watch.coverage import CoverageReport, PathCoverage
+from regionha.watch.coverage import datapoints as coverage_datapoints
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 NOTICES = [{"Ref": "NoticesTopic"}]
@@ -53,15 +55,24 @@ def sample_run() -> CanaryRun:
     """A run of the reference topology, every path healthy (no network: built by hand)."""
     a = TOPOLOGY.primary
     paths = tuple(
-        PathResult(t.path, t.forwarder, "ok", (str(a.ip),), 1.0, True, True, a.name, False)
+        PathResult(t.path, t.forwarder, "ok", (str(a.ip),), 1.0, True, True, a.name, False, kind=t.kind)
         for t in canary_targets(TOPOLOGY)
     )
     nodes = {n.name: NodeCheck(str(n.ip), True, n.name, 1.0) for n in TOPOLOGY.nodes}
     return CanaryRun(TOPOLOGY.deployment, 0.0, 5.0, Truth(str(a.ip), 60, a.name), paths, nodes)
 
 
+def sample_coverage() -> CoverageReport:
+    """The on-prem agent's clean check of the reference topology (built by hand, no named)."""
+    paths = tuple(PathCoverage(t.path, str(t.forwarder), t.server, True, True, "ok")
+                  for t in canary_targets(TOPOLOGY) if t.kind == FORWARDER_PATH)
+    return CoverageReport(TOPOLOGY.deployment, TOPOLOGY.dns.zone_fqdn, (), paths)
+
+
 def emitted() -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-    return {(d.name, tuple(sorted(d.dimensions.items()))) for d in metrics(sample_run())}
+    """Every series the canary and the on-prem agent publish."""
+    points = [*metrics(sample_run()), *coverage_datapoints(sample_coverage())]
+    return {(d.name, tuple(sorted(d.dimensions.items()))) for d in points}
 
 
 def test_parameters_have_the_documented_defaults(parameters):
@@ -199,9 +210,12 @@ def state(intent: AlarmIntent, minutes: list[bool | None], current: str = OK) ->
 @pytest.mark.parametrize(
     ("intent", "minutes", "expected"),
     [
-        (path_down("osaka-bind"), [G, G, G, G, B], OK),  # one lost run does not page
-        (path_down("osaka-bind"), [G, G, G, B, B], ALARM),  # a dead path does within two runs
-        (path_down("osaka-bind"), [G, G, B, G, B], ALARM),  # flapping counts too (2 of 3)
+        (path_down("osaka-bind"), [G, G, G, G, G, G, G, B], OK),  # one lost round does not page
+        (path_down("osaka-bind"), [G, G, G, G, G, G, B, B], ALARM),  # a dead path does within two rounds
+        (path_down("osaka-bind"), [G, G, G, B, G, G, G, B], ALARM),  # two failures within a minute (2 of 6)
+        (path_down("osaka-bind"), [G, B, G, G, G, G, G, B], OK),  # ... but not a minute apart
+        # A round's datapoints that arrive late (a probe waiting on a silent path) still count.
+        (path_down("osaka-bind"), [G, G, G, B, B, None, None, None], ALARM),
         (ON_PREM_UNRESOLVABLE, [G, G, G, B, B], ALARM),
         # After a failover, the record names the stopped node for the hold-down, and on-prem may serve
         # the old answer for up to the TTL: two such minutes are normal, three are a failed failover.

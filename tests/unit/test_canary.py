@@ -27,7 +27,17 @@ from regionha.cli import main
 from regionha.errors import ConfigurationError
 from regionha.inventory import save_inventory
 from regionha.watch import canary
-from regionha.watch.canary import ONPREM, Truth, canary_targets, metrics, run_canary, truth_from_record
+from regionha.watch.canary import (
+    FORWARDER_PATH,
+    ONPREM,
+    ONPREM_RESOLVER,
+    Truth,
+    canary_targets,
+    metrics,
+    run_canary,
+    truth_from_record,
+)
+from regionha.watch.metrics import put_metric_data
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:
@@ -40,6 +50,7 @@ A_IP, B_IP = "10.0.110.10", "10.1.110.10"
 # hundreds; a dropping path costs one BOUND, so keep it modest.
 BOUND = 1.5
 PATHS = ("tokyo-resolver/10.0.111.100", "tokyo-resolver/10.0.111.101", "osaka-bind", ONPREM)
+FORWARDER_LABELS = PATHS[:-1]
 
 
 @pytest.fixture(autouse=True)
@@ -106,12 +117,26 @@ def truth(topology, ip: str | None = A_IP) -> Truth:
 
 def test_targets_are_every_endpoint_ip_every_bind_forwarder_then_onprem(topology):
     targets = canary_targets(topology)
-    assert [(t.path, t.forwarder, t.server) for t in targets] == [
-        ("tokyo-resolver/10.0.111.100", "tokyo-resolver", "10.0.111.100"),
-        ("tokyo-resolver/10.0.111.101", "tokyo-resolver", "10.0.111.101"),
-        ("osaka-bind", "osaka-bind", "10.1.111.10"),
-        ("onprem", "onprem", "10.2.10.10"),
+    assert [(t.path, t.forwarder, t.server, t.kind) for t in targets] == [
+        ("tokyo-resolver/10.0.111.100", "tokyo-resolver", "10.0.111.100", FORWARDER_PATH),
+        ("tokyo-resolver/10.0.111.101", "tokyo-resolver", "10.0.111.101", FORWARDER_PATH),
+        ("osaka-bind", "osaka-bind", "10.1.111.10", FORWARDER_PATH),
+        # The on-prem resolver is a target of its own kind: no forwarder path, whatever the labels.
+        ("onprem", None, "10.2.10.10", ONPREM_RESOLVER),
     ]
+
+
+def test_the_onprem_resolver_is_found_by_kind_not_by_a_path_name(topology, site_factory):
+    # A forwarder path named like the on-prem label (validation refuses it; the canary must not care).
+    renamed = topology.model_copy(deep=True)
+    renamed.forwarder_paths[1] = renamed.forwarder_paths[1].model_copy(update={"name": "OnPrem"})
+    site = site_factory({"osaka-bind": answer(B_IP), ONPREM: answer(A_IP)})
+    servers = {("OnPrem" if label == "osaka-bind" else label): address for label, address in site.servers.items()}
+    run = run_canary(renamed, truth(renamed), timeout=BOUND, servers=servers, node_addresses=site.node_addresses)
+    assert (run.onprem.kind, run.onprem.forwarder, run.onprem.answers) == (ONPREM_RESOLVER, None, (A_IP,))
+    assert [p.path for p in run.forwarder_paths][-1] == "OnPrem"
+    dims = {tuple(sorted(d.dimensions.items())) for d in metrics(run) if d.name == "PathSuccess"}
+    assert (("Deployment", "regionha-ref"), ("Path", ONPREM)) not in dims
 
 
 @pytest.mark.parametrize(
@@ -266,7 +291,7 @@ def test_metrics_per_path_node_and_deployment(topology, site_factory):
     by_key = {(d.name, tuple(sorted(d.dimensions.items()))): d for d in points}
     dep = {"Deployment": "regionha-ref"}
 
-    for path in PATHS:
+    for path in FORWARDER_LABELS:
         dims = tuple(sorted((dep | {"Path": path}).items()))
         ok = path != "osaka-bind"
         assert by_key[("PathSuccess", dims)].value == float(ok)
@@ -281,13 +306,19 @@ def test_metrics_per_path_node_and_deployment(topology, site_factory):
         assert by_key[("RecordTarget", dims)].value == target
         assert by_key[("NodeUp", dims)].value == 1.0
     dims = tuple(sorted(dep.items()))
-    for name, value in (("OnPremResolvable", 1), ("OnPremMatchesTruth", 1), ("FailoverHealthy", 1),
-                        ("CanaryHeartbeat", 1)):
+    for name, value in (("OnPremSuccess", 1), ("OnPremResolvable", 1), ("OnPremMatchesTruth", 1),
+                        ("FailoverHealthy", 1), ("CanaryHeartbeat", 1)):
         assert by_key[(name, dims)].value == value
+    assert by_key[("OnPremOutcome", tuple(sorted((dep | {"Outcome": "ok"}).items())))].value == 1
     assert len(by_key) == len(points)  # no datapoint twice
+    # The on-prem resolver is never a Path; what the 10-second alarms read is high resolution.
+    assert all(d.dimensions.get("Path") != ONPREM for d in points)
+    fast = {d.name for d in points if d.resolution == 1}
+    assert fast == {"PathSuccess", "NodeUp", "OnPremSuccess", "OnPremResolvable"}
+    assert all(d.resolution == 60 for d in metrics(run, high_resolution=False))
 
 
-def test_publish_cloudwatch_puts_every_datapoint(topology, site_factory):
+def test_put_metric_data_puts_every_datapoint(topology, site_factory):
     run = site_factory().run(topology, truth(topology))
 
     class Recorder:
@@ -297,12 +328,13 @@ def test_publish_cloudwatch_puts_every_datapoint(topology, site_factory):
             self.calls.append(kwargs)
 
     recorder = Recorder()
-    assert canary.publish_cloudwatch(recorder, run) == len(metrics(run))
+    assert put_metric_data(metrics(run), recorder) == len(metrics(run))
     (call,) = recorder.calls
     assert call["Namespace"] == "regionha"
     success = [d for d in call["MetricData"] if d["MetricName"] == "PathSuccess"]
     paths = [next(x["Value"] for x in d["Dimensions"] if x["Name"] == "Path") for d in success]
-    assert sorted(paths) == sorted(PATHS)
+    assert sorted(paths) == sorted(FORWARDER_LABELS)
+    assert {d["StorageResolution"] for d in success} == {1}
 
 
 # --- the handler, with moto in-process -----------------------------------------------------------------
@@ -398,7 +430,13 @@ def test_handler_runs_the_canary_and_emits_metrics(
         emitted[key] = value[0] if isinstance(value, list) else value
     # Exactly the dimensions the alarms match on: no Powertools "service" dimension sneaks in.
     assert emitted[("PathSuccess", (("Deployment", "regionha-ref"), ("Path", "osaka-bind")))] == 0.0
-    assert emitted[("PathSuccess", (("Deployment", "regionha-ref"), ("Path", "onprem")))] == 1.0
+    assert emitted[("OnPremSuccess", (("Deployment", "regionha-ref"),))] == 1.0
+    # High resolution for the 10-second alarms, stamped with the schedule's time.
+    success = next(line for line in emf_lines(out)
+                   if line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] == "PathSuccess")
+    assert success["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["StorageResolution"] == 1
+    assert success["_aws"]["Timestamp"] == int(datetime.fromisoformat(
+        scheduled["time"].replace("Z", "+00:00")).timestamp() * 1000)
     assert emitted[("CanaryHeartbeat", (("Deployment", "regionha-ref"),))] == 1.0
 
 
@@ -417,10 +455,11 @@ def test_handler_puts_metrics_at_the_scheduled_time_with_the_cloudwatch_sink(
     handler(event, LambdaContext())
 
     cw = boto3.client("cloudwatch", region_name="ap-southeast-1")
-    for path, value in (("osaka-bind", 0.0), ("onprem", 1.0)):
+    for metric, path, value in (("PathSuccess", "osaka-bind", 0.0), ("OnPremSuccess", None, 1.0)):
         stats = cw.get_metric_statistics(
-            Namespace="regionha", MetricName="PathSuccess", Statistics=["Minimum"], Period=60,
-            Dimensions=[{"Name": "Deployment", "Value": "regionha-ref"}, {"Name": "Path", "Value": path}],
+            Namespace="regionha", MetricName=metric, Statistics=["Minimum"], Period=60,
+            Dimensions=[{"Name": "Deployment", "Value": "regionha-ref"},
+                        *([{"Name": "Path", "Value": path}] if path else [])],
             StartTime=at - timedelta(seconds=30), EndTime=at + timedelta(seconds=30),
         )["Datapoints"]
         assert [d["Minimum"] for d in stats] == [value], path

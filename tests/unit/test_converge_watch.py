@@ -27,7 +27,7 @@ from regionha.watch.alarms import (
     path_down,
     watched_alarm_names,
 )
-from regionha.watch.canary import canary_targets
+from regionha.watch.canary import FORWARDER_PATH, canary_targets
 from regionha.watch.interconnect import interconnect_alarm_intents
 
 REGION = "ap-southeast-1"
@@ -57,12 +57,14 @@ def test_alarms_and_dashboard_follow_the_topology_and_a_rerun_writes_nothing(com
     have = metric_alarms()
     want = {alarm_name(dep, i.suffix) for i in [*canary_alarm_intents(TOPOLOGY), *interconnect_alarm_intents(TOPOLOGY)]}
     assert set(have) == want
-    assert {alarm_name(dep, path_down(t.path).suffix) for t in canary_targets(TOPOLOGY)} <= want
+    assert {alarm_name(dep, path_down(t.path).suffix) for t in canary_targets(TOPOLOGY)
+            if t.kind == FORWARDER_PATH} <= want
+    assert alarm_name(dep, "onprem-down") in want and alarm_name(dep, "path-down-onprem") not in want
     assert {alarm_name(dep, node_down(n.name).suffix) for n in TOPOLOGY.nodes} <= want
     osaka = have[f"regionha-{dep}-path-down-osaka-bind"]
     assert osaka["Dimensions"] == [{"Name": "Deployment", "Value": dep}, {"Name": "Path", "Value": "osaka-bind"}]
-    assert (osaka["MetricName"], osaka["Statistic"], osaka["EvaluationPeriods"], osaka["DatapointsToAlarm"]) == \
-        ("PathSuccess", "Minimum", 3, 2)
+    assert (osaka["MetricName"], osaka["Statistic"], osaka["EvaluationPeriods"], osaka["DatapointsToAlarm"],
+            osaka["Period"]) == ("PathSuccess", "Minimum", 6, 2, 10)
     assert osaka["AlarmActions"] == osaka["OKActions"] == [SETTINGS.topic_arn]
     tags = boto3.client("cloudwatch", region_name=REGION).list_tags_for_resource(ResourceARN=osaka["AlarmArn"])
     assert {"Key": "regionha:deployment", "Value": dep} in tags["Tags"]
@@ -152,6 +154,10 @@ def test_dashboard_shows_what_on_call_needs_for_this_topology():
     series = {tuple(r) for r in rows if isinstance(r, list) and r and isinstance(r[0], str)}
     dep = TOPOLOGY.deployment
     for t in canary_targets(TOPOLOGY):
+        if t.kind != FORWARDER_PATH:
+            assert ("regionha", "PathSuccess", "Deployment", dep, "Path", t.path) not in series
+            assert ("regionha", "OnPremSuccess", "Deployment", dep) in series
+            continue
         for metric in ("PathSuccess", "PathLatency"):
             assert ("regionha", metric, "Deployment", dep, "Path", t.path) in series
         assert f'Path=\\"{t.path}\\"' in text  # its failure reasons (PathOutcome by Outcome)

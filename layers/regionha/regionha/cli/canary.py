@@ -114,7 +114,7 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
     from regionha.cli import _report, default_topology_path, read_topology
     from regionha.errors import ConfigurationError
     from regionha.topology import TopologyError
-    from regionha.watch import canary
+    from regionha.watch import canary, metrics
 
     try:
         topology = read_topology(Path(args.topology) if args.topology else default_topology_path())
@@ -173,7 +173,7 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
                 status = EXIT_FAILED
             if args.publish:
                 try:
-                    count = canary.publish_cloudwatch(aws.client("cloudwatch", region), run)
+                    count = metrics.put_metric_data(canary.metrics(run), aws.client("cloudwatch", region))
                     print(f"published {count} datapoints to CloudWatch in {region}",
                           file=sys.stderr if as_json else sys.stdout, flush=True)
                 except (BotoCoreError, ClientError) as e:

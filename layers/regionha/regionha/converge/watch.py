@@ -1,6 +1,6 @@
 """Watch follows the topology: the deployment's alarms and dashboard, converged from the topology.
 
-Each forwarder path address and the on-prem resolver get a path-down alarm, each node a node-down
+Each forwarder path address gets a path-down alarm, the on-prem resolver its onprem-down, each node a node-down
 alarm, the deployment its critical alarms and the composite that ORs them, and one dashboard shows
 what an on-call person needs for *this* topology (``dashboard_body``). What they mean lives in
 ``regionha.watch.alarms``. Everything is in the stack's region (where the canary's metrics go), named
@@ -46,7 +46,8 @@ from regionha.watch.alarms import (
     critical_rule,
     dashboard_name,
 )
-from regionha.watch.canary import NAMESPACE, canary_targets
+from regionha.watch.canary import FORWARDER_PATH, ONPREM_RESOLVER, canary_targets
+from regionha.watch.metrics import NAMESPACE
 
 _DELETE_BATCH = 100
 _COMPOSITE_DESCRIPTION = (
@@ -156,7 +157,8 @@ def dashboard_body(topology: Topology, settings: WatchSettings, alarm_arn_prefix
     takes ARNs); default with account 123456789012 (tests).
     """
     dep, region = topology.deployment, settings.region
-    targets = canary_targets(topology)
+    everything = canary_targets(topology)
+    targets = [t for t in everything if t.kind == FORWARDER_PATH]
     names = [alarm_name(dep, i.suffix) for i in canary_alarm_intents(topology)] + [composite_name(dep)]
     names += interconnect_alarm_names(topology)
     prefix = alarm_arn_prefix or f"arn:aws:cloudwatch:{region}:123456789012:alarm:"
@@ -164,10 +166,11 @@ def dashboard_body(topology: Topology, settings: WatchSettings, alarm_arn_prefix
     runbook = (f"[Runbook]({settings.runbook_url})" if settings.runbook_url
                else "Runbook: `docs/runbook.md` in the regionha source")
     paths = ", ".join(f"`{t.path}` ({t.server})" for t in targets)
+    onprem = next((f"`{t.server}`" for t in everything if t.kind == ONPREM_RESOLVER), "none")
     nodes = ", ".join(f"`{n.name}` ({n.ip}:{n.port})" for n in topology.nodes)
     text = (f"## regionha deployment `{dep}`\n"
             f"Record `{topology.dns.record.name}` (TTL {topology.dns.record.ttl} s), failover "
-            f"{topology.failover.mode}. Paths: {paths}. Nodes: {nodes}.\n\n{runbook}")
+            f"{topology.failover.mode}. Paths: {paths}. On-prem resolver: {onprem}. Nodes: {nodes}.\n\n{runbook}")
     widgets: list[dict[str, Any]] = [
         {"type": "text", "x": 0, "y": 0, "width": 24, "height": 3, "properties": {"markdown": text}},
         {"type": "alarm", "x": 0, "y": 3, "width": 24, "height": 4,
@@ -178,8 +181,9 @@ def dashboard_body(topology: Topology, settings: WatchSettings, alarm_arn_prefix
         _graph("Path success (1 = resolves to the truth and the node answers)",
                [_metric("PathSuccess", dep, Path=t.path) for t in targets], region, stat="Minimum", x=0, y=y,
                y_max=1),
-        _graph("Path latency (ms)", [_metric("PathLatency", dep, Path=t.path) for t in targets], region,
-               stat="Maximum", x=12, y=y),
+        _graph("Path and on-prem resolver latency (ms)",
+               [*(_metric("PathLatency", dep, Path=t.path) for t in targets), _metric("OnPremLatency", dep)],
+               region, stat="Maximum", x=12, y=y),
     ]
     y += 6
     for i, t in enumerate(targets):
@@ -189,6 +193,15 @@ def dashboard_body(topology: Topology, settings: WatchSettings, alarm_arn_prefix
         widgets.append(_graph(f"{t.path}: probe outcomes", [_search(expr, "", f"o{i}")], region, stat="Sum",
                               x=(i % 3) * 8, y=y + (i // 3) * 5, width=8, height=5, stacked=True))
     y += 5 * ((len(targets) + 2) // 3)
+    onprem_outcomes = (f"SEARCH('{{{NAMESPACE},Deployment,Outcome}} MetricName=\"OnPremOutcome\" "
+                       f"Deployment=\"{dep}\"', 'Sum', 60)")
+    widgets += [
+        _graph("On-prem resolver success (1 = resolves to the truth and the node answers)",
+               [_metric("OnPremSuccess", dep)], region, stat="Minimum", x=0, y=y, y_max=1),
+        _graph("On-prem resolver: probe outcomes", [_search(onprem_outcomes, "", "onprem")], region, stat="Sum",
+               x=12, y=y, stacked=True),
+    ]
+    y += 6
     widgets += [
         _graph("Record target (1 = the record names this node)",
                [_metric("RecordTarget", dep, Node=n.name) for n in topology.nodes], region, stat="Maximum",

@@ -134,6 +134,7 @@ class LocalRuntime:
         self.schedules: Any = None
         self.emitter: Any = None
         self.alarms: Any = None
+        self.agent: Any = None  # the on-prem agent's coverage check (local/host/agent.py)
         self.executions: list[Execution] = []
         self._saved_env: dict[str, str | None] = {}
         self._started = False
@@ -248,7 +249,11 @@ class LocalRuntime:
             for props in self.stack.alarms.values():
                 if props.get("Type") == "composite":
                     self.alarms.put_composite_alarm(self.region, **props)
-            for ticker in (self.schedules, self.emitter, self.alarms):
+            from regionha.local.host.agent import OnPremAgent
+
+            self.agent = OnPremAgent(self.topology, self.fleet, self.clients.client("cloudwatch", self.region),
+                                     self.clock)
+            for ticker in (self.schedules, self.emitter, self.alarms, self.agent):
                 ticker.start()
             self.progress(f"schedules, EC2 events and alarms on a clock {self.compression:g}x faster than real")
         except BaseException:
@@ -268,7 +273,7 @@ class LocalRuntime:
         if not self._started:
             return
         self._started = False
-        for ticker in (self.schedules, self.emitter, self.alarms):
+        for ticker in (self.schedules, self.emitter, self.alarms, self.agent):
             if ticker is not None:
                 _safely(ticker.stop)
         if self.fleet is not None:

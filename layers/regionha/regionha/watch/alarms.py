@@ -5,11 +5,22 @@ path and node of *this* topology has its alarm and nothing in template.yaml name
 named ``regionha-<deployment>-<suffix>``, so two deployments in one account and region never share one
 and the build's IAM can be scoped to that prefix.
 
-Periods are one minute, the canary's default rate. Why the counts are what they are:
+Detection within 30 s (issue 13 item 4): the canary runs a round every ``ROUND_SECONDS`` (10 s; the
+dispatcher loops within its one-minute schedule, ``regionha.watch.rounds``) and publishes the
+datapoints these alarms read at high resolution; CloudWatch evaluates 10-second alarms every 10 s.
+Why the counts are what they are:
 
-- a path is down after 2 of 3 minutes without success: one lost run does not page, a dead path does
-  within about two runs; a node is down the same way (its service port does not answer as itself);
-- the name unresolvable from on-prem is the critical symptom (clients fail); 2 of 3 as for a path;
+- a forwarder path address is down after 2 of 6 ten-second periods without success: one lost round
+  does not page, a dead path does within two rounds (worst case: the fault right after a round, two
+  rounds, the second one's period closing: 30 s, ``tests/local/test_canary_detection.py``); a node is
+  down the same way (its service port does not answer as itself), and the on-prem resolver
+  (``onprem-down``: resolves, to the truth, and the node answers). Six periods, not three: a round's
+  datapoints may arrive up to a minute late (a probe waiting on a silent path; in the local runtime its
+  real timeout is twenty emulated ones), and CloudWatch reads only the last N + 2 periods;
+- the name unresolvable from on-prem is the critical symptom (clients fail): 2 of 3 minutes in which
+  no round resolved (statistic Maximum: a minute holds six rounds, and one slow round must not make it
+  a bad minute), a page only once the on-prem resolver has failed clients for a sustained time
+  (``onprem-down`` is the fast signal); the failover alarms read their minutes the same way;
 - after a failover the record names a stopped node until the failover's hold-down has passed, and
   on-prem caches may serve the old answer for up to the record's TTL (60 s): both are normal for a
   minute or two, so "failover failed" needs 3 of 3 minutes (TTL plus a grace);
@@ -28,10 +39,15 @@ import re
 from dataclasses import dataclass
 
 from regionha.errors import ConfigurationError
-from regionha.topology import Topology
-from regionha.watch.canary import NAMESPACE, canary_targets
+from regionha.topology import ONPREM, Topology
+from regionha.watch.canary import FORWARDER_PATH, canary_targets
+from regionha.watch.metrics import NAMESPACE
 
 PERIOD = 60
+# High-resolution alarms: the canary's round interval, and the period of the alarms that must detect
+# a path going down within 30 s.
+FAST_PERIOD = 10
+FAST_EVALUATION_PERIODS = 6
 LESS_THAN = "LessThanThreshold"
 PREFIX = "regionha"
 # The one composite alarm of a deployment: ALARM when any critical alarm is in ALARM.
@@ -59,6 +75,8 @@ class AlarmIntent:
     threshold: float = 1.0
     comparison: str = LESS_THAN
     namespace: str = NAMESPACE
+    # Fires while a drill cuts its path and is OK after restore (the drill's alarm proof checks it).
+    drilled: bool = True
 
     def dimension_names(self) -> list[str]:
         return ["Deployment"] + (["Path"] if self.path is not None else []) + (["Node"] if self.node else [])
@@ -89,17 +107,17 @@ def label_suffix(label: str) -> str:
 
 
 ON_PREM_UNRESOLVABLE = AlarmIntent(
-    "onprem-unresolvable", "OnPremResolvable", None, "Minimum", 3, 2, "missing", critical=True,
+    "onprem-unresolvable", "OnPremResolvable", None, "Maximum", 3, 2, "missing", critical=True,
     description="CRITICAL: the on-prem resolver cannot resolve the record (clients cannot reach the "
                 "service) in 2 of the last 3 minutes; runbook: docs/runbook.md#onprem-unresolvable",
 )
 FAILOVER_UNHEALTHY_NODE = AlarmIntent(
-    "failover-unhealthy-node", "FailoverHealthy", None, "Minimum", 3, 3, "missing", critical=True,
+    "failover-unhealthy-node", "FailoverHealthy", None, "Maximum", 3, 3, "missing", critical=True,
     description="CRITICAL: failover failed: the record names a node that does not answer while another "
                 "node does, 3 minutes in a row; runbook: docs/runbook.md#failover-unhealthy-node",
 )
 FAILOVER_STALE_ANSWER = AlarmIntent(
-    "failover-stale-answer", "OnPremMatchesTruth", None, "Minimum", 3, 3, "missing", critical=True,
+    "failover-stale-answer", "OnPremMatchesTruth", None, "Maximum", 3, 3, "missing", critical=True,
     description="CRITICAL: failover failed: the on-prem answer disagrees with the record for 3 minutes "
                 "(longer than the TTL plus a grace); runbook: docs/runbook.md#failover-stale-answer",
 )
@@ -112,29 +130,60 @@ CRITICAL_INTENTS = (ON_PREM_UNRESOLVABLE, FAILOVER_UNHEALTHY_NODE, FAILOVER_STAL
 
 
 def path_down(path: str) -> AlarmIntent:
+    """A forwarder path address (its canary label) without success in 2 of 3 ten-second periods."""
+    if path == ONPREM:
+        raise ConfigurationError(f"{ONPREM!r} labels the on-prem resolver, not a forwarder path: see onprem_down")
     return AlarmIntent(
-        f"path-down-{label_suffix(path)}", "PathSuccess", path, "Minimum", 3, 2, "missing", critical=False,
+        f"path-down-{label_suffix(path)}", "PathSuccess", path, "Minimum", FAST_EVALUATION_PERIODS, 2, "missing",
+        critical=False, period=FAST_PERIOD,
         description=f"Forwarder path {path}: no successful canary probe (resolve, truth, node) in 2 of the "
-                    f"last 3 minutes; runbook: docs/runbook.md#path-down",
+                    f"last 6 ten-second periods; runbook: docs/runbook.md#path-down",
+    )
+
+
+# The on-prem resolver, a target of its own kind: its own metric (no Path dimension) and alarm.
+ON_PREM_DOWN = AlarmIntent(
+    "onprem-down", "OnPremSuccess", None, "Minimum", FAST_EVALUATION_PERIODS, 2, "missing", critical=False,
+    period=FAST_PERIOD,
+    description="The on-prem resolver: no successful canary probe (resolve, truth, node) in 2 of the last 6 "
+                "ten-second periods; runbook: docs/runbook.md#onprem-down",
+)
+
+
+def coverage_down(path: str) -> AlarmIntent:
+    """The on-prem resolver no longer resolves through this forwarder path address on its own (it left
+    the effective forwarder list, or does not answer the on-prem server): two agent checks in a row.
+
+    Not proven by drills (a drill cuts paths, it does not edit the on-prem configuration)."""
+    return AlarmIntent(
+        f"onprem-coverage-{label_suffix(path)}", "OnPremPathCovered", path, "Minimum", 2, 2, "missing",
+        critical=False, drilled=False,
+        description=f"Forwarder path {path}: the on-prem resolver cannot resolve through it on its own (not in "
+                    f"its forwarders, or no answer to it) in 2 checks in a row; runbook: "
+                    f"docs/runbook.md#onprem-coverage",
     )
 
 
 def node_down(node: str) -> AlarmIntent:
     return AlarmIntent(
-        f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", 3, 2, "missing", critical=False,
-        node=node,
+        f"node-down-{label_suffix(node)}", "NodeUp", None, "Minimum", FAST_EVALUATION_PERIODS, 2, "missing",
+        critical=False, node=node, period=FAST_PERIOD,
         description=f"Node {node}: its service port did not answer as itself (from the client network) in "
-                    f"2 of the last 3 minutes; runbook: docs/runbook.md#node-down",
+                    f"2 of the last 6 ten-second periods; runbook: docs/runbook.md#node-down",
     )
 
 
 def canary_alarm_intents(topology: Topology) -> list[AlarmIntent]:
-    """Every metric alarm the deployment needs: one per path, one per node, then the critical ones.
+    """Every metric alarm the deployment needs: one per path address, the on-prem resolver's, one per
+    node, the on-prem coverage of each path address, then the critical ones.
 
     Raises ConfigurationError when two labels give the same alarm name (e.g. paths "a/b" and "a-b").
     """
-    intents = [path_down(t.path) for t in canary_targets(topology)]
+    intents = [path_down(t.path) for t in canary_targets(topology) if t.kind == FORWARDER_PATH]
+    intents.append(ON_PREM_DOWN)
     intents += [node_down(n.name) for n in topology.nodes]
+    # The on-prem agent's coverage check (regionha.watch.coverage), one per forwarder path address.
+    intents += [coverage_down(t.path) for t in canary_targets(topology) if t.kind == FORWARDER_PATH]
     intents += list(CRITICAL_INTENTS)
     suffixes = [i.suffix for i in intents]
     clashes = sorted({s for s in suffixes if suffixes.count(s) > 1} | ({CRITICAL_COMPOSITE} & set(suffixes)))
@@ -161,7 +210,8 @@ def composite_name(deployment: str) -> str:
 
 def watched_alarm_names(topology: Topology) -> list[str]:
     """The alarms a drill proves: each path's and node's (fire while cut/failed, OK after restore)."""
-    return [alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology) if not i.critical]
+    return [alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology)
+            if not i.critical and i.drilled]
 
 
 def dashboard_name(deployment: str) -> str:

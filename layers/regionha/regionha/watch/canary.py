@@ -1,17 +1,17 @@
 """Canaries: resolve the record through every forwarder path from the client site and check the truth.
 
-One run = probe every path at once (each Resolver endpoint IP alone, every BIND forwarder, and the
-on-prem resolver that clients really use), compare the answers with the record's current value in
-Route 53 (the truth), and check that the node the answer names answers on its service port as
-itself. The result is plain data; ``metrics`` turns it into the datapoints that alarms watch.
+One run = probe every target at once: each forwarder path address alone (each Resolver endpoint IP,
+every BIND forwarder) and, a target of its own kind, the on-prem resolver that clients really use;
+compare the answers with the record's current value in Route 53 (the truth), and check that the node
+the answer names answers on its service port as itself. The result is plain data; ``metrics`` turns
+it into the datapoints that alarms watch (``regionha.watch.metrics`` publishes them).
 
 Time: a probe is bounded by the topology's ``canary.timeout_seconds`` as a whole (two UDP tries of
 half of it each), node checks by the same bound, and all of them run at once. A run therefore takes
 about its slowest probe: a silently dropping path costs one probe timeout, however many paths drop.
 
 IAM: route53:ListHostedZonesByName, route53:ListTagsForResources, route53:ListResourceRecordSets
-(reading the truth); dynamodb:GetItem on the state table (the inventory); cloudwatch:PutMetricData
-only when publishing without EMF.
+(reading the truth); dynamodb:GetItem on the state table (the inventory).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 from regionha import netguard
 from regionha.errors import ConfigurationError
 from regionha.topology import ONPREM, Topology, TopologyError, parse_topology
+from regionha.watch.metrics import HIGH_RESOLUTION, NAMESPACE, Datapoint  # noqa: F401 - NAMESPACE: re-export
 from regionha.watch.probe import OK, WRONG_ANSWER, ProbeConfig, ProbeResult, probe_many
 
 DNS_PORT = 53
@@ -38,13 +39,25 @@ _TRIES = 2
 Address = tuple[str, int]
 
 
+# The two kinds of canary target: one address of a forwarder path, and the on-prem resolver (the BIND
+# server on-prem clients use, which forwards to the paths). Never told apart by a label.
+FORWARDER_PATH = "forwarder_path"
+ONPREM_RESOLVER = "onprem_resolver"
+
+
 @dataclass(frozen=True)
 class CanaryTarget:
-    """One server to probe: ``path`` is the metric label, ``forwarder`` the forwarder path it tests."""
+    """One server to probe.
+
+    ``kind`` is ``FORWARDER_PATH`` (``forwarder`` names the path, ``path`` labels the address: the
+    metric dimension Path) or ``ONPREM_RESOLVER`` (``forwarder`` None; ``path`` is ``ONPREM``, the
+    label of its result rows, ``--server-map`` key and drill samples, never a Path dimension).
+    """
 
     path: str
-    forwarder: str
+    forwarder: str | None
     server: str
+    kind: str = FORWARDER_PATH
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,10 @@ class NodeCheck:
 
 @dataclass(frozen=True)
 class PathResult:
+    """What one target (``kind``: a forwarder path address or the on-prem resolver) answered."""
+
     path: str
-    forwarder: str
+    forwarder: str | None
     outcome: str
     answers: tuple[str, ...]
     latency_ms: float
@@ -79,6 +94,7 @@ class PathResult:
     rcode: str | None = None
     tries: int = 0
     error: str | None = None
+    kind: str = FORWARDER_PATH
 
     @property
     def success(self) -> bool:
@@ -111,7 +127,12 @@ class CanaryRun:
 
     @property
     def onprem(self) -> PathResult | None:
-        return next((p for p in self.paths if p.forwarder == ONPREM), None)
+        """The on-prem resolver's result (found by kind: a forwarder path's name never makes one)."""
+        return next((p for p in self.paths if p.kind == ONPREM_RESOLVER), None)
+
+    @property
+    def forwarder_paths(self) -> tuple[PathResult, ...]:
+        return tuple(p for p in self.paths if p.kind == FORWARDER_PATH)
 
     @property
     def all_succeeded(self) -> bool:
@@ -138,7 +159,7 @@ def canary_targets(topology: Topology) -> list[CanaryTarget]:
         for ip in addresses:
             label = path.name if len(addresses) == 1 else f"{path.name}/{ip}"
             targets.append(CanaryTarget(label, path.name, str(ip)))
-    targets.append(CanaryTarget(ONPREM, ONPREM, str(topology.client.dns_server.ip)))
+    targets.append(CanaryTarget(ONPREM, None, str(topology.client.dns_server.ip), ONPREM_RESOLVER))
     return targets
 
 
@@ -302,6 +323,7 @@ def run_canary(
                 rcode=r.rcode,
                 tries=r.tries,
                 error=r.error,
+                kind=target.kind,
             )
         )
     return CanaryRun(
@@ -316,29 +338,25 @@ def run_canary(
 
 # --- metrics ----------------------------------------------------------------------------------------
 
-NAMESPACE = "regionha"
+# Published at one-second storage resolution: the 10-second alarms (``regionha.watch.alarms``) read them.
+_HIGH_RESOLUTION_METRICS = frozenset({"PathSuccess", "NodeUp", "OnPremSuccess", "OnPremResolvable"})
 
 
-@dataclass(frozen=True)
-class Datapoint:
-    name: str
-    value: float
-    unit: str
-    dimensions: dict[str, str]
-
-
-def metrics(run: CanaryRun) -> list[Datapoint]:
+def metrics(run: CanaryRun, *, high_resolution: bool = True) -> list[Datapoint]:
     """The datapoints of one run. Alarms and the dashboard watch exactly these names and dimensions.
 
-    Per path (Deployment, Path): PathSuccess, PathLatency, AnswerMatchesTruth, NodeReachable; and
-    PathOutcome = 1 with an extra Outcome dimension (the probe's label). Per node (Deployment, Node):
-    NodeUp, and RecordTarget = 1 for the node the record names, 0 for the others. Per deployment:
-    OnPremResolvable (the on-prem resolver answered with addresses, right or stale), OnPremMatchesTruth,
-    FailoverHealthy, CanaryHeartbeat (always 1: its absence is the signal) and CanaryDuration.
+    Per forwarder path address (Deployment, Path): PathSuccess, PathLatency, AnswerMatchesTruth,
+    NodeReachable; and PathOutcome = 1 with an extra Outcome dimension (the probe's label). The on-prem
+    resolver (Deployment; never a Path): OnPremSuccess (resolves, to the truth, node answers),
+    OnPremLatency, OnPremResolvable (answered with addresses, right or stale), OnPremMatchesTruth and
+    OnPremOutcome = 1 (+ Outcome). Per node (Deployment, Node): NodeUp, and RecordTarget = 1 for the node
+    the record names, 0 for the others. Per deployment: FailoverHealthy, CanaryHeartbeat (always 1: its
+    absence is the signal) and CanaryDuration. PathSuccess, NodeUp, OnPremSuccess and OnPremResolvable
+    are high resolution (``high_resolution=False``: all standard).
     """
     dep = {"Deployment": run.deployment}
     points = []
-    for p in run.paths:
+    for p in run.forwarder_paths:
         dims = dep | {"Path": p.path}
         points += [
             Datapoint("PathSuccess", float(p.success), "Count", dims),
@@ -354,6 +372,12 @@ def metrics(run: CanaryRun) -> list[Datapoint]:
             Datapoint("RecordTarget", float(run.truth.node == name), "Count", dims),
         ]
     onprem = run.onprem
+    if onprem is not None:
+        points += [
+            Datapoint("OnPremSuccess", float(onprem.success), "Count", dep),
+            Datapoint("OnPremLatency", onprem.latency_ms, "Milliseconds", dep),
+            Datapoint("OnPremOutcome", 1.0, "Count", dep | {"Outcome": onprem.outcome}),
+        ]
     points += [
         Datapoint("OnPremResolvable", float(bool(onprem and onprem.resolved)), "Count", dep),
         Datapoint("OnPremMatchesTruth", float(bool(onprem and onprem.matches_truth)), "Count", dep),
@@ -361,24 +385,7 @@ def metrics(run: CanaryRun) -> list[Datapoint]:
         Datapoint("CanaryHeartbeat", 1.0, "Count", dep),
         Datapoint("CanaryDuration", round(run.duration_ms, 1), "Milliseconds", dep),
     ]
-    return points
-
-
-def publish_cloudwatch(cloudwatch: Any, run: CanaryRun, *, timestamp: Any = None) -> int:
-    """PutMetricData for hosts outside Lambda (and the local runtime); returns the datapoint count.
-
-    IAM: cloudwatch:PutMetricData.
-    """
-    data = [
-        {
-            "MetricName": d.name,
-            "Value": d.value,
-            "Unit": d.unit,
-            "Dimensions": [{"Name": k, "Value": v} for k, v in d.dimensions.items()],
-            **({"Timestamp": timestamp} if timestamp is not None else {}),
-        }
-        for d in metrics(run)
-    ]
-    for i in range(0, len(data), 500):  # the API's limit per call
-        cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 500])
-    return len(data)
+    if not high_resolution:
+        return points
+    return [Datapoint(d.name, d.value, d.unit, d.dimensions, HIGH_RESOLUTION) if d.name in _HIGH_RESOLUTION_METRICS
+            else d for d in points]

@@ -1,10 +1,18 @@
-"""Publishing datapoints: EMF log lines in Lambda, PutMetricData where nothing reads those logs.
+"""The one metrics publisher: every datapoint regionha publishes (canary, failover, drill, audit) goes
+through here, as a ``Datapoint`` in the one namespace ``regionha``.
 
-In AWS, CloudWatch Logs turns a Lambda's EMF lines into metrics for free and without an API call,
-so that is the default. The local runtime has no such pipeline: with ``REGIONHA_METRICS_SINK=cloudwatch``
-the same datapoints go to ``cloudwatch.put_metric_data`` instead, so that its alarm evaluator sees
-them. Either way a datapoint carries exactly its own dimensions (no Powertools ``service``
-dimension), so one alarm definition matches both sinks.
+Two transports, one datapoint shape:
+
+- **EMF** (the default, every Lambda): CloudWatch Logs turns a function's Embedded Metric Format log
+  lines into metrics, for free and without an API call, so it also works for the canary inside the
+  client VPC, which reaches no AWS API. A datapoint's ``timestamp`` becomes the EMF ``Timestamp`` and
+  its ``resolution`` the EMF ``StorageResolution`` (1 = high resolution, what 10-second alarms need).
+- **PutMetricData** (``put_metric_data``): hosts whose logs nobody reads (``regionha canary run
+  --publish``, an on-prem agent), and ``REGIONHA_METRICS_SINK=cloudwatch``.
+
+Either way a datapoint carries exactly its own dimensions (no Powertools ``service`` dimension), so
+one alarm definition matches both. IAM: cloudwatch:PutMetricData only for the PutMetricData transport
+(condition ``cloudwatch:namespace = regionha``); EMF needs only the function's log permissions.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools.metrics import single_metric
 
@@ -44,19 +52,21 @@ def now() -> datetime:
     return environment.current().now()
 
 
-class DatapointLike(Protocol):
-    name: str
-    value: float
-    unit: str
-    dimensions: dict[str, str]
+# StorageResolution: 1 keeps one-second datapoints (alarm periods of 10 s); 60 the standard minute.
+HIGH_RESOLUTION = 1
+STANDARD_RESOLUTION = 60
 
 
 @dataclass(frozen=True)
 class Datapoint:
+    """One value of one metric: ``unit`` a CloudWatch unit, ``dimensions`` exactly those the alarms
+    match, ``resolution`` the StorageResolution in seconds (1 or 60)."""
+
     name: str
     value: float
     unit: str = "Count"
     dimensions: dict[str, str] = field(default_factory=dict)
+    resolution: int = STANDARD_RESOLUTION
 
 
 def sink() -> str:
@@ -68,7 +78,7 @@ def sink() -> str:
 
 
 def emit(
-    datapoints: Iterable[DatapointLike],
+    datapoints: Iterable[Datapoint],
     *,
     namespace: str = NAMESPACE,
     cloudwatch: Any = None,
@@ -79,8 +89,8 @@ def emit(
 
     ``cloudwatch`` is the client used by the PutMetricData sink; without one, a client for ``region``
     (default: the Lambda's own region) is made from boto3's default session, which honours
-    ``AWS_ENDPOINT_URL``. ``timestamp`` stamps PutMetricData datapoints (the local runtime passes its
-    emulated time); EMF lines are always stamped now.
+    ``AWS_ENDPOINT_URL``. ``timestamp`` stamps the datapoints on both transports (EMF ``Timestamp``;
+    a canary round passes its own slot time); None: PutMetricData stamps ``now()``, EMF the real time.
 
     IAM: cloudwatch:PutMetricData, only with the ``cloudwatch`` sink.
     """
@@ -92,22 +102,40 @@ def emit(
             timestamp = now()
         return _put_metric_data(points, namespace, cloudwatch, region, timestamp)
     for p in points:
-        with single_metric(name=p.name, unit=p.unit, value=p.value, namespace=namespace) as metric:
+        with single_metric(name=p.name, unit=p.unit, value=p.value, namespace=namespace,
+                           resolution=p.resolution) as metric:
             # Powertools adds a "service" dimension from POWERTOOLS_SERVICE_NAME; the alarms match on
             # exactly the datapoint's own dimensions, as PutMetricData publishes them.
             metric.service = None
+            if timestamp is not None:
+                metric.set_timestamp(timestamp)
             for key, value in p.dimensions.items():
                 metric.add_dimension(name=key, value=value)
     return len(points)
 
 
+def put_metric_data(
+    points: Iterable[Datapoint],
+    cloudwatch: Any = None,
+    *,
+    namespace: str = NAMESPACE,
+    region: str | None = None,
+    timestamp: datetime | None = None,
+) -> int:
+    """PutMetricData for hosts outside Lambda (``regionha canary run --publish``, an on-prem agent);
+    batches of at most 500 datapoints; returns how many were put. IAM: cloudwatch:PutMetricData."""
+    return _put_metric_data(list(points), namespace, cloudwatch, region, timestamp)
+
+
 def _put_metric_data(
-    points: list[DatapointLike],
+    points: list[Datapoint],
     namespace: str,
     cloudwatch: Any,
     region: str | None,
     timestamp: datetime | None,
 ) -> int:
+    if not points:
+        return 0
     if cloudwatch is None:
         from regionha.aws import Clients, stack_region
 
@@ -119,6 +147,7 @@ def _put_metric_data(
             "Value": float(p.value),
             "Unit": p.unit,
             "Dimensions": [{"Name": k, "Value": v} for k, v in p.dimensions.items()],
+            "StorageResolution": p.resolution,
             **({"Timestamp": timestamp} if timestamp is not None else {}),
         }
         for p in points
