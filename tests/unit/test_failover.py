@@ -21,7 +21,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
-from regionha import failover, netguard
+from regionha import failover, netguard, record
 from regionha.aws import Clients, tag_spec, tags
 from regionha.converge.dns import converge_private_zone, read_record, upsert_record
 from regionha.errors import ConfigurationError, TransientError
@@ -613,14 +613,14 @@ def test_route53_race_only_one_decider_moves_the_record(moto_world, node_service
     # Route 53 applies change batches one at a time; moto in threads does not promise it, so the two
     # writes are serialised here, after both deciders have made their decision.
     one_write_at_a_time = threading.Lock()
-    original = failover.swap_record
+    original = record.swap_record
 
     def racing_swap(*args, **kwargs):
         both_decided.wait()
         with one_write_at_a_time:
             return original(*args, **kwargs)
 
-    monkeypatch.setattr(failover, "swap_record", racing_swap)
+    monkeypatch.setattr(record, "swap_record", racing_swap)
     writes = len(route53_writes(call_counter))
     results: dict[str, object] = {}
 
@@ -681,14 +681,14 @@ def test_port_checks_through_an_unreachable_probe_function_count_as_unhealthy(to
     healthy, so the controller refuses instead of failing over blind."""
     from regionha.failover import node_health
 
-    monkeypatch.setenv("PROBE_FUNCTION", "no-such-function")
+    monkeypatch.setenv("CHECK_NODES_FUNCTION", "no-such-function")
     monkeypatch.setenv("AWS_REGION", "ap-southeast-1")
     instances = {n.name: [{"id": f"i-{n.name}", "state": "running"}] for n in topology.nodes}
 
     health = node_health(topology, instances, timeout=0.5, sleep=lambda s: None)
 
     assert {h.service for h in health.values()} == {False}
-    assert all("probe function" in (h.detail or "") for h in health.values())
+    assert all("check_nodes function" in (h.detail or "") for h in health.values())
 
 
 # --- failed writes consume nothing; Route 53 arbitrates ------------------------------------------------
@@ -730,7 +730,7 @@ def test_a_route53_outage_is_stuck_not_consumed(moto_world, node_services, metri
 
 
 def test_swap_refuses_a_record_someone_else_changed(moto_world, call_counter):
-    from regionha.converge.dns import RecordChanged, swap_record
+    from regionha.record import RecordChanged, swap_record
 
     topo, clients = moto_world.topology, moto_world.clients
     # The record moved to Server-B after we read Server-A: our swap must not overwrite it.
@@ -760,7 +760,7 @@ def test_the_twin_validates_change_batches_as_route53_does(moto_world, changes, 
     """AWS validates a batch whole and applies all or nothing; moto alone accepts a DELETE of any value
     ever written and a CREATE of an existing name (regionha.local.aws.route53 closes both)."""
     import regionha.local  # noqa: F401  (installs the Route 53 validation)
-    from regionha.converge.dns import _zone_id_or_raise
+    from regionha.record import zone_id_or_raise
 
     r53 = moto_world.clients.route53()
     upsert_record(moto_world.topology, moto_world.clients, B_IP, poll_seconds=0.01)  # B once written
@@ -774,7 +774,7 @@ def test_the_twin_validates_change_batches_as_route53_does(moto_world, changes, 
         }
         for action, ip, ttl in changes
     ]
-    zone = _zone_id_or_raise(r53, moto_world.topology)
+    zone = zone_id_or_raise(r53, moto_world.topology)
     if message is None:
         r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": batch})
         assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
@@ -791,8 +791,8 @@ def test_the_record_swaps_back_and_forth_and_refuses_a_stale_value(moto_world, t
     """Failover, failback, failover again: each swap's CREATE repeats an earlier one, which moto's
     journal refuses although the batch's DELETE frees the name (AWS does not); the product copes with
     plain moto too, and a stale expectation is still refused."""
-    from regionha.converge.dns import RecordChanged, swap_record
     from regionha.local.aws import route53 as twin_route53
+    from regionha.record import RecordChanged, swap_record
 
     if not twin:
         twin_route53.uninstall()
@@ -829,7 +829,7 @@ def test_a_controller_in_another_region_fails_over_without_the_stack_region(
     broken.meta.events.unregister("before-call.dynamodb.GetItem", unreachable)
     broken.meta.events.unregister("before-call.dynamodb.PutItem", unreachable)
     # The Tokyo controller (back, or late) decided on the old value: its swap writes nothing.
-    from regionha.converge.dns import swap_record
+    from regionha.record import swap_record
 
     assert swap_record(moto_world.topology, moto_world.clients, A_IP, B_IP).change is None
     # and its next run sees the record on a healthy node
