@@ -19,7 +19,7 @@ Seams: ``check_node`` and ``service_endpoint`` are looked up here, on the packag
 
 from __future__ import annotations
 
-from regionha.failover.controller import ControllerResult, manual_switch, run_controller, watch
+from regionha.failover.controller import ControllerResult, controller_inventory, manual_switch, run_controller, watch
 from regionha.failover.decide import (
     EC2_STATE_CHANGE,
     SCHEDULED_EVENT,
@@ -70,6 +70,7 @@ __all__ = [
     "answer_check_nodes",
     "check_node",
     "claim_fence",
+    "controller_inventory",
     "deactivate",
     "decide",
     "instance_node_map",

@@ -17,10 +17,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from regionha import record
 from regionha.errors import TransientError
 from regionha.failover.decide import Decision, Trigger, decide, node_by_name, node_named, screen
-from regionha.failover.fence import Fence, read_fence_or_none, record_change
-from regionha.failover.health import instance_node_map, node_health, node_instances
+from regionha.failover.fence import Fence, newest, read_fence_or_none, record_change
+from regionha.failover.health import BOUNDED, instance_node_map, node_health, node_instances
 from regionha.failover.resource import throttled
 from regionha.failover.settings import ControllerSettings
+from regionha.inventory import load_inventory, save_inventory
 from regionha.watch import metrics
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def run_controller(
     """
     dynamodb = clients.client("dynamodb", table_region)
     deployment = topology.deployment
-    fence = read_fence_or_none(dynamodb, table, deployment) or Fence()
+    fence = _fence(clients, dynamodb, table, deployment, settings)
     instances = node_instances(topology, clients)
     instance_nodes = instance_node_map(instances)
     early = screen(trigger, fence, instance_nodes)
@@ -251,7 +252,7 @@ def manual_switch(
     """
     node_by_name(topology, node)
     dynamodb = clients.client("dynamodb", table_region)
-    fence = read_fence_or_none(dynamodb, table, topology.deployment) or Fence()
+    fence = _fence(clients, dynamodb, table, topology.deployment, settings)
     now = settings.now()
     current = record.read_record(topology, clients)
     expected = current["ip"] if current else None
@@ -268,6 +269,52 @@ def manual_switch(
     _wait(topology, clients, swap, settings)
     target_ip = str(node_by_name(topology, node).ip)
     return ControllerResult(decision, claimed.generation, True, settings.now() - now, target_ip)
+
+
+class _Bounded:
+    """``clients`` whose every client answers or fails within seconds (a peer region may be down)."""
+
+    def __init__(self, clients: Clients):
+        self._clients = clients
+
+    def client(self, service: str, region: str) -> Any:
+        return self._clients.client(service, region, config=BOUNDED)
+
+
+def controller_inventory(
+    clients: Clients, table: str, region: str, deployment: str, peer_tables: tuple[tuple[str, str], ...] = ()
+) -> dict[str, Any] | None:
+    """The inventory the controller works from: the newest (``collected_at``) of its own table's and its
+    peer controllers' tables' (a peer that cannot be read is skipped). A newer peer copy is mirrored into
+    our table (written only when it differs), so a controller stack in another region keeps working from
+    its own copy once the build's region is down.
+
+    IAM: dynamodb:GetItem on the state table and the peer tables, dynamodb:PutItem on the state table.
+    """
+    own = load_inventory(clients, table, region, deployment)
+    best = own
+    for peer_table, peer_region in peer_tables:
+        try:
+            theirs = load_inventory(_Bounded(clients), peer_table, peer_region, deployment)  # type: ignore[arg-type]
+        except (ClientError, BotoCoreError) as e:
+            logger.warning("peer state table %s in %s unreadable: %s", peer_table, peer_region, e)
+            continue
+        if theirs is not None and (best is None or theirs.get("collected_at", 0) > best.get("collected_at", 0)):
+            best = theirs
+    if best is not None and best is not own:
+        save_inventory(clients, table, region, best)
+    return best
+
+
+def _fence(clients: Clients, dynamodb: Any, table: str, deployment: str, settings: ControllerSettings) -> Fence:
+    """Our fence, carrying the newest change recorded in any peer controller's table (a peer table that
+    cannot be read, its region down say, is skipped)."""
+    own = read_fence_or_none(dynamodb, table, deployment) or Fence()
+    peers = [
+        read_fence_or_none(clients.client("dynamodb", region, config=BOUNDED), peer_table, deployment)
+        for peer_table, region in settings.peer_tables
+    ]
+    return newest(own, peers)
 
 
 def _emit(points: list[metrics.Datapoint], settings: ControllerSettings, region: str) -> None:

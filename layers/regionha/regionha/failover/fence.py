@@ -11,8 +11,10 @@ ConditionExpression fails with ConditionalCheckFailedException).
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,6 +37,20 @@ class Fence:
     changed_at: float | None = None
     event_id: str | None = None
     reason: str | None = None
+
+
+def newest(own: Fence, others: Iterable[Fence | None]) -> Fence:
+    """``own`` (its generation is what our conditional write builds on) carrying the most recent change
+    any controller recorded, so that hold-down and the duplicate and stale screens see every move."""
+    latest = max(
+        [own, *(f for f in others if f is not None)],
+        key=lambda f: -math.inf if f.changed_at is None else f.changed_at,
+    )
+    if latest is own:
+        return own
+    return replace(
+        own, active=latest.active, changed_at=latest.changed_at, event_id=latest.event_id, reason=latest.reason
+    )
 
 
 def error_code(e: ClientError) -> str:

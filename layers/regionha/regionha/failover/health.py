@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # When several instances carry a node's tags (a replaced one, terminated), the liveliest one counts.
 _STATE_RANK = {"running": 0, "pending": 1, "stopping": 2, "stopped": 3, "shutting-down": 4, "terminated": 5}
+# Calls into a region that may be the one that is down answer or fail within seconds, not minutes.
+BOUNDED = Config(connect_timeout=2, read_timeout=4, retries={"max_attempts": 2, "mode": "standard"})
 CHECK_NODES = "check_nodes"
 # The function in the client network that answers check_nodes requests (template.yaml).
 CHECK_FUNCTION_ENV = "CHECK_NODES_FUNCTION"
@@ -59,7 +62,8 @@ def node_instances(topology: Topology, clients: Clients) -> dict[str, list[dict[
     for region, names in regions.items():
         filters = [*deployment_filter(topology.deployment), {"Name": f"tag:{TAG_NAME}", "Values": names}]
         try:
-            for page in clients.ec2(region).get_paginator("describe_instances").paginate(Filters=filters):
+            ec2 = clients.client("ec2", region, config=BOUNDED)
+            for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
                 for reservation in page["Reservations"]:
                     for inst in reservation["Instances"]:
                         name = tag_value(inst, TAG_NAME)

@@ -38,4 +38,7 @@ class ControllerSettings:
     cloudwatch: Any = None  # for the PutMetricData sink
     # Check a node from its peer region too (None: wherever the controller dials the nodes itself).
     peer_check: bool | None = None
+    # The other controllers' state tables, (table, region): their fences are read (never written) so
+    # that a move by any controller holds every controller down (docs/failover.md).
+    peer_tables: tuple[tuple[str, str], ...] = ()
 
