@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regionha.watch import metrics
+
+if TYPE_CHECKING:
+    from regionha.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,12 @@ class ControllerSettings:
     # that a move by any controller holds every controller down (docs/failover.md).
     peer_tables: tuple[tuple[str, str], ...] = ()
 
+
+
+def peer_controller_region(topology: Topology, stack_region: str) -> str | None:
+    """Where the second failover controller (a controller-only stack) goes: a cluster region other than
+    the stack's, the first standby's region first (the region that must carry on when the primary's is
+    lost). None when every node is in the stack's region (a second controller there adds nothing)."""
+    ordered = [*(n for n in topology.nodes if n.name != topology.primary.name), topology.primary]
+    regions = [topology.region_of(n.vpc) for n in ordered]
+    return next((r for r in regions if r != stack_region), None)

@@ -33,6 +33,7 @@ from typing import Any
 from regionha import bind, netguard
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
 from regionha.errors import ConfigurationError
+from regionha.failover.settings import peer_controller_region
 from regionha.topology import BindPath, DnsServer, Topology
 from regionha.watch.canary import canary_targets, client_source
 
@@ -245,6 +246,9 @@ class LocalRuntime:
         self.region = topology.region_of(topology.client.vpc)
         self.aws: Any = None
         self.stack: Any = None
+        # The second failover controller: a controller-only stack in another cluster region.
+        self.controller_stack: Any = None
+        self.controller_region = peer_controller_region(topology, self.region)
         self.clients: Clients | None = None
         self.network: Any = None
         self.netns: Any = None
@@ -321,6 +325,19 @@ class LocalRuntime:
                 region=self.region,
                 parameters={"Deployment": self.topology.deployment},
             )
+            if self.controller_region:
+                self.controller_stack = self.aws.deploy(
+                    self.template,
+                    stack_name=f"{STACK_NAME}-controller",
+                    region=self.controller_region,
+                    parameters={
+                        "Deployment": self.topology.deployment,
+                        "StackRole": "controller",
+                        "PeerStateTable": self.stack.physical_id("StateTable"),
+                        "PeerRegion": self.region,
+                    },
+                )
+                self.progress(f"a second failover controller in {self.controller_region} (controller-only stack)")
             self.clients = self.aws.clients()
             self.progress(
                 f"provisioned from {self.template.name}: {len(self.stack.functions)} functions, "
@@ -364,7 +381,9 @@ class LocalRuntime:
 
             self.bus = EventBus(self.clients, self.clock)
             regions = sorted({v.region for v in self.topology.vpcs})
-            self.schedules = ScheduleRunner(self.clients, [self.region], self.clock)
+            self.schedules = ScheduleRunner(
+                self.clients, [self.region, *([self.controller_region] if self.controller_region else [])], self.clock
+            )
             self.emitter = Ec2StateChangeEmitter(self.clients, regions, self.bus, self.clock)
             self.alarms = AlarmEvaluator(self.clients, [self.region], self.clock, event_bus=self.bus)
             self.aws.composite_alarms = self.alarms  # PutCompositeAlarm through the API (moto has none)
