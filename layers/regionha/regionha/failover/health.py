@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from regionha import netguard
 from regionha.aws import TAG_NAME, deployment_filter, tag_value
 from regionha.errors import ConfigurationError
-from regionha.failover.decide import UNKNOWN_STATE, NodeHealth
+from regionha.failover.decide import UNKNOWN_STATE, NodeHealth, node_by_name
 from regionha.watch import metrics
 from regionha.watch.canary import NodeCheck
 
@@ -257,8 +257,8 @@ def answer_check_nodes(event: Mapping[str, Any]) -> dict[str, Any]:
         req = CheckNodesRequest.model_validate(dict(event))
         topology = parse_topology(req.topology, "check_nodes.topology")
         for name in req.nodes:
-            topology.node(name)
-    except (ValidationError, TopologyError, KeyError, ValueError) as e:
+            node_by_name(topology, name)
+    except (ValidationError, TopologyError, ConfigurationError) as e:
         raise ConfigurationError(f"check_nodes request: {e}") from e
     source = client_source(topology)
     with ThreadPoolExecutor(max_workers=len(req.nodes), thread_name_prefix="node-check") as pool:
