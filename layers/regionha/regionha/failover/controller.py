@@ -62,8 +62,10 @@ def run_controller(
     table: str,
     table_region: str,
     settings: ControllerSettings = DEFAULT_SETTINGS,
+    zone: str | None = None,
 ) -> ControllerResult:
     """One evaluation: fence, nodes, record → decision → compare-and-swap of the record, with metrics.
+    ``zone``: the private zone's id when already found (``watch`` finds it once per invocation).
 
     Route 53 is the arbiter: the move is one change batch that deletes the value the decision saw and
     creates the new one, so of several controllers (one per cluster region, say) that saw the same
@@ -101,7 +103,7 @@ def run_controller(
     health = node_health(
         topology, instances, service_check=settings.service_check, sleep=settings.sleep, peer_check=settings.peer_check
     )
-    current = record.read_record(topology, clients)
+    current = record.read_record(topology, clients, zone=zone)
     record_ip = current["ip"] if current else None
     decision = decide(
         topology,
@@ -127,11 +129,11 @@ def run_controller(
 
     _emit([metrics.Datapoint("FailoverStarted", 1.0, "Count", dims)], settings, table_region)
     try:
-        swap = _swap(topology, clients, record_ip, decision.target, decision.reason, settings)
+        swap = _swap(topology, clients, record_ip, decision.target, decision.reason, settings, zone)
         if swap.change is None:  # it already names the target: somebody else made this very move
             raise record.RecordChanged(f"record already names {decision.target}")
     except record.RecordChanged as e:
-        now = record.read_record(topology, clients)
+        now = record.read_record(topology, clients, zone=zone)
         lost = Decision(
             "ignore",
             f"another controller or an operator moved the record first (it names "
@@ -189,6 +191,10 @@ def watch(
     Errors end the loop and reach Lambda (its retry, or the next minute, starts afresh).
     """
     interval = topology.failover.check_interval_seconds
+    # The zone once per invocation: each evaluation then reads the record with one Route 53 call (the
+    # API allows five a second per account, shared with every other controller and tool).
+    found = record.find_zone(clients.route53(), topology)
+    zone = record.zone_id(found[0]) if found else None
     start = settings.now()
     results: list[ControllerResult] = []
     for n in range(max(1, math.ceil(seconds / interval) + 1)):
@@ -197,7 +203,9 @@ def watch(
             break
         tick = Trigger(trigger.kind, f"{trigger.id}#{n}", trigger.time + elapsed, trigger.region)
         results.append(
-            run_controller(topology, clients, tick, table=table, table_region=table_region, settings=settings)
+            run_controller(
+                topology, clients, tick, table=table, table_region=table_region, settings=settings, zone=zone
+            )
         )
         settings.sleep(max(0.0, interval - (settings.now() - start - elapsed)))
     return results
@@ -210,12 +218,13 @@ def _swap(
     target: str,
     reason: str,
     settings: ControllerSettings,
+    zone: str | None = None,
 ) -> Any:
     ip = str(node_by_name(topology, target).ip)
     comment = f"regionha {topology.deployment}: {reason}"[:256]
     return throttled(
         topology,
-        lambda: record.swap_record(topology, clients, expected_ip, ip, comment=comment),
+        lambda: record.swap_record(topology, clients, expected_ip, ip, comment=comment, zone=zone),
         settings.retry,
         settings.sleep,
     )
