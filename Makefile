@@ -9,7 +9,7 @@ setup:
 	@VENV=$(VENV) scripts/bootstrap.sh
 
 demo: setup
-	$(VENV)/bin/regionha local demo --json out/demo-report.json
+	$(VENV)/bin/regionha local demo --report-json out/demo-report.json
 
 up: setup
 	$(VENV)/bin/regionha local up --state-file out/local-state.json

@@ -12,6 +12,7 @@ Runs in a network namespace of its own holding only loopback (needs root).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from contextlib import ExitStack
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="path(s) that drop silently in the second case (default: osaka-bind)")
     args = parser.parse_args(argv)
 
-    netguard.enable_local_mode()
+    os.environ[netguard.LOCAL_ENV] = "1"  # this benchmark is local: loopback only
     netguard.install_socket_guard()
     topology = load_topology()
     bound = args.timeout or topology.canary.timeout_seconds

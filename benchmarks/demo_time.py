@@ -7,8 +7,12 @@ its recovery seconds per path). Prints figures; asserts nothing. Needs root, lik
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import sys
+import tempfile
+from pathlib import Path
 
 from regionha.local.demo import Demo
 from regionha.local.runtime import LocalRuntime, local_topology
@@ -16,20 +20,29 @@ from regionha.topology import load_topology
 
 
 def main() -> int:
+    # As `regionha local demo` runs it: the handlers log errors only (their JSON lines cost time too).
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--compression", type=float, default=20.0)
     args = parser.parse_args()
     totals, phases, recovery = [], {}, {}
     for i in range(args.runs):
-        runtime = LocalRuntime(local_topology(load_topology(), ttl=3), compression=args.compression)
-        report = Demo(runtime, lambda _: None).run()
+        workdir = Path(tempfile.mkdtemp(prefix="regionha-local-"))
+        try:
+            runtime = LocalRuntime(local_topology(load_topology(), ttl=3), compression=args.compression,
+                                   workdir=workdir)
+            report = Demo(runtime, lambda _: None, out_dir=workdir / "out").run()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         totals.append(report["seconds"])
         for p in report["phases"]:
             phases.setdefault(p["name"], []).append(p["seconds"])
         for path, seconds in ((report.get("drill") or {}).get("recovery_seconds") or {}).items():
             recovery.setdefault(path, []).append(seconds)
-        print(f"run {i + 1}: {'PASSED' if report['ok'] else 'FAILED'} in {report['seconds']:.1f} s", flush=True)
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"run {i + 1}: {'PASSED' if report['ok'] else 'FAILED'} in {report['seconds']:.1f} s "
+              f"(load average after: {load})", flush=True)
     print(f"\ndemo wall time: median {statistics.median(totals):.1f} s over {len(totals)} run(s)")
     for name, values in phases.items():
         print(f"  {name:<48} median {statistics.median(values):6.2f} s  max {max(values):6.2f} s")

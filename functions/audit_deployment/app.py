@@ -7,11 +7,12 @@ build saved with its inventory, as the canary's dispatch does, describes the wor
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
-from regionha.payload import clients, require_env, stack_region
+from regionha.payload import clients, parse_scheduled, require_env, stack_region
 from regionha.watch import audit, canary, metrics
 
 if TYPE_CHECKING:
@@ -24,10 +25,14 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    parse_scheduled(event, "AuditDeployment")
     aws, region = clients(), stack_region()
     table, deployment = require_env("STATE_TABLE"), require_env("DEPLOYMENT")
     topology = canary.deployment_topology(aws, table, region, deployment)
-    findings = audit.audit(topology, audit.describe_world(topology, aws, table=table, table_region=region))
+    # The stack's failover controller: built-in mode moves the record only while it is there and started.
+    world = audit.describe_world(topology, aws, table=table, table_region=region,
+                                 controller=os.environ.get("CONTROLLER_FUNCTION") or None)
+    findings = audit.audit(topology, world)
     for finding in findings:
         logger.warning(str(finding), extra={"finding": finding.to_json()})
     metrics.emit(audit.datapoints(deployment, findings), region=region,

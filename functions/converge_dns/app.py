@@ -8,8 +8,15 @@ from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge import report
 from regionha.converge.dns import converge_private_zone, converge_resolver_endpoint, resolver_endpoint_status
-from regionha.errors import ConfigurationError
-from regionha.payload import clients, task_from_event
+from regionha.payload import (
+    AssociatePrivateZone,
+    CheckEndpoints,
+    ConvergeResolverEndpoint,
+    DnsTask,
+    Task,
+    clients,
+    parse_task,
+)
 from regionha.waits import check_ready
 
 if TYPE_CHECKING:
@@ -25,24 +32,19 @@ FAILED = ("ACTION_NEEDED", "DELETING", "missing")
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    task = task_from_event(event)
-    action = task.param("action")
-    aws = clients()
-    if action == "zone":
+    task = parse_task(event, DnsTask, "ConvergeDns")
+    params, aws = task.input, clients()
+    if isinstance(params, AssociatePrivateZone):
         return report(converge_private_zone(task.topology, aws, task.run_id))
-    if action == "endpoint":
-        return report(converge_resolver_endpoint(task.topology, task.param("path"), aws, task.run_id))
-    if action == "endpoint_status":
+    if isinstance(params, ConvergeResolverEndpoint):
+        return report(converge_resolver_endpoint(task.topology, params.path, aws, task.run_id))
+    if isinstance(params, CheckEndpoints):
         return _wait_endpoints(task, "resolver endpoints", ready="OPERATIONAL", failed=FAILED)
-    if action == "endpoints_gone":
-        # Resolver deletes endpoints asynchronously; their ENIs hold subnets and SGs until then.
-        return _wait_endpoints(task, "resolver endpoint deletion", ready="missing", failed=())
-    raise ConfigurationError(
-        f"action: unknown dns action {action!r} (zone, endpoint, endpoint_status, endpoints_gone)"
-    )
+    # CheckEndpointsGone: Resolver deletes endpoints asynchronously; their ENIs hold subnets and SGs until then.
+    return _wait_endpoints(task, "resolver endpoint deletion", ready="missing", failed=())
 
 
-def _wait_endpoints(task: Any, what: str, *, ready: str, failed: tuple[str, ...]) -> dict[str, Any]:
+def _wait_endpoints(task: Task[Any], what: str, *, ready: str, failed: tuple[str, ...]) -> dict[str, Any]:
     """One poll of a bounded wait on every Resolver endpoint path of the topology."""
     aws = clients()
     statuses = {
@@ -54,7 +56,7 @@ def _wait_endpoints(task: Any, what: str, *, ready: str, failed: tuple[str, ...]
         what,
         statuses,
         ready=ready,
-        attempt=int(task.param("attempt", 0)),
+        attempt=task.input.attempt,
         max_polls=task.topology.waits.max_polls,
         failed=failed,
     )

@@ -10,8 +10,7 @@ from aws_lambda_powertools import Logger, Tracer
 from regionha.converge import report
 from regionha.converge.instances import converge_instance
 from regionha.converge.user_data import bind_instances, node_instances
-from regionha.errors import ConfigurationError
-from regionha.payload import clients, task_from_event
+from regionha.payload import ConvergeInstances, clients, parse_task
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -27,11 +26,8 @@ MARGIN_SECONDS = 30
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    task = task_from_event(event)
-    role = task.param("role")
-    if role not in ("bind", "node"):
-        raise ConfigurationError(f"role: unknown instance role {role!r} (bind, node)")
-    specs = bind_instances(task.topology) if role == "bind" else node_instances(task.topology)
+    task = parse_task(event, ConvergeInstances, "ConvergeInstances")
+    specs = bind_instances(task.topology) if task.input.role == "bind" else node_instances(task.topology)
     aws = clients()
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - MARGIN_SECONDS
     outcomes = []

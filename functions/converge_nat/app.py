@@ -8,7 +8,7 @@ from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge import report
 from regionha.converge.instances import converge_nat
-from regionha.payload import clients, task_from_event
+from regionha.payload import VpcTask, clients, parse_task
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -21,5 +21,5 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    task = task_from_event(event)
-    return report(converge_nat(task.topology, task.param("vpc"), clients(), task.run_id))
+    task = parse_task(event, VpcTask, "ConvergeNat")
+    return report(converge_nat(task.topology, task.input.vpc, clients(), task.run_id))

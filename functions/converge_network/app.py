@@ -8,7 +8,7 @@ from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge import report
 from regionha.converge.network import converge_vpc
-from regionha.payload import clients, task_from_event
+from regionha.payload import VpcTask, clients, parse_task
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -21,7 +21,7 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    task = task_from_event(event)
-    result = report(converge_vpc(task.topology, task.param("vpc"), clients(), task.run_id))
-    logger.info("network converged", extra={"vpc": task.param("vpc"), "summary": result["summary"]})
+    task = parse_task(event, VpcTask, "ConvergeNetwork")
+    result = report(converge_vpc(task.topology, task.input.vpc, clients(), task.run_id))
+    logger.info("network converged", extra={"vpc": task.input.vpc, "summary": result["summary"]})
     return result

@@ -8,8 +8,7 @@ from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge import report
 from regionha.converge.peering import accept_peering, peering_status, request_peering
-from regionha.errors import ConfigurationError
-from regionha.payload import clients, task_from_event
+from regionha.payload import AcceptPeering, PeeringTask, RequestPeering, clients, parse_task
 from regionha.waits import check_ready
 
 if TYPE_CHECKING:
@@ -25,23 +24,21 @@ FAILED = ("failed", "rejected", "expired", "deleted", "missing")
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    task = task_from_event(event)
-    action = task.param("action")
-    aws = clients()
-    if action == "request":
-        return report(request_peering(task.topology, task.param("peering"), aws, task.run_id))
-    if action == "accept":
-        return report(accept_peering(task.topology, task.param("peering"), aws))
-    if action == "status":
-        statuses = {p.name: peering_status(task.topology, p.name, aws) for p in task.topology.peerings}
-        result = check_ready(
-            "peerings",
-            statuses,
-            ready="active",
-            attempt=int(task.param("attempt", 0)),
-            max_polls=task.topology.waits.max_polls,
-            failed=FAILED,
-        )
-        logger.info("peering status", extra=result)
-        return result
-    raise ConfigurationError(f"action: unknown peering action {action!r} (request, accept, status)")
+    task = parse_task(event, PeeringTask, "ConvergePeering")
+    params, aws = task.input, clients()
+    if isinstance(params, RequestPeering):
+        return report(request_peering(task.topology, params.peering, aws, task.run_id))
+    if isinstance(params, AcceptPeering):
+        return report(accept_peering(task.topology, params.peering, aws))
+    # CheckPeerings: one poll of the bounded wait
+    statuses = {p.name: peering_status(task.topology, p.name, aws) for p in task.topology.peerings}
+    result = check_ready(
+        "peerings",
+        statuses,
+        ready="active",
+        attempt=params.attempt,
+        max_polls=task.topology.waits.max_polls,
+        failed=FAILED,
+    )
+    logger.info("peering status", extra=result)
+    return result

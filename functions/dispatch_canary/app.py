@@ -31,6 +31,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     aws = clients()
     deployment = require_env("DEPLOYMENT")
     topology = canary.deployment_topology(aws, require_env("STATE_TABLE"), stack_region(), deployment)
+    if topology.client.onprem:
+        # A real on-prem site: its on-prem agent runs the canary there; from here every path would fail.
+        return {"skipped": "on-prem site: the on-prem agent publishes the canary (docs/onprem.md)"}
     truth = canary.read_truth(topology, aws)
     payload = {
         "topology": topology.to_json(),

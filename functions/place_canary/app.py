@@ -10,8 +10,7 @@ from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge import report
 from regionha.converge.placement import lambda_enis_released, place, require_canary_unplaced
-from regionha.errors import ConfigurationError
-from regionha.payload import clients, task_from_event
+from regionha.payload import PlaceCanary, PlacementTask, UnplaceCanary, clients, parse_task
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -24,15 +23,16 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    task = task_from_event(event)
-    action = task.param("action")
-    if action == "place":
-        outcomes, placement = place(task.topology, clients(), task.param("function_name"))
-        if placement["status"] != "placed":
+    task = parse_task(event, PlacementTask, "PlaceCanary")
+    params = task.input
+    if isinstance(params, PlaceCanary):
+        outcomes, placement = place(task.topology, clients(), params.function_name)
+        if placement["status"] == "pending":
             logger.warning("canary not in the client network yet", extra={"placement": placement})
+        elif placement["status"] == "agent":
+            logger.info("on-prem site: the canary runs there as the on-prem agent", extra={"placement": placement})
         return {**report(outcomes), "placement": placement}
-    if action == "unplace":
-        return report(require_canary_unplaced(task.topology, clients(), task.param("function_name")))
-    if action == "enis_released":
-        return lambda_enis_released(task.topology, clients(), int(task.param("attempt")))
-    raise ConfigurationError(f"action: unknown placement action {action!r} (place, unplace, enis_released)")
+    if isinstance(params, UnplaceCanary):
+        return report(require_canary_unplaced(task.topology, clients(), params.function_name))
+    # CheckLambdaEnisReleased
+    return lambda_enis_released(task.topology, clients(), params.attempt)

@@ -1,6 +1,7 @@
 """RunDrillStep: one state of the drill state machine (preflight, a step, restore, alarms, report, lock).
 
-The state machine passes ``{"action", "step"?, "state": <the execution's state>}``; the drill package
+The state machine passes ``{"action", "step"?, "state": <the execution's state>}``, parsed into one typed
+task per action (``regionha.drill.inputs``: PreflightTask, StepTask, RestoreTask, ...); the drill package
 does the work and keeps the drill's record in the state table, so each state's output stays small.
 Errors keep their class names (``DrillStepFailed``, ``DrillAborted``, ``ConfigurationError``,
 ``TransientError``) for the state machine's Retry and Catch.
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Tracer
 
 from regionha import drill
-from regionha.errors import ConfigurationError
 from regionha.payload import clients
 
 if TYPE_CHECKING:
@@ -27,12 +27,10 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if not isinstance(event, dict) or not isinstance(event.get("action"), str):
-        raise ConfigurationError("drill task input must be an object with an action")
-    action = event["action"]
-    logger.append_keys(drill_action=action, drill_step=event.get("step"))
+    task = drill.parse_task(event)
+    logger.append_keys(drill_action=task.action, drill_step=getattr(task, "step", None))
     try:
-        result = drill.run_action(action, event, clients(), drill.DrillEnv.from_environ())
+        result = drill.run_task(task, clients(), drill.DrillEnv.from_environ())
     except Exception:
         logger.exception("drill action failed")
         raise

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Tracer
 
 from regionha.inventory import collect_inventory, save_inventory
-from regionha.payload import clients, stack_region, task_from_event
+from regionha.payload import NoParams, clients, parse_task, stack_region
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -21,7 +21,7 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    task = task_from_event(event)
+    task = parse_task(event, NoParams, "SaveInventory")
     aws = clients()
     inventory = collect_inventory(task.topology, aws)
     written = save_inventory(aws, os.environ["STATE_TABLE"], stack_region(), inventory)

@@ -17,7 +17,7 @@ from aws_lambda_powertools import Logger, Tracer
 from botocore.exceptions import ClientError
 
 from regionha import drill
-from regionha.drill import faults as drill_faults
+from regionha.drill import sweeper
 from regionha.payload import clients, stack_region
 
 if TYPE_CHECKING:
@@ -43,14 +43,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             logger.warning("cannot describe execution", extra={"execution": arn})
             return None
 
-    swept = drill_faults.sweep(aws, env.table, region, execution_status=execution_status)
+    swept = sweeper.sweep(aws, env.table, region, execution_status=execution_status)
     locks = drill.sweep_locks(aws, env, execution_status=execution_status)
 
     def lock_held(deployment: str) -> bool:
         lock = drill.read_lock(aws, env, deployment)
         return lock is not None and lock["expires_at"] >= time.time()
 
-    orphans = drill_faults.sweep_all_orphans(aws, env.table, region, lock_held=lock_held)
+    orphans = sweeper.sweep_all_orphans(aws, env.table, region, lock_held=lock_held)
     for entry in orphans:
         logger.warning("orphaned drill entry removed", extra=entry)
     for item in swept:

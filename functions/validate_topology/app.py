@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Tracer
 
 from regionha.converge.plan import build_plan
-from regionha.payload import task_from_event
+from regionha.payload import NoParams, parse_task
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -22,7 +22,7 @@ tracer = Tracer()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # A bad topology raises ConfigurationError listing every problem; the state machine fails at once.
     # The state machine passes its whole input as "input", so that every key there is optional.
-    task = task_from_event(event.get("input", event))
+    task = parse_task(event.get("input", event), NoParams, "ValidateTopology")
     plan = build_plan(task.topology)
     logger.info("topology valid", extra={"deployment": plan["deployment"], "vpcs": plan["vpcs"]})
     return plan

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
+from inprocess import ALARM, INSUFFICIENT_DATA, OK, evaluate_range
 from regionha.converge.watch import WatchSettings, composite_params, dashboard_body, metric_alarm_params
-from regionha.local.aws.alarms import ALARM, INSUFFICIENT_DATA, OK, evaluate_range
 from regionha.topology import load_topology
 from regionha.watch.alarms import (
     CANARY_SILENT,
@@ -99,7 +99,7 @@ def test_canary_function_is_scheduled_and_knows_its_deployment(resources):
 
 
 def test_schedule_translates_to_a_rule_targeting_the_function():
-    from regionha.local.aws.provision import translate
+    from inprocess import translate
 
     translated = translate(TEMPLATE).template["Resources"]
     (rule,) = [r for r in translated.values() if r["Type"] == "AWS::Events::Rule"

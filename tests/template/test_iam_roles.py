@@ -23,7 +23,7 @@ import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inprocess import STACK_REGION, TEMPLATE, handlers_in_process  # noqa: E402
+from inprocess import STACK_REGION, TEMPLATE, run_execution, stack_in_process  # noqa: E402
 
 REPO = TEMPLATE.parent
 TOKYO, OSAKA = "ap-northeast-1", "ap-northeast-3"
@@ -32,7 +32,7 @@ DEPLOYMENT = "regionha-ref"
 
 def template_copy(tmp_path: Path, mutate: Any) -> Path:
     """template.yaml as JSON beside links to the code it names, after `mutate(resources)`."""
-    from regionha.local.aws.provision import load_template
+    from inprocess import load_template
 
     template = load_template(TEMPLATE)
     mutate(template["Resources"])
@@ -52,14 +52,7 @@ def topology_input() -> dict:
 
 
 def run(stack, logical_id: str, name: str) -> dict:
-    sfn = boto3.client("stepfunctions", region_name=STACK_REGION)
-    arn = sfn.start_execution(stateMachineArn=stack.physical_id(logical_id), name=name,
-                              input=json.dumps(topology_input()))["executionArn"]
-    deadline = time.monotonic() + 180
-    while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "execution did not finish"
-        time.sleep(0.05)
-    return desc
+    return run_execution(stack, logical_id, topology_input(), name, timeout=180)
 
 
 def failed_steps(desc: dict) -> list[tuple[str, str, str]]:
@@ -79,19 +72,12 @@ def failed_steps(desc: dict) -> list[tuple[str, str, str]]:
 
 @contextlib.contextmanager
 def in_process(template: Path = TEMPLATE, audit: bool = False) -> Iterator[Any]:
-    from moto import mock_aws
-
-    config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
     with pytest.MonkeyPatch.context() as mp:
         if audit:
             mp.setenv("REGIONHA_LOCAL_IAM", "audit")
         else:
             mp.delenv("REGIONHA_LOCAL_IAM", raising=False)
-        import composites
-
-        # moto has no composite alarms: the local runtime's evaluator holds them (tests/composites.py).
-        with mock_aws(config=config), handlers_in_process(template=template) as (stack, _), \
-                composites.installed((TOKYO, OSAKA, STACK_REGION)):
+        with stack_in_process((TOKYO, OSAKA, STACK_REGION), template=template) as (stack, _):
             yield stack
 
 

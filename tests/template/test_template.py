@@ -163,7 +163,7 @@ def test_sam_build_works_without_docker(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layer = tmp_path / "build" / "RegionhaLayer" / "python"
-    assert (layer / "regionha" / "topology.py").exists()
+    assert (layer / "regionha" / "topology" / "__init__.py").exists()
     assert not (layer / "regionha" / "local").exists()  # the local runtime never ships
     assert list(layer.glob("pydantic_core/_pydantic_core.cpython-313-*.so"))  # cross-installed for the runtime
     for function in ("ValidateTopologyFunction", "RunCanaryFunction", "FailoverControllerFunction"):

@@ -69,6 +69,8 @@ def clean_world(topology) -> dict:
                 "ips": [{"ip": str(a.ip), "subnet_id": f"subnet-{a.subnet}", "status": "ATTACHED", "eni": True}
                         for a in path.ips]}
     world["record"] = [{"type": "A", "ttl": topology.dns.record.ttl, "values": [str(topology.primary.ip)]}]
+    world["controller"] = {"function": "FailoverController", "found": True,
+                           "rules": {"HealthCheck": "ENABLED", "InstanceStateChange": "ENABLED"}}
     return world
 
 
@@ -230,8 +232,16 @@ DRIFTS = [
      "record sample.cluster.local.", "names 10.0.110.99 (no node)"),
     ("record with two values", set_in("record", 0, "values", ["10.0.110.10", "10.1.110.10"]), "record-value",
      "record sample.cluster.local.", "holds 2 values"),
-    ("record TTL drifted", set_in("record", 0, "ttl", 3600), "record-ttl", "record sample.cluster.local.",
-     "TTL 3600 s, expected 60 s"),
+    ("record TTL drifted", set_in("record", 0, "ttl", 120), "record-ttl", "record sample.cluster.local.",
+     "TTL 120 s, expected 60 s"),
+    ("record TTL far too long", set_in("record", 0, "ttl", 86400), "record-ttl", "record sample.cluster.local.",
+     "TTL 86400 s, expected 60 s, over the RTO budget of 300 s"),
+    ("controller deleted", set_in("controller", "found", False), "controller-missing",
+     "controller FailoverController", "function is gone"),
+    ("controller's schedule disabled", set_in("controller", "rules", "HealthCheck", "DISABLED"),
+     "controller-disabled", "controller FailoverController", "rule HealthCheck is DISABLED"),
+    ("no rule starts the controller", set_in("controller", "rules", {}), "controller-disabled",
+     "controller FailoverController", "no EventBridge rule starts it"),
 ]
 
 
@@ -264,6 +274,17 @@ def test_the_record_must_name_the_fences_node_after_a_failover(topology):
 
     world["record"][0]["values"] = ["10.1.110.10"]
     assert audit.audit(topology, world) == []
+
+
+def test_the_controller_is_judged_only_when_described_and_only_in_builtin_mode(topology):
+    world = clean_world(topology)
+    world["controller"] = None  # describe_world was not given the controller
+    assert audit.audit(topology, world) == []
+
+    external = topology.model_copy(update={"failover": Failover(mode="external")})
+    world = clean_world(external)
+    world["controller"]["found"] = False  # external mode: the cluster software moves the record
+    assert audit.audit(external, world) == []
 
 
 def test_in_external_mode_any_node_will_do_but_no_stranger(topology):

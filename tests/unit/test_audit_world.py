@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import boto3
@@ -23,50 +22,25 @@ from regionha.topology import load_topology
 from regionha.watch import audit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inprocess import STACK_REGION, handlers_in_process  # noqa: E402
+from inprocess import STACK_REGION, build_reference, stack_in_process  # noqa: E402
 
 TOKYO, OSAKA = "ap-northeast-1", "ap-northeast-3"
 DEP = "regionha-ref"
 READ_PREFIXES = ("Describe", "Get", "List", "Query", "Scan")
 
 
-def build(stack) -> dict:
-    topology = load_topology()
-    fast = topology.model_copy(update={"waits": topology.waits.model_copy(update={"poll_seconds": 0})})
-    sfn = boto3.client("stepfunctions", region_name=STACK_REGION)
-    arn = sfn.start_execution(stateMachineArn=stack.physical_id("BuildStateMachine"), name=f"b-{uuid.uuid4().hex[:8]}",
-                              input=json.dumps({"topology": fast.to_json()}))["executionArn"]
-    deadline = time.monotonic() + 120
-    while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "build did not finish"
-        time.sleep(0.05)
-    assert desc["status"] == "SUCCEEDED", desc.get("cause")
-    return desc
-
-
 @pytest.fixture(scope="module")
 def built():
     """The reference deployment built once; yields (stack, topology, table)."""
-    from moto import mock_aws
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": STACK_REGION,
-                           "AWS_EC2_METADATA_DISABLED": "true"}.items():
-            mp.setenv(key, value)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        import composites
-
-        # moto has no composite alarms: the local runtime's evaluator holds them (tests/composites.py).
-        with mock_aws(config=config), handlers_in_process() as (stack, _), composites.installed((STACK_REGION,)):
-            build(stack)
-            yield stack, load_topology(), stack.physical_id("StateTable")
+    with stack_in_process() as (stack, _):
+        build_reference(stack)
+        yield stack, load_topology(), stack.physical_id("StateTable")
 
 
 def findings(built) -> list[audit.Finding]:
-    _, topology, table = built
-    return audit.audit(topology, audit.describe_world(topology, Clients(), table=table, table_region=STACK_REGION))
+    stack, topology, table = built
+    return audit.audit(topology, audit.describe_world(topology, Clients(), table=table, table_region=STACK_REGION,
+                                                      controller=stack.physical_id("FailoverControllerFunction")))
 
 
 # --- drifts: each returns its undo ---------------------------------------------------------------------
@@ -185,8 +159,36 @@ def move_record():
 
 
 def drift_ttl():
-    set_record(ttl=3600)
+    set_record(ttl=120)
     return set_record
+
+
+def record_to_a_stranger():
+    set_record(ip="10.0.110.99")
+    return set_record
+
+
+def record_made_a_cname():
+    r53 = boto3.client("route53")
+    current = {"Name": "sample.cluster.local.", "Type": "A", "TTL": 60, "ResourceRecords": [{"Value": "10.0.110.10"}]}
+    cname = {"Name": "sample.cluster.local.", "Type": "CNAME", "TTL": 60,
+             "ResourceRecords": [{"Value": "elsewhere.cluster.local."}]}
+    r53.change_resource_record_sets(HostedZoneId=zone_id(), ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": current}, {"Action": "CREATE", "ResourceRecordSet": cname}]})
+    return lambda: r53.change_resource_record_sets(HostedZoneId=zone_id(), ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": cname}, {"Action": "CREATE", "ResourceRecordSet": current}]})
+
+
+def controller_switched_off(built):
+    def inject():
+        events = boto3.client("events", region_name=STACK_REGION)
+        arn = boto3.client("lambda", region_name=STACK_REGION).get_function(
+            FunctionName=built[0].physical_id("FailoverControllerFunction"))["Configuration"]["FunctionArn"]
+        names = events.list_rule_names_by_target(TargetArn=arn)["RuleNames"]
+        schedule = next(n for n in names if events.describe_rule(Name=n).get("ScheduleExpression"))
+        events.disable_rule(Name=schedule)
+        return lambda: events.enable_rule(Name=schedule)
+    return inject
 
 
 def fence_on_standby(built):
@@ -214,6 +216,9 @@ DRIFTS = [
     ("record moved behind the controller's back", move_record, [("record-value", "record sample.cluster.local.")]),
     ("record TTL drifted", drift_ttl, [("record-ttl", "record sample.cluster.local.")]),
     ("fence names the standby, record does not", "fence", [("record-value", "record sample.cluster.local.")]),
+    ("record moved to no node", record_to_a_stranger, [("record-value", "record sample.cluster.local.")]),
+    ("record made a CNAME", record_made_a_cname, [("record-type", "record sample.cluster.local.")]),
+    ("controller's health check switched off", "controller", [("controller-disabled", "controller {controller}")]),
 ]
 
 
@@ -231,12 +236,12 @@ def test_a_clean_build_has_no_finding_and_the_audit_only_reads(built):
         session.events.unregister("before-call.*.*", count)
     assert calls and [c for c in calls if not c[1].startswith(READ_PREFIXES)] == []
     # The function's role allows exactly what the audit calls (and its metrics), nothing more.
-    service = {"route-53": "route53"}
+    service = {"route-53": "route53", "eventbridge": "events"}
     assert {f"{service.get(s, s)}:{op}" for s, op in calls} | {"cloudwatch:PutMetricData"} == function_actions()
 
 
 def function_actions() -> set[str]:
-    from regionha.local.aws.provision import load_template
+    from inprocess import load_template
 
     policies = load_template(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"][
         "AuditDeploymentFunction"]["Properties"]["Policies"]
@@ -248,7 +253,8 @@ def function_actions() -> set[str]:
 
 @pytest.mark.parametrize(("what", "inject", "expected"), DRIFTS, ids=[d[0] for d in DRIFTS])
 def test_each_injected_drift_is_found_and_clears_when_undone(built, what, inject, expected):
-    inject = fence_on_standby(built) if inject == "fence" else inject
+    inject = {"fence": fence_on_standby, "controller": controller_switched_off}[inject](built) \
+        if isinstance(inject, str) else inject
     assert findings(built) == []
     undo = inject()
     try:
@@ -258,7 +264,8 @@ def test_each_injected_drift_is_found_and_clears_when_undone(built, what, inject
 
     got = [(f.kind, f.resource) for f in found]
     acl = next((f.resource.split("/")[1].split(" ")[0] for f in found if f.kind == "nacl-deny"), None)
-    assert got == [(k, r.format(acl=acl)) for k, r in expected], [str(f) for f in found]
+    controller = built[0].physical_id("FailoverControllerFunction")
+    assert got == [(k, r.format(acl=acl, controller=controller)) for k, r in expected], [str(f) for f in found]
     assert findings(built) == []
 
 
@@ -271,7 +278,7 @@ def test_a_deleted_peering_is_found_and_a_new_build_converges_it(built):
     found = findings(built)
 
     assert ("peering-missing", "peering tokyo-osaka") in [(f.kind, f.resource) for f in found]
-    build(stack)
+    build_reference(stack)
     assert findings(built) == []
 
 
@@ -289,7 +296,7 @@ def test_the_scheduled_function_publishes_a_metric_per_kind_and_the_alarm_watche
 
     assert "FunctionError" not in result, body
     assert body["findings"] == [{"kind": "record-ttl", "resource": "record sample.cluster.local.",
-                                 "reason": "TTL 3600 s, expected 60 s"}]
+                                 "reason": "TTL 120 s, expected 60 s"}]
     cw = boto3.client("cloudwatch", region_name=STACK_REGION)
     metrics = cw.list_metrics(Namespace="regionha", MetricName="AuditFindings")["Metrics"]
     kinds = {d["Value"] for m in metrics for d in m["Dimensions"] if d["Name"] == "Kind"}
@@ -370,7 +377,7 @@ def test_the_cli_audits_a_local_runtime_from_its_state_file(built, capsys, tmp_p
 
     assert code == 1 and endpoints == ["http://127.0.0.1:45123"]
     assert capsys.readouterr().out.splitlines() == [
-        "record-ttl record sample.cluster.local.: TTL 3600 s, expected 60 s"]
+        "record-ttl record sample.cluster.local.: TTL 120 s, expected 60 s"]
     state.write_text(json.dumps({"endpoint_url": "http://10.0.0.5:4566", "region": STACK_REGION,
                                  "state_machines": {}}))
     assert main(["audit", "--local-state", str(state)]) == 2

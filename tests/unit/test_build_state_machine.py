@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inprocess import handlers_in_process  # noqa: E402
+from inprocess import handlers_in_process, run_execution  # noqa: E402
 
 TOKYO, OSAKA, SINGAPORE = "ap-northeast-1", "ap-northeast-3", "ap-southeast-1"
 REGIONS = (TOKYO, OSAKA, SINGAPORE)
@@ -40,15 +39,7 @@ def topology_input(**waits) -> dict:
 
 
 def run(stack, logical_id: str, payload: dict, name: str) -> dict:
-    sfn = boto3.client("stepfunctions", region_name=SINGAPORE)
-    arn = sfn.start_execution(stateMachineArn=stack.physical_id(logical_id), name=name, input=json.dumps(payload))[
-        "executionArn"
-    ]
-    deadline = time.monotonic() + 120
-    while (desc := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
-        assert time.monotonic() < deadline, "execution did not finish"
-        time.sleep(0.05)
-    return desc
+    return run_execution(stack, logical_id, payload, name)
 
 
 def tagged(region: str) -> dict[str, list]:

@@ -26,7 +26,6 @@ from regionha import netguard
 from regionha.cli import main
 from regionha.errors import ConfigurationError
 from regionha.inventory import save_inventory
-from regionha.local.host.nodes import NodeService
 from regionha.watch import canary
 from regionha.watch.canary import ONPREM, Truth, canary_targets, metrics, run_canary, truth_from_record
 
@@ -34,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 from dnsfake import Action, FakeDNSServer, answer, drop, rcode, sequence  # noqa: E402
+from inprocess import NodeService  # noqa: E402
 
 A_IP, B_IP = "10.0.110.10", "10.1.110.10"
 # Loopback replies take well under 10 ms, but a loaded 2-core CI machine can stall a thread for

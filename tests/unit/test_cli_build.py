@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from regionha import drill
-from regionha.cli import aws as cli_aws
 from regionha.cli import main
+from regionha.cli import target as cli_target
 from regionha.topology import load_topology
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -169,7 +169,7 @@ def test_drill_dry_run_prints_what_it_would_break_and_starts_nothing(stack: Any,
 def test_drill_dry_run_json_gives_the_plan(stack: Any, capsys) -> None:
     capsys.readouterr()
 
-    code = main(["drill", "start", "--dry-run", "--scenario", "cut-path", "--path", "osaka-bind", "--cut", "all",
+    code = main(["drill", "start", "--dry-run", "--scenario", "cut-path", "--region-path", "osaka-bind", "--cut", "all",
                  "--output", "json"])
 
     document = json.loads(capsys.readouterr().out)
@@ -197,7 +197,7 @@ def test_a_drill_on_aws_is_not_started_without_confirmation(stack: Any, capsys, 
 
 def test_every_drill_input_is_a_flag_and_reaches_the_execution_input(stack: Any, capsys) -> None:
     provisioned, _ = stack
-    argv = ["drill", "start", "--yes", "--no-wait", "--scenario", "cut-path", "--path", "osaka-bind",
+    argv = ["drill", "start", "--yes", "--no-wait", "--scenario", "cut-path", "--region-path", "osaka-bind",
             "--deployment", "regionha-ref", "--poll-interval", "0.25", "--step-timeout", "30", "--no-failback",
             "--alarm-timeout", "5", "--alarm-ok-timeout", "6", "--rejoin-timeout", "7", "--probe-timeout", "1.5",
             "--fault-ttl", "600", "--lock-ttl", "900", "--cut", "dns", "--detection-seconds", "30",
@@ -226,7 +226,7 @@ def test_every_drill_input_is_a_flag_and_reaches_the_execution_input(stack: Any,
 @pytest.mark.parametrize(("argv", "message"), [
     (["--step-timeout", "900"], "--step-timeout + --alarm-timeout and --rejoin-timeout must each fit in 840 s"),
     (["--poll-interval", "0"], "--poll-interval must be in (0, 60] seconds"),
-    (["--scenario", "cut-path"], "--scenario cut-path needs --path NAME"),
+    (["--scenario", "cut-path"], "--scenario cut-path needs --region-path NAME"),
 ])
 def test_bad_drill_input_exits_2_before_any_aws_call(argv: list[str], message: str, capsys,
                                                      call_log: list[str]) -> None:
@@ -277,7 +277,7 @@ def test_the_region_comes_from_flag_arn_environment_then_profile(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
-    assert cli_aws.resolve_region(explicit, arn, "ops") == want
+    assert cli_target.resolve_region(explicit, arn, "ops") == want
 
 
 def test_drill_report_takes_the_region_from_the_arn(moto_aws: None, monkeypatch, capsys) -> None:

@@ -11,7 +11,6 @@ from regionha.watch import canary
 @pytest.fixture
 def real_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(netguard.LOCAL_ENV, raising=False)
-    netguard.disable_local_mode()
 
 
 def test_a_real_network_run_lists_every_destination_before_the_first_probe(real_network, monkeypatch, capsys):

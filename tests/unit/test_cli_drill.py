@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from regionha.cli import aws as cli_aws
+from regionha.cli import executions as cli_executions
 from regionha.cli import main
 
 REGION = "ap-southeast-1"
@@ -83,7 +83,7 @@ def finished(sfn: Any, execution_arn: str) -> dict[str, Any]:
 
 
 class Lines(list):
-    """Records progress lines the way ``cli_aws.Out`` shows them (no terminal: no spinner)."""
+    """Records progress lines the way ``regionha.cli.output.Out`` shows them (no terminal: no spinner)."""
 
     def line(self, text: str, style: str | None = None) -> None:
         self.append(text)
@@ -135,7 +135,7 @@ def test_a_failed_drill_exits_1_and_names_the_failed_step(sfn: Any, capsys) -> N
 def test_cut_path_sends_the_path(sfn: Any, capsys) -> None:
     arn = reporting_machine(sfn, canned_report())
 
-    code = main(start("--scenario", "cut-path", "--path", "osaka-bind", "--state-machine-arn", arn))
+    code = main(start("--scenario", "cut-path", "--region-path", "osaka-bind", "--state-machine-arn", arn))
 
     assert code == 0
     assert "scenario cut-path" in capsys.readouterr().out
@@ -232,12 +232,12 @@ def test_an_execution_timing_out_is_a_failure(sfn: Any, capsys) -> None:
 
 def test_following_is_bounded_by_the_state_machine_timeout(sfn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     arn = machine(sfn, "drill", {"Observe": {"Type": "Wait", "Seconds": 3, "End": True}}, "Observe", timeout=1)
-    monkeypatch.setattr(cli_aws, "WAIT_GRACE_SECONDS", -0.8)  # stop following before the execution ends
-    assert cli_aws.wait_bound(sfn, arn) == pytest.approx(0.2)
+    monkeypatch.setattr(cli_executions, "WAIT_GRACE_SECONDS", -0.8)  # stop following before the execution ends
+    assert cli_executions.wait_bound(sfn, arn) == pytest.approx(0.2)
     execution = sfn.start_execution(stateMachineArn=arn, name="drill-bounded")["executionArn"]
     lines = Lines()
 
-    desc = cli_aws.follow(sfn, execution, cli_aws.wait_bound(sfn, arn), lines, 0.05)
+    desc = cli_executions.follow(sfn, execution, cli_executions.wait_bound(sfn, arn), lines, 0.05)
 
     assert desc["status"] == "RUNNING"
     assert lines[-1].endswith("enter Observe")
@@ -247,7 +247,7 @@ def test_following_is_bounded_by_the_state_machine_timeout(sfn: Any, monkeypatch
 def test_without_timeout_seconds_the_default_bound_applies(sfn: Any) -> None:
     arn = machine(sfn, "drill", {"Done": {"Type": "Succeed"}}, "Done", timeout=None)
 
-    assert cli_aws.wait_bound(sfn, arn) == cli_aws.DEFAULT_WAIT_SECONDS
+    assert cli_executions.wait_bound(sfn, arn) == cli_executions.DEFAULT_WAIT_SECONDS
 
 
 def test_no_wait_returns_at_once(sfn: Any, capsys) -> None:
@@ -323,8 +323,8 @@ def test_drill_report_of_a_running_execution_has_no_report_yet(sfn: Any, capsys)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (start("--scenario", "cut-path"), "--scenario cut-path needs --path NAME"),
-    (start("--path", "osaka-bind"), "--path applies to --scenario cut-path only"),
+    (start("--scenario", "cut-path"), "--scenario cut-path needs --region-path NAME"),
+    (start("--region-path", "osaka-bind"), "--region-path applies to --scenario cut-path only"),
     (start("--local-state", "/nonexistent/local-state.json"), "/nonexistent/local-state.json does not exist"),
     (start("--state-machine-arn", f"arn:aws:states:{REGION}:123456789012:stateMachine:absent"), "DoesNotExist"),
     (start("--region", REGION), "cannot read stack regionha"),
@@ -368,7 +368,7 @@ def test_scenario_is_checked_by_the_parser(capsys) -> None:
 def test_progress_names_the_state_a_task_failed_in() -> None:
     started = datetime(2024, 1, 1)
     lines = Lines()
-    progress = cli_aws.Progress(started, lines.line)
+    progress = cli_executions.Progress(started, lines.line)
     events = [
         {"type": "TaskStateEntered", "timestamp": started + timedelta(seconds=2),
          "stateEnteredEventDetails": {"name": "CutPath"}},
@@ -400,7 +400,7 @@ def test_progress_names_the_state_a_task_failed_in() -> None:
 
 
 def test_against_a_local_runtime_state_file(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from regionha.local.aws.server import LocalAws
+    from inprocess import LocalAws
 
     with LocalAws() as aws:
         endpoint = aws.endpoint_url

@@ -7,10 +7,10 @@ from typing import Any
 import boto3
 import pytest
 
+from inprocess import fix_moto_endpoint_routes
 from regionha.aws import Clients, deployment_filter
 from regionha.converge.network import converge_vpc, live_endpoints, teardown_vpc
 from regionha.converge.routes import converge_gateway_endpoints
-from regionha.local.host.routing import fix_moto_endpoint_routes
 from regionha.topology import Topology, parse_topology
 
 RUN = "run-1"

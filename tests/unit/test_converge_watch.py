@@ -28,6 +28,7 @@ from regionha.watch.alarms import (
     watched_alarm_names,
 )
 from regionha.watch.canary import canary_targets
+from regionha.watch.interconnect import interconnect_alarm_intents
 
 REGION = "ap-southeast-1"
 TOPOLOGY = load_topology()
@@ -54,7 +55,7 @@ def test_alarms_and_dashboard_follow_the_topology_and_a_rerun_writes_nothing(com
     # THEN every path address, the on-prem resolver and each node has its alarm, plus the critical ones
     dep = TOPOLOGY.deployment
     have = metric_alarms()
-    want = {alarm_name(dep, i.suffix) for i in canary_alarm_intents(TOPOLOGY)}
+    want = {alarm_name(dep, i.suffix) for i in [*canary_alarm_intents(TOPOLOGY), *interconnect_alarm_intents(TOPOLOGY)]}
     assert set(have) == want
     assert {alarm_name(dep, path_down(t.path).suffix) for t in canary_targets(TOPOLOGY)} <= want
     assert {alarm_name(dep, node_down(n.name).suffix) for n in TOPOLOGY.nodes} <= want
@@ -105,7 +106,8 @@ def test_a_removed_path_loses_its_alarm_and_a_changed_alarm_is_fixed(composites)
     assert by_name[f"regionha-{dep}-path-down-osaka-bind"] == "deleted"
     assert by_name[f"regionha-{dep}-canary-silent"] == "updated"
     assert by_name[dashboard_name(dep)] == "updated"
-    assert set(metric_alarms()) == {alarm_name(dep, i.suffix) for i in canary_alarm_intents(smaller)}
+    assert set(metric_alarms()) == {alarm_name(dep, i.suffix)
+                                    for i in [*canary_alarm_intents(smaller), *interconnect_alarm_intents(smaller)]}
     assert metric_alarms()[f"regionha-{dep}-canary-silent"]["EvaluationPeriods"] == 1
 
 
@@ -163,7 +165,8 @@ def test_dashboard_shows_what_on_call_needs_for_this_topology():
     for fn in SETTINGS.canary_functions + SETTINGS.controller_functions:
         assert ("AWS/Lambda", "Errors", "FunctionName", fn) in series
     (alarms,) = [w["properties"]["alarms"] for w in body["widgets"] if w["type"] == "alarm"]
-    assert len(alarms) == len(canary_alarm_intents(TOPOLOGY)) + 1 + len(SETTINGS.stack_alarms)
+    assert len(alarms) == (len(canary_alarm_intents(TOPOLOGY)) + 1 + len(SETTINGS.stack_alarms)
+                           + len(interconnect_alarm_intents(TOPOLOGY)))
 
 
 def test_the_drill_watches_each_path_and_node_alarm():

@@ -13,12 +13,12 @@ from pathlib import Path
 import boto3
 import pytest
 
+from inprocess import nacl_allows
 from regionha import drill
 from regionha.aws import Clients, tag_spec
 from regionha.drill import CUT, Drill, DrillEnv, DrillSettings, Round
 from regionha.drill import faults as drill_faults
 from regionha.errors import ConfigurationError
-from regionha.local.world import nacl_allows
 from regionha.topology import Failover
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +34,9 @@ ENV = DrillEnv(table=TABLE, region=STACK)
 
 def test_defaults_and_deployment_from_environment():
     s = DrillSettings.from_input({}, "dep-from-env")
+    # No step_timeout: each observing step's bound is its recovery budget (TTL + detection + fallback).
     assert (s.scenario, s.deployment, s.poll_interval, s.step_timeout, s.failback) == (
-        "acceptance", "dep-from-env", 0.5, 120.0, True)
+        "acceptance", "dep-from-env", 0.5, None, True)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,7 @@ def test_acceptance_plan_is_the_articles_seven_steps(topology):
 def test_fail_active_node_fails_whatever_node_the_record_names(topology):
     steps = drill.plan(topology, DrillSettings(deployment=DEP, scenario="fail-active-node"), "Server-B")
 
-    assert [s["id"] for s in steps] == ["fail-active", "observe-moved"]
+    assert [s["id"] for s in steps] == ["fail-active-node", "observe-active-moved"]
     assert steps[0]["faults"] == [{"kind": "node", "target": "Server-B"}]
     assert set(steps[1]["expect"]) == set(labels(topology))
     assert set(steps[1]["expect"].values()) == {"Server-A"}
@@ -111,7 +112,7 @@ def test_cut_path_expects_the_cut_path_silent_and_the_rest_on_the_active_node(to
     settings = DrillSettings(deployment=DEP, scenario="cut-path", region_path="osaka-bind")
     steps = drill.plan(topology, settings, "Server-A")
 
-    assert [s["id"] for s in steps] == ["cut-path", "observe-cut"]
+    assert [s["id"] for s in steps] == ["cut-path", "observe-path-cut"]
     assert steps[1]["expect"] == {"tokyo-resolver/10.0.111.100": "Server-A", "tokyo-resolver/10.0.111.101": "Server-A",
                                   "osaka-bind": CUT, "onprem": "Server-A"}
     with pytest.raises(ConfigurationError, match="not a forwarder path"):
@@ -170,7 +171,7 @@ def test_every_task_retries_transient_errors_and_catches_into_restore_or_onwards
 
 
 def test_the_drill_watches_the_deployments_own_alarms_and_the_stacks():
-    from regionha.local.aws.provision import load_template
+    from inprocess import load_template
     from regionha.topology import load_topology
     from regionha.watch.alarms import critical_members, watched_alarm_names
 
@@ -546,11 +547,11 @@ def test_alarm_paths_come_from_the_path_dimension_or_the_name():
 def report_record(**changes):
     record = {
         "execution": "e1", "deployment": DEP, "scenario": "cut-path", "started_at": 1.0, "mode": "builtin",
-        "plan": [{"id": "cut-path"}, {"id": "observe-cut"}],
+        "plan": [{"id": "cut-path"}, {"id": "observe-path-cut"}],
         "steps": [{"id": "preflight", "name": "preflight", "ok": True, "start": 1, "end": 2, "detail": {}},
                   {"id": "cut-path", "name": "cut", "ok": True, "start": 2, "end": 3, "detail": {}},
-                  {"id": "observe-cut", "name": "observe", "ok": True, "start": 3, "end": 4, "detail": {}}],
-        "recovery": [{"step": "observe-cut", "path": "onprem", "node": "Server-A", "seconds": 1.25}],
+                  {"id": "observe-path-cut", "name": "observe", "ok": True, "start": 3, "end": 4, "detail": {}}],
+        "recovery": [{"step": "observe-path-cut", "path": "onprem", "node": "Server-A", "seconds": 1.25}],
         "events": [{"t": 2.5, "event": "fault", "kind": "path", "target": "osaka-bind"},
                    {"t": 5.0, "event": "restore", "kind": "path", "target": "osaka-bind"}],
         "restore": {"ok": True, "left_broken": []},
@@ -578,8 +579,8 @@ def test_report_shape_and_verdict():
         {"restore": {"ok": False, "left_broken": ["path osaka-bind"]}},
         {"alarm_proof": {"checked": True, "ok": False}},
         {"error": {"Error": "DrillStepFailed", "Cause": "..."}},
-        {"steps": report_record()["steps"][:2]},  # observe-cut never ran
-        {"steps": report_record()["steps"][:2] + [{"id": "observe-cut", "name": "o", "ok": True, "start": 3,
+        {"steps": report_record()["steps"][:2]},  # observe-path-cut never ran
+        {"steps": report_record()["steps"][:2] + [{"id": "observe-path-cut", "name": "o", "ok": True, "start": 3,
                                                    "end": None, "detail": {}}]},  # the Lambda died mid-step
         {"plan": []},
     ],
@@ -599,9 +600,9 @@ def test_report_fails_for_any_missing_proof(changes):
     ],
 )
 def test_an_alarm_counts_as_fired_if_it_was_in_alarm_during_the_cut(log, expected):
-    from regionha.drill import _in_alarm_during
+    from regionha.drill.proof import in_alarm_during
 
-    assert _in_alarm_during(log, "a", {"start": 3, "end": 10}) is expected
+    assert in_alarm_during(log, "a", {"start": 3, "end": 10}) is expected
 
 
 def test_acceptance_with_three_nodes_fails_each_node_in_turn():

@@ -10,14 +10,8 @@ from typing import Any
 
 import pytest
 
-from regionha.drill.report import (
-    ERROR_COLOUR,
-    TIMEOUT_COLOUR,
-    error_text,
-    render_html,
-    summary_subject,
-    summary_text,
-)
+from regionha.drill.report import error_text, render_html, summary_subject, summary_text
+from regionha.drill.timeline import ERROR_COLOUR, TIMEOUT_COLOUR
 
 T0 = 1_700_000_000.0
 TOKYO_A, TOKYO_B, OSAKA, ONPREM = "tokyo-resolver/10.0.111.100", "tokyo-resolver/10.0.111.101", "osaka-bind", "onprem"
@@ -334,7 +328,7 @@ def test_summary_lists_recovery_per_path() -> None:
 def cut_path_report() -> dict[str, Any]:
     """A cut-path drill on osaka-bind: the other paths never change their answer; the cut one comes back."""
     timeline: list[dict[str, Any]] = []
-    _observe("observe-cut", 1.0, 10, 0, "Server-A", "Server-A", {"osaka-bind"}, 0.5, timeline, [])
+    _observe("observe-path-cut", 1.0, 10, 0, "Server-A", "Server-A", {"osaka-bind"}, 0.5, timeline, [])
     _observe("restore", 10.5, 14, 0, "Server-A", "Server-A", set(), 10.2, timeline, [])
     return {
         "status": "PASSED", "scenario": "cut-path", "deployment": "regionha", "execution": "drill-cut",
@@ -342,7 +336,7 @@ def cut_path_report() -> dict[str, Any]:
         "steps": [{"id": "cut-path", "name": "cut osaka-bind", "ok": True, "start": T0 + 0.4, "end": T0 + 0.6,
                    "detail": {"faults": [{"fault": "path osaka-bind cut (2 NACL entries in ap-northeast-3)"}],
                               "fault_time": T0 + 0.5}},
-                  {"id": "observe-cut", "name": "on-prem still reaches Server-A, osaka-bind does not answer",
+                  {"id": "observe-path-cut", "name": "on-prem still reaches Server-A, osaka-bind does not answer",
                    "ok": True, "start": T0 + 1, "end": T0 + 10,
                    "detail": {"recovery_seconds": {}, "rounds": 18, "last": {OSAKA: "timeout"}}}],
         "recovery_seconds": {f"{OSAKA}@Server-A": 0.3},

@@ -21,6 +21,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
+from inprocess import NodeService
 from regionha import failover, netguard, record
 from regionha.aws import Clients, tag_spec, tags
 from regionha.converge.dns import converge_private_zone, read_record, upsert_record
@@ -38,7 +39,6 @@ from regionha.failover import (
     read_fence,
     run_controller,
 )
-from regionha.local.host.nodes import NodeService
 from regionha.topology import Failover
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,13 +149,12 @@ def build_world(topology, clients: Clients) -> World:
 
 
 @pytest.fixture
-def local_only():
+def local_only(monkeypatch):
     """Local mode and the socket guard: anything but loopback raises instead of leaving the machine."""
-    netguard.enable_local_mode()
+    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
     netguard.install_socket_guard()
     yield
     netguard.uninstall_socket_guard()
-    netguard.disable_local_mode()
 
 
 @pytest.fixture
@@ -623,7 +622,7 @@ def test_swap_refuses_a_record_someone_else_changed(moto_world, call_counter):
 def test_the_twin_validates_change_batches_as_route53_does(moto_world, changes, message):
     """AWS validates a batch whole and applies all or nothing; moto alone accepts a DELETE of any value
     ever written and a CREATE of an existing name (regionha.local.aws.route53 closes both)."""
-    import regionha.local  # noqa: F401  (installs the Route 53 validation)
+    import inprocess  # noqa: F401  (installs the twin's Route 53 validation)
     from regionha.record import zone_id_or_raise
 
     r53 = moto_world.clients.route53()
@@ -655,7 +654,7 @@ def test_the_record_swaps_back_and_forth_and_refuses_a_stale_value(moto_world, t
     """Failover, failback, failover again: each swap's CREATE repeats an earlier one, which moto's
     journal refuses although the batch's DELETE frees the name (AWS does not); the product copes with
     plain moto too, and a stale expectation is still refused."""
-    from regionha.local.aws import route53 as twin_route53
+    from inprocess import twin_route53
     from regionha.record import RecordChanged, swap_record
 
     if not twin:

@@ -24,10 +24,10 @@ from test_failover import (
     template,
 )
 
+from inprocess import pattern_matches
 from regionha.converge.dns import read_record
 from regionha.errors import TransientError
 from regionha.inventory import collect_inventory, save_inventory
-from regionha.local.aws.events import pattern_matches
 
 # The world's fixtures, shared with test_failover.py.
 local_only, node_services, moto_world = world.local_only, world.node_services, world.moto_world

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from regionha import netguard
+from regionha.environment import Environment
 from regionha.errors import ConfigurationError
 from regionha.netguard import UnsafeDestination
 
@@ -21,10 +22,11 @@ from regionha.netguard import UnsafeDestination
 @pytest.fixture(autouse=True)
 def _local_mode_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv(netguard.LOCAL_ENV, raising=False)
-    netguard.disable_local_mode()
     yield
     netguard.uninstall_socket_guard()
-    netguard.disable_local_mode()
+
+
+LOCAL = Environment(local=True)
 
 
 @pytest.mark.parametrize(
@@ -70,13 +72,13 @@ def test_to_local_network_refuses_networks_outside_10_8(cidr: str) -> None:
         netguard.to_local_network(cidr)
 
 
-def test_local_mode_switch_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_mode_is_read_from_the_environment_or_passed_in(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not netguard.local_mode_enabled()
-    netguard.enable_local_mode()
-    assert netguard.local_mode_enabled()
-    netguard.disable_local_mode()
+    assert netguard.local_mode_enabled(LOCAL)
+    assert not netguard.local_mode_enabled()  # passing it in switches nothing for anyone else
     monkeypatch.setenv(netguard.LOCAL_ENV, "1")
     assert netguard.local_mode_enabled()
+    assert not netguard.local_mode_enabled(Environment())
 
 
 def test_outside_local_mode_addresses_pass_unchanged() -> None:
@@ -88,14 +90,20 @@ def test_outside_local_mode_addresses_pass_unchanged() -> None:
 
 
 def test_in_local_mode_resolve_target_maps_and_checks() -> None:
-    netguard.enable_local_mode()
-    assert netguard.resolve_target("10.1.111.10") == "127.1.111.10"
-    assert netguard.resolve_target("127.0.0.1") == "127.0.0.1"
+    assert netguard.resolve_target("10.1.111.10", LOCAL) == "127.1.111.10"
+    assert netguard.resolve_target("127.0.0.1", LOCAL) == "127.0.0.1"
     with pytest.raises(UnsafeDestination):
-        netguard.resolve_target("192.168.1.1")
+        netguard.resolve_target("192.168.1.1", LOCAL)
+    with pytest.raises(UnsafeDestination):
+        netguard.check_destination("10.1.111.10", LOCAL)
+    netguard.check_destination("198.18.0.1", LOCAL)
+
+
+def test_in_the_local_environment_resolve_target_maps_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
+    assert netguard.resolve_target("10.1.111.10") == "127.1.111.10"
     with pytest.raises(UnsafeDestination):
         netguard.check_destination("10.1.111.10")
-    netguard.check_destination("198.18.0.1")
 
 
 class Tripwire:
@@ -120,8 +128,7 @@ class Tripwire:
 @pytest.fixture
 def guarded(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tripwire]:
     tripwire = Tripwire(monkeypatch)  # installed first: the guard wraps it
-    netguard.enable_local_mode()
-    assert netguard.install_socket_guard() is True
+    assert netguard.install_socket_guard(LOCAL) is True
     yield tripwire
     # The guard must be removed before monkeypatch restores the real methods underneath it.
     netguard.uninstall_socket_guard()
@@ -129,7 +136,7 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> Iterator[Tripwire]:
 
 def test_guard_is_idempotent_and_removable(guarded: Tripwire) -> None:
     wrapped = socket.socket.connect
-    assert netguard.install_socket_guard() is True
+    assert netguard.install_socket_guard(LOCAL) is True
     assert socket.socket.connect is wrapped
     netguard.uninstall_socket_guard()
     assert not netguard.socket_guard_installed()
@@ -209,27 +216,3 @@ def test_bytes_hosts_are_read_as_names_not_packed_addresses(guarded: Tripwire) -
         assert s.getsockname()[1] == 0
     assert guarded.reached == []
 
-
-@pytest.mark.parametrize("server", ["node", "emulated-aws"])
-def test_local_http_servers_bind_without_reverse_lookups(monkeypatch, server):
-    # glibc would send these lookups to /etc/resolv.conf's nameserver, below the socket guard.
-    def lookup(*args):
-        raise AssertionError(f"name lookup {args}")
-
-    for name in ("getfqdn", "gethostbyaddr", "gethostbyname", "gethostbyname_ex", "getnameinfo"):
-        monkeypatch.setattr(socket, name, lookup)
-    if server == "node":
-        from regionha.local.host.nodes import NodeService
-
-        node = NodeService("node-a", "127.0.0.1", 0)
-        node.start()
-        node.stop()
-        assert node.port > 0
-    else:
-        from regionha.local.aws.server import _request_handler, _Server
-
-        wsgi = _Server("127.0.0.1", 0, lambda environ, start: [], _request_handler())
-        try:
-            assert wsgi.server_name == "127.0.0.1"
-        finally:
-            wsgi.server_close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -13,6 +15,30 @@ TAG_NAME = "regionha:name"
 
 # Standard retry mode backs off on throttling; the state machines retry what is left.
 _BOTO_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"})
+
+
+def stack_region(environ: Mapping[str, str] | None = None) -> str:
+    """The region this code runs for: the Lambda's own region (where the stack, its state table,
+    topics and alarms live), or, outside Lambda, the shell's or profile's region.
+
+    Order: ``AWS_REGION`` (set by the Lambda runtime), ``AWS_DEFAULT_REGION`` (the AWS CLI's and
+    SDKs' variable), then the default profile's ``region`` (``~/.aws/config``: the on-prem agent).
+    No guessed default: a missing region raises ``ConfigurationError`` (not retried), because a
+    wrong region would read and write another stack's state. ``environ``: a function's environment
+    read before this process's own (the drill's settings). Follows the Lambda doc "Defined runtime
+    environment variables" and the AWS SDKs' region resolution order.
+    """
+    region = None
+    for env in ([environ] if environ is not None else []) + [os.environ]:
+        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if not region:
+        region = boto3.session.Session().region_name
+    if not region:
+        from regionha.errors import ConfigurationError
+
+        raise ConfigurationError("no region: AWS_REGION and AWS_DEFAULT_REGION are not set and no profile "
+                                 "names a region")
+    return region
 
 
 class Clients:

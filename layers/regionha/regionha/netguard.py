@@ -1,7 +1,8 @@
 """Where packets may go: cloud addresses mapped to loopback, and a socket guard for the local runtime.
 
 In AWS a Lambda in a VPC really talks to 10.x addresses, so outside local mode every function here
-passes addresses through. In local mode (``enable_local_mode()`` or ``REGIONHA_LOCAL=1``) the whole
+passes addresses through. In local mode (``REGIONHA_LOCAL=1`` in the invocation's own environment, see
+:mod:`regionha.environment`, or an ``Environment(local=True)`` passed in) the whole
 10.0.0.0/8 maps onto 127.0.0.0/8 (10.a.b.c -> 127.a.b.c), and only loopback (127.0.0.0/8, ::1) and
 the benchmarking range 198.18.0.0/15 (used inside network namespaces of our own) are reachable.
 ``install_socket_guard()`` enforces that for every Python socket of the process, before the kernel
@@ -11,12 +12,14 @@ sees the destination, so a mapping bug becomes an ``UnsafeDestination`` instead 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import socketserver
 import threading
 from typing import Any
 
+# LOCAL_ENV re-exported: the variable that turns local mode on.
+from regionha.environment import LOCAL_ENV as LOCAL_ENV
+from regionha.environment import Environment, current
 from regionha.errors import ConfigurationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -25,28 +28,15 @@ CLOUD_NET = ipaddress.IPv4Network("10.0.0.0/8")
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 NAMESPACE_NET = ipaddress.IPv4Network("198.18.0.0/15")
 LOCAL_NETS_V4 = (LOOPBACK_NET, NAMESPACE_NET)
-LOCAL_ENV = "REGIONHA_LOCAL"
-
-_local_mode = False
 
 
 class UnsafeDestination(ConfigurationError):
     """A destination the local runtime must never send to (anything but loopback and 198.18.0.0/15)."""
 
 
-def enable_local_mode() -> None:
-    global _local_mode
-    _local_mode = True
-
-
-def disable_local_mode() -> None:
-    """Turn the process-wide switch off again (tests); ``REGIONHA_LOCAL=1`` still keeps it on."""
-    global _local_mode
-    _local_mode = False
-
-
-def local_mode_enabled() -> bool:
-    return _local_mode or os.environ.get(LOCAL_ENV) == "1"
+def local_mode_enabled(env: Environment | None = None) -> bool:
+    """Whether ``env`` (default: the running invocation's, :func:`regionha.environment.current`) is local."""
+    return (env or current()).local
 
 
 def _parse(address: str | IPAddress) -> IPAddress:
@@ -95,18 +85,19 @@ def to_local_network(cidr: str | ipaddress.IPv4Network) -> str:
     return f"{to_local(net.network_address)}/{net.prefixlen}"
 
 
-def check_destination(address: str | IPAddress) -> None:
+def check_destination(address: str | IPAddress, env: Environment | None = None) -> None:
     """In local mode, refuse anything but loopback and 198.18.0.0/15; outside local mode, allow all."""
-    if local_mode_enabled() and not is_local_address(_parse(address)):
+    if local_mode_enabled(env) and not is_local_address(_parse(address)):
         raise UnsafeDestination(f"refusing to send to {address}: local mode allows only 127.0.0.0/8 and 198.18.0.0/15")
 
 
-def resolve_target(address: str | IPAddress) -> str:
+def resolve_target(address: str | IPAddress, env: Environment | None = None) -> str:
     """The address to actually talk to: the cloud address in AWS, its loopback image in local mode."""
-    if not local_mode_enabled():
+    env = env or current()
+    if not env.local:
         return str(address)
     local = to_local(address)
-    check_destination(local)
+    check_destination(local, env)
     return local
 
 
@@ -177,15 +168,16 @@ def _guard(name: str, original: Any) -> Any:
     return guarded
 
 
-def install_socket_guard() -> bool:
+def install_socket_guard(env: Environment | None = None) -> bool:
     """Wrap socket.socket's connect, connect_ex, sendto and sendmsg so that, in local mode, any
     AF_INET/AF_INET6 destination outside loopback and 198.18.0.0/15 raises ``UnsafeDestination``.
 
-    Idempotent. Outside local mode it does nothing and returns False (a Lambda in AWS must reach 10.x).
+    Idempotent. Outside local mode (``env``, default: the process's environment now) it does nothing
+    and returns False (a Lambda in AWS must reach 10.x).
     Covers every socket made through ``socket.socket`` (urllib3, dnspython, asyncio, ssl); a child
     process is not covered: give it local addresses only.
     """
-    if not local_mode_enabled():
+    if not local_mode_enabled(env):
         return False
     with _guard_lock:
         if _saved:

@@ -6,7 +6,7 @@ describes the world (read-only calls) and prints one line per finding: ``KIND RE
 Where: AWS by default (``--profile``, ``--region``, ``--stack-name``: the state table and the deployment
 from the CloudFormation stack's output ``StateTableName`` and parameter ``Deployment``, or ``--table`` and
 ``--deployment``), or a running local runtime (``--local-state FILE``, written by ``regionha local up``).
-The flags mean what they mean in ``regionha build``/``drill`` (``regionha.cli.aws``).
+The flags mean what they mean in ``regionha build``/``drill`` (``regionha.cli.target``, ``regionha.cli.output``).
 
 Exit codes: 0 no finding, 1 findings, 2 the audit could not run (bad arguments, no stack, no build).
 """
@@ -16,14 +16,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from regionha.cli import aws as cli_aws
+from regionha.cli.errors import guarded
+from regionha.cli.output import CommandError, Out
+from regionha.cli.target import Target, add_target_arguments, describe_stack, target_for
 
 EXIT_CLEAN, EXIT_FINDINGS = 0, 1
 # The local runtime names a template resource <stack>-<logical id> (regionha.local.aws.provision).
 LOCAL_TABLE_SUFFIX = "-StateTable"
 
 
-def _table_and_deployment(target: cli_aws.Target, args: argparse.Namespace) -> tuple[str, str]:
+def _table_and_deployment(target: Target, args: argparse.Namespace) -> tuple[str, str]:
     """The state table and deployment: flags, else the stack (locally: the state file and the emulator).
 
     IAM: cloudformation:DescribeStacks (AWS, without --table/--deployment).
@@ -35,18 +37,18 @@ def _table_and_deployment(target: cli_aws.Target, args: argparse.Namespace) -> t
             names = target.clients.client("dynamodb", target.region).list_tables()["TableNames"]
             tables = [t for t in names if t.endswith(LOCAL_TABLE_SUFFIX)]
             if len(tables) != 1:
-                raise cli_aws.CommandError(f"{target.where}: expected one *{LOCAL_TABLE_SUFFIX} table, found "
+                raise CommandError(f"{target.where}: expected one *{LOCAL_TABLE_SUFFIX} table, found "
                                            f"{tables}; give --table")
             table = tables[0]
         if not deployment:
-            raise cli_aws.CommandError(f"local state file {args.local_state} names no deployment; give --deployment")
+            raise CommandError(f"local state file {args.local_state} names no deployment; give --deployment")
         return table, deployment
     if not table or not deployment:
-        stack = cli_aws.describe_stack(target, args.stack_name)
+        stack = describe_stack(target, args.stack_name)
         table = table or stack.outputs.get("StateTableName")
         deployment = deployment or stack.parameters.get("Deployment")
     if not table or not deployment:
-        raise cli_aws.CommandError(f"stack {args.stack_name} names no StateTableName output or Deployment "
+        raise CommandError(f"stack {args.stack_name} names no StateTableName output or Deployment "
                                    "parameter; give --table and --deployment")
     return table, deployment
 
@@ -54,19 +56,19 @@ def _table_and_deployment(target: cli_aws.Target, args: argparse.Namespace) -> t
 def cmd_audit(args: argparse.Namespace) -> int:
     """IAM: those of ``regionha.watch.audit.describe_world``, dynamodb:GetItem, and cloudformation:DescribeStacks
     without --table/--deployment."""
-    out = cli_aws.Out(args.output)
-    found: dict[str, cli_aws.Target] = {}
+    out = Out(args.output)
+    found: dict[str, Target] = {}
 
     def body() -> int:
         from regionha.errors import ConfigurationError
         from regionha.watch import audit, canary
 
-        target = found["target"] = cli_aws.target_for(args)
+        target = found["target"] = target_for(args)
         table, deployment = _table_and_deployment(target, args)
         try:
             topology = canary.deployment_topology(target.clients, table, target.region, deployment)
         except ConfigurationError as e:
-            raise cli_aws.CommandError(str(e)) from None
+            raise CommandError(str(e)) from None
         world = audit.describe_world(topology, target.clients, table=table, table_region=target.region)
         findings = audit.audit(topology, world)
         out.result({"deployment": deployment, "findings": [f.to_json() for f in findings]})
@@ -76,7 +78,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             out.errors.print(f"{deployment}: {len(findings)} finding{'s' if len(findings) != 1 else ''}")
         return EXIT_FINDINGS if findings else EXIT_CLEAN
 
-    return cli_aws.guarded("regionha audit", out, body, lambda: found.get("target"))
+    return guarded("regionha audit", out, body, lambda: found.get("target"))
 
 
 def register(subparsers: Any) -> None:
@@ -84,7 +86,7 @@ def register(subparsers: Any) -> None:
         "audit", help="compare the built world with the topology (read-only), one line per finding",
         description="Readiness audit: describe the deployment (read-only calls) and compare it with the topology "
         "its build saved. Prints KIND RESOURCE: REASON per finding. Exit 0 none, 1 findings, 2 could not run.")
-    cli_aws.add_target_arguments(parser)
+    add_target_arguments(parser)
     parser.add_argument("--table", help="the state table (default: the stack's StateTableName output)")
     parser.add_argument("--deployment", help="the deployment (default: the stack's Deployment parameter)")
     parser.set_defaults(handler=cmd_audit)

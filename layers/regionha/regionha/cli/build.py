@@ -7,8 +7,9 @@ lines, no AWS call), then passes it inline (``{"topology": <dict>}``) in the exe
 inventory (the stack's ``StateTableName`` output, key = the stack's ``Deployment`` parameter), else
 the reference deployment: a teardown must remove what was built, not what the default says.
 
-Flags, region and output: see ``regionha.cli.aws``. Exit 0 SUCCEEDED, 1 failed/timed out/aborted or
-still running when the wait runs out (``--no-wait`` returns at once with 0), 2 could not start.
+Flags, region and output: see ``regionha.cli.target`` and ``regionha.cli.output``. Exit 0 SUCCEEDED,
+1 failed/timed out/aborted or still running when the wait runs out (``--no-wait`` returns at once with 0),
+2 could not start.
 
 IAM: cloudformation:DescribeStacks (without --state-machine-arn), states:StartExecution,
 states:DescribeExecution, states:GetExecutionHistory, states:DescribeStateMachine; teardown without
@@ -22,24 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from regionha.cli.aws import (
-    EXIT_FAILED,
-    EXIT_INVALID,
-    EXIT_OK,
-    Out,
-    Target,
-    add_target_arguments,
-    describe_stack,
-    execution_json,
-    execution_name,
-    follow,
-    guarded,
-    outcome_counts,
-    positive,
-    state_machine,
-    target_for,
-    wait_bound,
-)
+from regionha.cli.errors import guarded
+from regionha.cli.executions import execution_json, execution_name, follow, outcome_counts, wait_bound
+from regionha.cli.output import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Out, positive
+from regionha.cli.target import Target, add_target_arguments, describe_stack, state_machine, target_for
 from regionha.topology import DEFAULT_TOPOLOGY, TopologyError, _one_line, load_topology
 
 
@@ -112,7 +99,9 @@ def conclude(out: Out, kind: str, document: dict[str, Any]) -> int:
         counts = ", ".join(f"{v} {k}" for k, v in sorted(document["summary"].items()))
         out.text(f"{kind} SUCCEEDED{took}" + (f": {counts}" if counts else ""), "bold green")
         placement = ((document.get("output") or {}).get("canary") or {}).get("placement") or {}
-        if kind == "build" and placement.get("status") not in (None, "placed"):
+        if kind == "build" and placement.get("status") == "agent":  # an on-prem site (docs/onprem.md)
+            out.text(f"on-prem site: {placement.get('command')}", "yellow")
+        elif kind == "build" and placement.get("status") not in (None, "placed"):
             # CloudFormation owns the canary's VpcConfig: one stack update puts it in the client network.
             out.text(f"canary not in the client network yet; run once: {placement.get('command')}", "yellow")
         return EXIT_OK

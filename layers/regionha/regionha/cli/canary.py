@@ -11,6 +11,9 @@ reach. Local (``REGIONHA_LOCAL=1``, which ``regionha local exec`` sets): cloud a
 loopback, probes leave from the client site's loopback image and the socket guard refuses anything
 else; ``regionha local exec -- regionha canary run`` probes a running local runtime.
 
+``--output text`` (default) prints a table per run; ``--output json`` one JSON object per run, one per
+line, on stdout (what it will reach and what it published go to stderr).
+
 Exit codes: 0 every path of every run succeeded, 1 some path failed (or publishing failed), 2 the
 command could not run (bad arguments, topology or overrides, no access to the truth).
 """
@@ -25,9 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
+from regionha.cli.output import EXIT_FAILED, EXIT_INVALID, EXIT_OK, add_output_argument
 
 
 def _address(text: str, what: str) -> tuple[str, tuple[str, int]]:
@@ -109,7 +110,7 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from regionha import netguard
-    from regionha.aws import Clients
+    from regionha.aws import Clients, stack_region
     from regionha.cli import _report, default_topology_path, read_topology
     from regionha.errors import ConfigurationError
     from regionha.topology import TopologyError
@@ -134,7 +135,13 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
         runs = args.count
 
     netguard.install_socket_guard()  # in local mode, nothing but loopback; elsewhere a no-op
-    region = args.region or topology.region_of(topology.client.vpc)
+    region = args.region or (topology.region_of(topology.client_vpc) if topology.client_vpc else None)
+    if region is None and args.publish:
+        try:  # a real on-prem site has no client VPC: the stack's region (AWS_REGION, the profile)
+            region = stack_region()
+        except ConfigurationError as e:
+            print(f"regionha canary run: {e}; give --region", file=sys.stderr)
+            return EXIT_INVALID
     if not netguard.local_mode_enabled():
         print(real_network_notice(topology, servers, nodes, read_record=expect is None,
                                   publish_region=region if args.publish else None), file=sys.stderr, flush=True)
@@ -142,6 +149,7 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
     aws = Clients() if (expect is None or args.publish) else None
     status = EXIT_OK
     done = 0
+    as_json = args.output == "json"
     try:
         while runs is None or done < runs:
             started = time.monotonic()
@@ -159,14 +167,15 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
                 print(f"regionha canary run: cannot read the record from Route 53 ({e}); "
                       "give the expected address with --expect IP", file=sys.stderr)
                 return EXIT_INVALID
-            print(json.dumps(run.to_json()) if args.json else format_run(run), flush=True)
+            # json: one JSON object per run, one per line (a single run is a single document).
+            print(json.dumps(run.to_json()) if as_json else format_run(run), flush=True)
             if not run.all_succeeded:
                 status = EXIT_FAILED
             if args.publish:
                 try:
                     count = canary.publish_cloudwatch(aws.client("cloudwatch", region), run)
-                    if not args.json:
-                        print(f"published {count} datapoints to CloudWatch in {region}", flush=True)
+                    print(f"published {count} datapoints to CloudWatch in {region}",
+                          file=sys.stderr if as_json else sys.stdout, flush=True)
                 except (BotoCoreError, ClientError) as e:
                     print(f"regionha canary run: publishing failed: {e}", file=sys.stderr)
                     status = EXIT_FAILED
@@ -199,8 +208,9 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--interval", type=_positive(float), metavar="S", help="start a run every S seconds")
     run.add_argument("--count", type=_positive(int), metavar="N",
                      help="stop after N runs (default: 1, or forever with --interval)")
-    run.add_argument("--server-map", action="append", default=[], metavar="PATH=HOST:PORT",
-                     help="send a path's probes elsewhere (e.g. a port-forward); repeatable")
+    run.add_argument("--server-map", action="append", default=[], metavar="TARGET=HOST:PORT",
+                     help="send the probes of a target (a forwarder path address, or onprem) elsewhere "
+                     "(e.g. a port-forward); repeatable")
     run.add_argument("--node-map", action="append", default=[], metavar="NODE=HOST:PORT",
                      help="check a node's service elsewhere; repeatable")
     run.add_argument("--expect", metavar="IP", help="the record's value, instead of reading Route 53")
@@ -208,5 +218,7 @@ def register(subparsers: Any) -> None:
                      help="bound of each probe (default: the topology's canary.timeout_seconds)")
     run.add_argument("--publish", action="store_true", help="put the metrics to CloudWatch (AWS credentials)")
     run.add_argument("--region", help="CloudWatch region for --publish (default: the client site's region)")
-    run.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    add_output_argument(run)
+    # Before --output existed: --json meant --output json; kept for old scripts, not shown.
+    run.add_argument("--json", dest="output", action="store_const", const="json", help=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_canary_run)

@@ -462,7 +462,8 @@ def _expected_instances(topology: Topology, roles: tuple[str, ...]) -> dict[str,
         expected.update({n.name: topology.region_of(n.vpc) for n in topology.nodes})
     if "bind" in roles:
         expected.update({p.name: topology.region_of(p.vpc) for p in topology.forwarder_paths if p.kind == "bind"})
-        expected[topology.client.dns_server.name] = topology.region_of(topology.client.vpc)
+        if topology.client_vpc is not None:  # a real on-prem site's DNS server is not ours
+            expected[topology.client.dns_server.name] = topology.region_of(topology.client_vpc)
     if "nat" in roles:
         expected.update({v.nat_instance.name: v.region for v in topology.vpcs if v.nat_instance})
     return expected

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from regionha.aws import TAG_NAME, deployment_filter, tag_spec, tag_value
 from regionha.converge import Outcome
+from regionha.converge.links import detach_links
 from regionha.errors import ConfigurationError, NotReadyError
 from regionha.topology import Ingress, SecurityGroup, Topology, Vpc
 
@@ -397,7 +398,7 @@ def teardown_vpc(topology: Topology, vpc_name: str, clients: Any) -> list[Outcom
     ec2:DisassociateRouteTable, ec2:DeleteRouteTable, ec2:DescribeSecurityGroups,
     ec2:DeleteSecurityGroup, ec2:DescribeSubnets, ec2:DeleteSubnet, ec2:DescribeInternetGateways,
     ec2:DetachInternetGateway, ec2:DeleteInternetGateway, ec2:DeleteVpc, ec2:DescribeVpcEndpoints,
-    ec2:DeleteVpcEndpoints.
+    ec2:DeleteVpcEndpoints, ec2:DescribeVpnGateways, ec2:DetachVpnGateway.
     """
     vpc = topology.vpc(vpc_name)
     ec2 = clients.ec2(vpc.region)
@@ -425,6 +426,8 @@ def teardown_vpc(topology: Topology, vpc_name: str, clients: Any) -> list[Outcom
         delete_resource(f"internet gateway {igw_id}", ec2.delete_internet_gateway, InternetGatewayId=igw_id)
         outcomes.append(Outcome("internet_gateway", igw_name(vpc_name), "deleted", igw_id, vpc.region))
     for found in vpcs:
+        # An on-prem site's given gateways: detached, never deleted (converge.links).
+        outcomes += detach_links(topology, vpc_name, found["VpcId"], clients)
         delete_resource(f"vpc {vpc_name} ({found['VpcId']})", ec2.delete_vpc, VpcId=found["VpcId"])
         outcomes.append(Outcome("vpc", vpc_name, "deleted", found["VpcId"], vpc.region))
     expected = [("vpc", vpc_name)]

@@ -15,6 +15,10 @@ build makes after the stack exists. Who writes the function's VpcConfig decides 
   with both parameters empty), then waits, bounded, until Lambda has released its network interfaces
   there (``lambda_enis_released``; they go asynchronously, often many minutes) before deleting the
   subnet, the group and the VPC.
+
+A real on-prem site (``client.kind: onprem``) has no client VPC: the canary runs there as the on-prem
+agent (``regionha canary run --publish``, docs/onprem.md), the function stays outside any VPC, and
+placement, unplacement and the ENI wait have nothing to do.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ _ALL_EGRESS = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 # the Terraform AWS provider waits up to 45 minutes, as the Lambda team told its maintainers.
 ENI_RELEASE_SECONDS = 45 * 60
 LAMBDA_ENI_DESCRIPTION = "AWS Lambda VPC ENI"
+AGENT_COMMAND = ("run the canary on the site as the on-prem agent: regionha canary run --publish "
+                 "(agent/regionha-canary.service, docs/onprem.md)")
 SUBNET_PARAMETER = "ClientSubnetId"
 GROUP_PARAMETER = "CanarySecurityGroupId"
 
@@ -123,6 +129,9 @@ def canary_placement(topology: Topology, clients: Any, function_name: str) -> di
 def place(topology: Topology, clients: Any, function_name: str) -> tuple[list[Outcome], dict[str, Any]]:
     """``place_canary``'s outcomes and ``canary_placement``'s report from one pass."""
     client = topology.client
+    if client.onprem:
+        return [], {"status": "agent", "parameters": {SUBNET_PARAMETER: "", GROUP_PARAMETER: ""},
+                    "command": AGENT_COMMAND}
     region = topology.region_of(client.vpc)
     _function_region(function_name, region)
     if any(g.name == CANARY_GROUP for g in topology.vpc(client.vpc).security_groups):
@@ -158,6 +167,8 @@ def require_canary_unplaced(topology: Topology, clients: Any, function_name: str
 
     IAM: lambda:GetFunctionConfiguration, ec2:DescribeVpcs, ec2:DescribeSubnets.
     """
+    if topology.client_vpc is None:  # an on-prem site: the canary is the agent, never in a VPC of ours
+        return [Outcome("function_vpc_config", function_name, "absent")]
     region = topology.region_of(topology.client.vpc)
     _function_region(function_name, region)
     try:
@@ -183,6 +194,8 @@ def lambda_enis(topology: Topology, clients: Any) -> list[dict[str, Any]]:
     """Lambda's network interfaces still in the client VPC: ``InterfaceType`` lambda (hyperplane ENIs),
     or the ``AWS Lambda VPC ENI`` description Lambda gives them. IAM: ec2:DescribeVpcs,
     ec2:DescribeNetworkInterfaces."""
+    if topology.client_vpc is None:
+        return []
     region = topology.region_of(topology.client.vpc)
     ec2 = clients.ec2(region)
     vpc = find_vpc(ec2, topology.deployment, topology.client.vpc)

@@ -16,6 +16,7 @@ from typing import Any
 
 from regionha.aws import TAG_NAME, tag_spec, tag_value
 from regionha.converge import Outcome, idempotency_token
+from regionha.converge.links import converge_link_attachments, link_route_target
 from regionha.converge.network import (
     find_internet_gateway,
     igw_name,
@@ -69,24 +70,28 @@ def converge_route(
 
 
 def converge_routes(topology: Topology, vpc_name: str, clients: Any, run_id: str = "manual") -> list[Outcome]:
-    """Every route with target ``igw`` or ``peering:<name>`` in every route table of one VPC, and the
-    VPC's gateway endpoints (``converge_gateway_endpoints``).
+    """Every route with target ``igw``, ``peering:<name>`` or ``link:<name>`` in every route table of one
+    VPC, and the VPC's gateway endpoints (``converge_gateway_endpoints``). An on-prem site's given links
+    landing in this VPC are attached first (``converge.links``), their routes go to the gateway.
 
     Routes to a peering need it active (NotReadyError before). Routes no topology row names are
     deleted; ``local``, propagated and gateway endpoint (prefix-list) routes are never touched here.
     IAM: ec2:DescribeVpcs, ec2:DescribeRouteTables, ec2:DescribeInternetGateways,
     ec2:DescribeVpcPeeringConnections, ec2:CreateRoute, ec2:ReplaceRoute, ec2:DeleteRoute, and those of
-    ``converge_gateway_endpoints``.
+    ``converge_gateway_endpoints`` and ``converge.links.converge_link_attachments``.
     """
     vpc = topology.vpc(vpc_name)
     ec2 = clients.ec2(vpc.region)
     vpc_id = require_vpc_id(topology, vpc_name, clients)
     tables = route_tables_by_name(ec2, topology.deployment, vpc_id)
     targets: dict[str, tuple[str, str]] = {}
+    links = converge_link_attachments(topology, vpc_name, vpc_id, clients)
 
     def target_of(target: str, peering: str | None) -> tuple[str, str]:
         if target not in targets:
-            if peering is None:
+            if target.startswith("link:"):
+                targets[target] = link_route_target(topology, target.split(":", 1)[1], clients)
+            elif peering is None:
                 igw = find_internet_gateway(ec2, topology.deployment, vpc_name)
                 if igw is None:
                     raise NotReadyError(f"internet gateway {igw_name(vpc_name)}: not built yet")
@@ -116,7 +121,7 @@ def converge_routes(topology: Topology, vpc_name: str, clients: Any, run_id: str
                 ec2.delete_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock=destination)
                 routes.append(Outcome("route", f"{rt.name}:{destination}", "deleted", None, vpc.region))
         outcomes += [table_outcome(table, rt.name, routes, vpc.region), *routes]
-    return outcomes + converge_gateway_endpoints(topology, vpc_name, clients, run_id)
+    return links + outcomes + converge_gateway_endpoints(topology, vpc_name, clients, run_id)
 
 
 def endpoint_name(vpc_name: str, service: str) -> str:

@@ -27,6 +27,8 @@ def bind_instances(topology: Topology) -> list[dict[str, Any]]:
                 "instance_type": path.instance_type,
             }
         )
+    if topology.client.onprem:
+        return specs  # a real site's DNS server is the user's (docs/onprem.md)
     server = topology.client.dns_server
     specs.append(
         {
@@ -52,7 +54,7 @@ def node_instances(topology: Topology) -> list[dict[str, Any]]:
             "ip": str(node.ip),
             "security_group": node.security_group,
             "role": "node",
-            "user_data": node_user_data(node),
+            "user_data": node_user_data(node, [p for p in topology.nodes if p.vpc != node.vpc]),
             "instance_type": node.instance_type,
         }
         for node in topology.nodes

@@ -175,6 +175,7 @@ def dashboard_body(topology: Topology, settings: WatchSettings, alarm_arn_prefix
     dep, region = topology.deployment, settings.region
     targets = canary_targets(topology)
     names = [alarm_name(dep, i.suffix) for i in canary_alarm_intents(topology)] + [composite_name(dep)]
+    names += interconnect_alarm_names(topology)
     prefix = alarm_arn_prefix or f"arn:aws:cloudwatch:{region}:123456789012:alarm:"
     arns = [prefix + n for n in [*names, *settings.stack_alarms]]
     runbook = (f"[Runbook]({settings.runbook_url})" if settings.runbook_url
@@ -324,6 +325,7 @@ def converge_watch(topology: Topology, clients: Any, settings: WatchSettings) ->
             continue
         cw.put_metric_alarm(**params, **({} if have else {"Tags": tags(dep, intent.suffix)}))
         outcomes.append(Outcome("alarm", name, "updated" if have else "created", region=region))
+    outcomes += converge_interconnect_alarms(topology, cw, have_metric, settings, wanted)
     params = composite_params(topology, settings)
     have = have_composite.get(params["AlarmName"])
     if have is not None and not _differs(have, params):
@@ -346,6 +348,38 @@ def converge_watch(topology: Topology, clients: Any, settings: WatchSettings) ->
     else:
         cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(body, separators=(",", ":")))
         outcomes.append(Outcome("dashboard", name, "created" if current is None else "updated", region=region))
+    return outcomes
+
+
+# --- the interconnect's alarms (regionha.watch.interconnect; docs/interconnect.md) ----------------------
+
+
+def interconnect_alarm_names(topology: Topology) -> list[str]:
+    """The interconnect alarms, for the dashboard's alarm widget."""
+    from regionha.watch.interconnect import interconnect_alarm_intents
+
+    return [alarm_name(topology.deployment, i.suffix) for i in interconnect_alarm_intents(topology)]
+
+
+def converge_interconnect_alarms(topology: Topology, cw: Any, have_metric: Mapping[str, Mapping[str, Any]],
+                                 settings: WatchSettings, wanted: set[str]) -> list[Outcome]:
+    """One ``interconnect-down-<from>-to-<to>`` alarm per node pair across VPCs, put only when missing
+    or different; adds their names to ``wanted`` (so the stale sweep keeps them, and deletes those of
+    pairs the topology no longer has). Not members of the critical composite: a cut interconnect does
+    not stop clients resolving the name; it makes a failover unsafe, which the controller refuses."""
+    from regionha.watch.interconnect import interconnect_alarm_intents
+
+    outcomes = []
+    for intent in interconnect_alarm_intents(topology):
+        params = metric_alarm_params(topology, intent, settings)
+        name = params["AlarmName"]
+        wanted.add(name)
+        have = have_metric.get(name)
+        if have is not None and not _differs(have, params):
+            outcomes.append(Outcome("alarm", name, "unchanged", region=settings.region))
+            continue
+        cw.put_metric_alarm(**params, **({} if have else {"Tags": tags(topology.deployment, intent.suffix)}))
+        outcomes.append(Outcome("alarm", name, "updated" if have else "created", region=settings.region))
     return outcomes
 
 

@@ -22,7 +22,7 @@ from regionha.failover.health import BOUNDED, instance_node_map, node_health, no
 from regionha.failover.resource import throttled
 from regionha.failover.settings import ControllerSettings
 from regionha.inventory import load_inventory, save_inventory
-from regionha.watch import metrics
+from regionha.watch import interconnect, metrics
 
 if TYPE_CHECKING:
     from regionha.aws import Clients
@@ -113,6 +113,7 @@ def run_controller(
         trigger=trigger,
         instance_nodes=instance_nodes,
     )
+    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients)
     logger.info("decision %s: %s", decision.action, decision.reason)
     dims = {"Deployment": deployment}
     points = []

@@ -271,10 +271,10 @@ def _request_check_nodes(topology: Topology, names: list[str], timeout: float) -
     makes every check fail, which refuses a failover rather than making a blind one.
     IAM: lambda:InvokeFunction on that function.
     """
-    from regionha.aws import Clients
+    from regionha.aws import Clients, stack_region
 
     function = os.environ[CHECK_FUNCTION_ENV]
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = stack_region()
     request = CheckNodesRequest(topology=topology.to_json(), nodes=names, timeout_seconds=timeout)
     try:
         response = (

@@ -41,6 +41,8 @@ class ControllerSettings:
     cloudwatch: Any = None  # for the PutMetricData sink
     # Check a node from its peer region too (None: wherever the controller dials the nodes itself).
     peer_check: bool | None = None
+    # Dials one node pair for the interconnect refusal (None: regionha.watch.interconnect.default_check).
+    interconnect_check: Callable[..., Any] | None = None
     # The other controllers' state tables, (table, region): their fences are read (never written) so
     # that a move by any controller holds every controller down (docs/failover.md).
     peer_tables: tuple[tuple[str, str], ...] = ()

@@ -16,12 +16,10 @@ as a second line.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,18 +28,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from regionha import bind, netguard
-from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
+from regionha import netguard
+from regionha.aws import Clients
+from regionha.environment import Environment
 from regionha.errors import ConfigurationError
 from regionha.failover.settings import peer_controller_region
-from regionha.topology import BindPath, DnsServer, Topology
+from regionha.local.host.fleet import DNS_PORT, BindFleet
+from regionha.topology import Topology
 from regionha.watch.canary import canary_targets, client_source
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[4]
 DEFAULT_TEMPLATE = REPO / "template.yaml"
-DNS_PORT = 53
 STACK_NAME = "regionha"
 
 Progress = Callable[[str], None]
@@ -96,134 +95,6 @@ class Execution:
         }
 
 
-class BindFleet:
-    """Runs a real ``named`` for every BIND server instance the build launched, while it runs.
-
-    The config is the one regionha renders for the instance's user-data, rendered again with
-    loopback addresses and local paths; the instance's real user-data is checked against the EC2
-    render so that what runs here is what EC2 would run.
-    """
-
-    def __init__(
-        self,
-        topology: Topology,
-        clients: Clients,
-        workdir: Path,
-        installs: Callable[[dict[str, Any]], str] | None = None,
-    ):
-        self.topology = topology
-        self.clients = clients
-        self.workdir = workdir
-        # instance -> "installed" or why its first-boot ``dnf install bind`` failed (World.package_install).
-        self.installs = installs
-        self.processes: dict[str, Any] = {}
-        self.user_data_mismatch: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def servers(self) -> list[tuple[BindPath | DnsServer, str, str]]:
-        """(server, vpc name, EC2 named.conf) of every BIND server of the topology."""
-        out: list[tuple[BindPath | DnsServer, str, str]] = []
-        for path in self.topology.forwarder_paths:
-            if isinstance(path, BindPath):
-                out.append((path, path.vpc, bind.render_forwarder_conf(self.topology, path.name)))
-        server = self.topology.client.dns_server
-        out.append((server, self.topology.client.vpc, bind.render_onprem_conf(self.topology)))
-        return out
-
-    def _render_local(self, server: BindPath | DnsServer) -> Callable[[Any], str]:
-        from regionha.local.host.named import local_runtime
-
-        def render(files: Any) -> str:
-            runtime = local_runtime(files, port=DNS_PORT, upstream_port=DNS_PORT)
-            if isinstance(server, BindPath):
-                return bind.render_forwarder_conf(
-                    self.topology, server.name, addr=netguard.to_local, runtime=runtime
-                )
-            return bind.render_onprem_conf(self.topology, addr=netguard.to_local, runtime=runtime)
-
-        return render
-
-    def _instance(self, name: str, vpc: str) -> dict[str, Any] | None:
-        ec2 = self.clients.ec2(self.topology.region_of(vpc))
-        reservations = ec2.describe_instances(Filters=deployment_filter(self.topology.deployment, name))
-        live = [
-            i
-            for r in reservations["Reservations"]
-            for i in r["Instances"]
-            if i["State"]["Name"] not in ("terminated", "shutting-down") and tag_value(i, TAG_NAME) == name
-        ]
-        return live[0] if live else None
-
-    def _check_user_data(self, name: str, vpc: str, instance_id: str, ec2_conf: str) -> None:
-        ec2 = self.clients.ec2(self.topology.region_of(vpc))
-        attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
-        raw = (attr.get("UserData") or {}).get("Value")
-        text = base64.b64decode(raw).decode() if raw else ""
-        if text != bind.user_data(ec2_conf):
-            if name not in self.user_data_mismatch:
-                logger.warning("%s: the instance's user-data is not regionha's render of its named.conf", name)
-            self.user_data_mismatch.add(name)
-        else:
-            self.user_data_mismatch.discard(name)
-
-    def reconcile(self) -> dict[str, str]:
-        from regionha.local.host.named import NamedProcess
-
-        states = {}
-        with self._lock:
-            for server, vpc, ec2_conf in self.servers():
-                instance = self._instance(server.name, vpc)
-                running = instance is not None and instance["State"]["Name"] == "running"
-                process = self.processes.get(server.name)
-                if running and process is None:
-                    verdict = self.installs(instance) if self.installs is not None else "installed"
-                    if verdict != "installed":
-                        # On AWS named was never installed: nothing listens on the server's address.
-                        states[server.name] = f"not installed: {verdict}"
-                        continue
-                    self._check_user_data(server.name, vpc, instance["InstanceId"], ec2_conf)
-                    process = NamedProcess(
-                        server.name,
-                        self._render_local(server),
-                        (netguard.to_local(server.ip), DNS_PORT),
-                        directory=self.workdir / "named" / server.name,
-                    )
-                    process.start()
-                    self.processes[server.name] = process
-                elif not running and process is not None:
-                    process.stop()
-                    del self.processes[server.name]
-                states[server.name] = "running" if running else "stopped"
-        return states
-
-    def run(self, interval: float) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(interval,), name="bind-fleet", daemon=True)
-        self._thread.start()
-
-    def _loop(self, interval: float) -> None:
-        # named is started from this thread (its pdeathsig follows the starting thread): it must
-        # live until stop(), which is why processes are stopped here too.
-        while not self._stop.is_set():
-            try:
-                self.reconcile()
-            except Exception:
-                logger.exception("bind fleet reconcile failed")
-            self._stop.wait(interval)
-        with self._lock:
-            for process in self.processes.values():
-                process.stop()
-            self.processes.clear()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
-
-
 class LocalRuntime:
     """Everything of ``regionha local``; ``start()`` then ``build()``; ``stop()`` undoes it all."""
 
@@ -243,6 +114,10 @@ class LocalRuntime:
         self.workdir = Path(workdir) if workdir else Path("/tmp") / f"regionha-local-{os.getpid()}"
         self.progress = progress
         self.reconcile_interval = reconcile_interval
+        if topology.client_vpc is None:
+            # Its routing over given links, the user's DNS server and the on-prem agent are not emulated yet.
+            raise ConfigurationError("the local runtime does not run a real on-prem client site (client.kind: "
+                                     "onprem) yet: see docs/onprem.md, 'Not yet'")
         self.region = topology.region_of(topology.client.vpc)
         self.aws: Any = None
         self.stack: Any = None
@@ -257,6 +132,8 @@ class LocalRuntime:
         self.resolvers: list[Any] = []
         self.nodes: dict[str, Any] = {}
         self.clock: Any = None
+        # Variables every emulated function (and this process) gets: regionha.environment's, the sink.
+        self.sandbox: dict[str, str] = {}
         self.bus: Any = None
         self.schedules: Any = None
         self.emitter: Any = None
@@ -292,7 +169,6 @@ class LocalRuntime:
         from regionha.local.host.network import LocalNetwork
         from regionha.local.host.nodes import NodeService
         from regionha.local.world import World
-        from regionha.watch import metrics
 
         self._started = True
         try:
@@ -305,17 +181,19 @@ class LocalRuntime:
                 f"network namespace {self.netns.name}: loopback only "
                 f"(enter it with `regionha local exec -- CMD` or `ip netns exec {self.netns.name} CMD`)"
             )
-            netguard.enable_local_mode()
-            netguard.install_socket_guard()
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            for key, value in {
-                netguard.LOCAL_ENV: "1",
+            # What differs locally is handed to the product as its environment (regionha.environment):
+            # local addressing and one emulated clock, set on every emulated function below and on this
+            # process (its socket guard, and what `regionha local exec` runs).
+            self.clock = CompressedClock(self.compression)
+            self.sandbox = {
+                **Environment(local=True, clock=self.clock).variables(),
                 "REGIONHA_METRICS_SINK": "cloudwatch",
                 "POWERTOOLS_TRACE_DISABLED": "true",
-                "AWS_REGION": self.region,
-                "AWS_DEFAULT_REGION": self.region,
-            }.items():
+            }
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            for key, value in {**self.sandbox, "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}.items():
                 self._setenv(key, value)
+            netguard.install_socket_guard()
 
             self.progress("starting the emulated AWS (moto server with our Lambda handlers)")
             self.aws = LocalAws().start()
@@ -324,6 +202,7 @@ class LocalRuntime:
                 stack_name=STACK_NAME,
                 region=self.region,
                 parameters={"Deployment": self.topology.deployment},
+                sandbox=self.sandbox,
             )
             if self.controller_region:
                 self.controller_stack = self.aws.deploy(
@@ -345,8 +224,6 @@ class LocalRuntime:
                 f"{len(self.stack.alarms)} alarms"
             )
 
-            self.clock = CompressedClock(self.compression)
-            metrics.set_clock(self.clock.now, self.clock.real_seconds)
             self.network = LocalNetwork(self.netns.directory / "localnet")
             self.nodes = {
                 n.name: NodeService(n.name, netguard.to_local(n.ip), n.port) for n in self.topology.nodes
@@ -427,11 +304,7 @@ class LocalRuntime:
         if self.aws is not None:
             _safely(self.aws.wait_for_events, 10)
             _safely(self.aws.stop)
-        from regionha.watch import metrics
-
-        metrics.set_clock(None)
         netguard.uninstall_socket_guard()
-        netguard.disable_local_mode()
         if self.netns is not None:
             # Deleting the namespace removes whatever address, qdisc or process a failed stop left.
             _safely(self.netns.leave)

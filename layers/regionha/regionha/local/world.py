@@ -10,14 +10,17 @@ moto keeps the AWS state but moves no packet. ``World.reconcile()`` reads that s
   network ACL of its subnet allows it inbound, the endpoint exists / the instance runs, and the route
   tables carry the packets there and the replies back (``regionha.local.host.routing``). UDP 53 and TCP 53
   are decided separately; a "no" becomes a silent drop on lo (``LocalNetwork.set_blocked``);
+- a cluster node's port answers its peer node in another VPC (the interconnect: heartbeat, mirror
+  disk, probed by ``regionha.watch.interconnect``'s relay from the node's own address) only if the
+  peer's subnet can send it out (network ACL egress), the route tables carry it over an active
+  peering and back, and the node's network ACL and security group admit the peer's address; a node
+  whose instance is not running is silent to its peer, as on AWS;
 - an instance whose user-data installs packages (a BIND server: ``dnf install bind``) has them only if
   its subnet had egress to the Amazon Linux repositories (S3 in its region) when it first booted
   (``package_install``); without them its named never starts.
 
-The security group and network ACL rules are evaluated by pure functions (``sg_allows``,
-``nacl_allows``) with AWS's semantics: security groups are a union of allows; a network ACL's
-entries are taken in rule-number order, the first match decides, anything unmatched is denied.
-A source network is allowed only if *every* address in it is allowed.
+The security group and network ACL rules are evaluated with EC2's semantics by the pure functions
+of :mod:`regionha.local.aws.vpc_rules`.
 """
 
 from __future__ import annotations
@@ -25,97 +28,25 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from regionha.aws import Clients, deployment_filter
+from regionha.local.aws.vpc_rules import Network, Proto, nacl_allows, sg_allows
 from regionha.local.host.network import Flow, LocalNetwork
 from regionha.local.host.nodes import NodeService
 from regionha.local.host.routing import OPEN, Routing, fix_moto_endpoint_routes
 from regionha.netguard import to_local, to_local_network
 from regionha.topology import Node, Topology
+from regionha.watch.interconnect import interconnect_pairs
 
 logger = logging.getLogger(__name__)
 
-Proto = Literal["udp", "tcp"]
 DNS_PORT = 53
 DNS_PROTOCOLS: tuple[Proto, ...] = ("udp", "tcp")
-_PROTOCOL_NUMBERS = {"tcp": "6", "udp": "17", "icmp": "1"}
 # An endpoint in these states answers queries on its addresses.
 _ANSWERING_ENDPOINT = {"OPERATIONAL", "UPDATING", "AUTO_RECOVERING", "ACTION_NEEDED"}
-
-Network = ipaddress.IPv4Network
-
-
-# --- rule evaluation (pure) -------------------------------------------------------------------------
-
-
-def _protocol_matches(rule_protocol: Any, proto: str) -> bool:
-    rule = str(rule_protocol).lower()
-    return rule in ("-1", "all") or rule == proto or rule == _PROTOCOL_NUMBERS.get(proto)
-
-
-def _port_in(low: Any, high: Any, port: int) -> bool:
-    # Absent or -1 bounds mean every port (all-protocol rules carry none).
-    if low is None or high is None or int(low) == -1:
-        return True
-    return int(low) <= port <= int(high)
-
-
-def _subtract(parts: list[Network], cidr: Network) -> list[Network]:
-    """``parts`` minus ``cidr`` (two CIDR blocks either nest or are disjoint)."""
-    out: list[Network] = []
-    for p in parts:
-        if not p.overlaps(cidr):
-            out.append(p)
-        elif not p.subnet_of(cidr):
-            out.extend(p.address_exclude(cidr))
-    return out
-
-
-def sg_allows(permissions: Iterable[Mapping[str, Any]], source: Network, proto: Proto, port: int) -> bool:
-    """Do security group ingress ``IpPermissions`` (as DescribeSecurityGroups returns them) let every
-    address of ``source`` reach ``proto``/``port``? Group-to-group pairs and prefix lists cannot name a
-    client site in another region, so only ``IpRanges`` count."""
-    undecided = [source]
-    for perm in permissions:
-        if not _protocol_matches(perm.get("IpProtocol"), proto):
-            continue
-        if not _port_in(perm.get("FromPort"), perm.get("ToPort"), port):
-            continue
-        for r in perm.get("IpRanges", []):
-            undecided = _subtract(undecided, ipaddress.IPv4Network(r["CidrIp"], strict=False))
-            if not undecided:
-                return True
-    return False
-
-
-def nacl_allows(
-    entries: Iterable[Mapping[str, Any]], source: Network, proto: Proto, port: int, egress: bool = False
-) -> bool:
-    """Does a network ACL (``Entries`` of DescribeNetworkAcls) let every address of ``source`` through
-    in one direction? Rule-number order, first match wins, an unmatched packet is denied."""
-    undecided = [source]
-    ordered = sorted(
-        (e for e in entries if bool(e.get("Egress")) == egress and e.get("CidrBlock")),
-        key=lambda e: int(e["RuleNumber"]),
-    )
-    for e in ordered:
-        if not _protocol_matches(e.get("Protocol"), proto):
-            continue
-        port_range = e.get("PortRange") or {}
-        if not _port_in(port_range.get("From"), port_range.get("To"), port):
-            continue
-        cidr = ipaddress.IPv4Network(e["CidrBlock"], strict=False)
-        if not any(p.overlaps(cidr) for p in undecided):
-            continue
-        if e.get("RuleAction") != "allow":
-            return False
-        undecided = _subtract(undecided, cidr)
-        if not undecided:
-            return True
-    return False
 
 
 # --- what the client site must reach ----------------------------------------------------------------
@@ -193,7 +124,13 @@ class World:
         self._thread: threading.Thread | None = None
         self.last: dict[str, Any] = {}
         self._installs: dict[str, str] = {}
+        for service in self.nodes.values():
+            service.peer_address = self._peer_address
         fix_moto_endpoint_routes()
+
+    def _peer_address(self, name: str) -> tuple[str, int] | None:
+        service = self.nodes.get(name)
+        return (service.host, service.port) if service is not None else None
 
     # -- reading AWS ---------------------------------------------------------------------------------
 
@@ -325,6 +262,26 @@ class World:
                              node.port, routing)
         return reach.tcp
 
+    def interconnect_reach(self, source: Node, target: Node, routing: Routing | None = None) -> str:
+        """Would TCP from ``source`` node's address reach ``target``'s service port in AWS right now
+        (the cluster's own path over the peering)? "open", or why not."""
+        running = self._running_instance(target)
+        if running is None:
+            return "instance not running"
+        sender = self._running_instance(source)
+        if sender is not None:
+            out = self._nacl_entries(source.vpc, sender["SubnetId"])
+            to = ipaddress.IPv4Network(f"{target.ip}/32")
+            if out is not None and not nacl_allows(out, to, "tcp", target.port, egress=True):
+                return "network acl (egress of the sender's subnet)"
+        reach = self._decide(target.vpc, _primary_groups(running), running["SubnetId"],
+                             ipaddress.IPv4Network(f"{source.ip}/32"), str(target.ip), target.port, routing)
+        return reach.tcp
+
+    def _running_instance(self, node: Node) -> dict[str, Any] | None:
+        instances = self._instances(node.vpc, deployment_filter(self.topology.deployment, node.name))
+        return next((i for i in instances if i["State"]["Name"] == "running"), None)
+
     # -- applying ------------------------------------------------------------------------------------
 
     def local_addresses(self) -> list[str]:
@@ -368,6 +325,13 @@ class World:
             if node_paths[node.name] not in ("open", "instance not running"):
                 # A stopped node's port is closed by its service; a cut one drops silently.
                 flows.add(Flow(self.client_net, to_local(str(node.ip)), "tcp", node.port))
+        interconnect: dict[str, str] = {}
+        for src_name, dst_name in interconnect_pairs(self.topology):
+            src, dst = self.topology.node(src_name), self.topology.node(dst_name)
+            interconnect[f"{src_name}->{dst_name}"] = verdict = self.interconnect_reach(src, dst, routing)
+            service = self.nodes.get(dst_name)
+            if verdict != "open" and service is not None:
+                flows.add(Flow(f"{to_local(str(src.ip))}/32", to_local(str(dst.ip)), "tcp", service.port))
         for target in dns_targets(self.topology):
             reach = self.reach(target, routing)
             paths.setdefault(target.name, {})[target.address] = {"udp": reach.udp, "tcp": reach.tcp}
@@ -378,6 +342,7 @@ class World:
         self.last = {
             "nodes": nodes,
             "node_paths": node_paths,
+            "interconnect": interconnect,
             "paths": paths,
             "blocked": sorted(str(f) for f in flows),
             "changes": changes,

@@ -31,9 +31,9 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from regionha.topology import (
+from regionha.topology.loader import Problem
+from regionha.topology.model import (
     Peering,
-    Problem,
     ResolverEndpointPath,
     Route,
     RouteTable,
@@ -53,7 +53,16 @@ _TARGET_WORDS = {"igw": "the internet gateway", "nat": "the NAT instance"}
 def check_reachability(topology: Topology) -> list[Problem]:
     """One problem per missing route (per route table and VPC it cannot reach, naming every flow that
     needs it) and per security group that shuts a flow out. Names that do not resolve (an unknown VPC,
-    subnet, group or peering) are skipped here: the reference checks report them."""
+    subnet, group or peering) are skipped here: the reference checks report them.
+
+    A real on-prem site (``client.kind: onprem``) has no VPC: the site reaches a cluster VPC by the
+    ``routes`` of the given link landing there, and replies come back by a ``link:`` route."""
+    if topology.client.onprem:
+        return [
+            *_forwarder_security_groups(topology),
+            *_client_security_groups(topology),
+            *_onprem_routes(topology),
+        ]
     return [
         *_client_network(topology),
         *_forwarder_security_groups(topology),
@@ -209,8 +218,8 @@ def _client_security_groups(t: Topology) -> Iterator[Problem]:
     """Clients resolve through the on-prem DNS server and use every node's service port."""
     cidr = t.client.cidr
     server = t.client.dns_server
-    found = _vpc_at(t, t.client.vpc)
-    group = _group(found[1] if found else None, server.security_group)
+    found = None if t.client.onprem else _vpc_at(t, t.client.vpc)  # on-prem: the user's own firewall
+    group = _group(found[1], server.security_group) if found else None
     if group is not None:
         gap = _shut_out(group, ("udp", "tcp"), DNS_PORT, cidr)
         if gap:
@@ -345,3 +354,74 @@ def _routes(t: Topology) -> Iterator[Problem]:
         note(dst, src, back=True)
     for (table_field, *_), gap in gaps.items():
         yield Problem(table_field, gap.message())
+
+
+# --- a real on-prem site: routes over the given links ---------------------------------------------
+
+
+def _onprem_flows(t: Topology) -> Iterator[tuple[str, Network, _Place]]:
+    """(who, on-prem source network, destination) of every flow from a real on-prem site."""
+    server = t.client.dns_server
+    for path in _forwarder_places(t):
+        yield f"on-prem DNS server {server.name}", _host(server.ip), path
+    for node in _node_places(t):
+        yield "client network", t.client.cidr, node
+
+
+def _onprem_link_for(t: Topology, destination: Network) -> tuple[int, int] | None:
+    """(link index, route index) of the on-prem router's longest-prefix route holding ``destination``."""
+    best: tuple[int, int, int] | None = None
+    for i, link in enumerate(t.client.links):
+        for j, prefix in enumerate(link.routes):
+            if destination.subnet_of(prefix) and (best is None or prefix.prefixlen > best[0]):
+                best = (prefix.prefixlen, i, j)
+    return None if best is None else (best[1], best[2])
+
+
+def _onprem_routes(t: Topology) -> Iterator[Problem]:
+    """Both directions of every flow: out by the links' routes, back by a ``link:`` route of the
+    destination subnet's table to a link landing in that VPC (a VPN or Direct Connect link ends on a
+    virtual private gateway attached to one VPC: it is not transitive either)."""
+    client = t.client
+    out: dict[tuple[str, str], list[str]] = {}
+    back: dict[tuple[str, str], list[str]] = {}
+    for who, source, dst in _onprem_flows(t):
+        for net in dst.nets:
+            found = _onprem_link_for(t, net)
+            shown = net.network_address if net.prefixlen == 32 else net
+            if found is None:
+                key = ("client.links", f"no link's routes hold {shown} (VPC {dst.vpc.name}, {dst.vpc.cidr}): "
+                                       f"add {dst.vpc.cidr} to the routes of the link to VPC {dst.vpc.name}")
+                out.setdefault(key, []).append(f"{who} to {dst.who}")
+                continue
+            link = client.links[found[0]]
+            if link.vpc != dst.vpc.name:
+                key = (f"client.links[{found[0]}].routes[{found[1]}]",
+                       f"{shown} goes over link {link.name} to VPC {link.vpc} (route {link.routes[found[1]]}), "
+                       f"not to VPC {dst.vpc.name} where it is: a link reaches only its own VPC")
+                out.setdefault(key, []).append(f"{who} to {dst.who}")
+        why = _why_not_back_over_a_link(t, dst, source)
+        if why is not None:
+            table_field, _ = _table_field(dst)
+            key = (table_field, f"subnet {dst.subnet.name} of VPC {dst.vpc.name} has no route back to the on-prem "
+                                f"network over a link: {why}")
+            back.setdefault(key, []).append(f"{dst.shown} to {who} {source}")
+    for (field_name, message), flows in out.items():
+        yield Problem(field_name, f"{message}; unreachable: {'; '.join(dict.fromkeys(flows))}")
+    for (field_name, message), flows in back.items():
+        yield Problem(field_name, f"{message}; replies dropped: {'; '.join(dict.fromkeys(flows))}")
+
+
+def _why_not_back_over_a_link(t: Topology, src: _Place, destination: Network) -> str | None:
+    """Why ``src``'s subnet cannot reply to the on-prem ``destination``; None when a ``link:`` route does
+    (a link landing in another VPC is reported by the route checks)."""
+    found = _table_of(src.vpc, src.subnet.name)
+    routes = found[1].routes if found else []
+    shown = destination.network_address if destination.prefixlen == 32 else destination
+    route = _longest_match(routes, destination)
+    if route is None:
+        return f"no route matches {shown}" + ("" if found else " (no route table: the VPC's main one)")
+    if route.link is None:
+        where = f"peering {route.peering}" if route.peering else _TARGET_WORDS[route.target]
+        return f"{shown} goes to {where} by route {route.destination}"
+    return None

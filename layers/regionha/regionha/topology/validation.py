@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol, TypeVar
 
-from regionha.topology import (
+from regionha.topology.loader import Problem
+from regionha.topology.model import (
     ONPREM,
     BindPath,
-    Problem,
     ResolverEndpointPath,
     Route,
     Subnet,
@@ -89,7 +89,8 @@ Network = ipaddress.IPv4Network
 def topology_warnings(topology: Topology) -> list[Problem]:
     """What works but is likely to hurt, for a topology ``check_topology`` accepts: each a ``Problem``
     naming its field, to be shown as a warning, never refused. Pure."""
-    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region, _warn_package_egress)
+    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region, _warn_package_egress,
+              _warn_onprem_probes)
     return list(chain.from_iterable(check(topology) for check in checks))
 
 
@@ -260,7 +261,8 @@ def _warn_package_egress(t: Topology) -> Iterator[Problem]:
     # instance is the way out (the build checks the same on the built world, converge.instances).
     servers = [(f"forwarder_paths[{i}]", p.name, p.vpc, p.subnet) for i, p in enumerate(t.forwarder_paths)
                if p.kind == "bind"]
-    servers.append(("client.dns_server", t.client.dns_server.name, t.client.vpc, t.client.dns_server.subnet))
+    if not t.client.onprem:  # a real on-prem DNS server is the user's, installed by them
+        servers.append(("client.dns_server", t.client.dns_server.name, t.client.vpc, t.client.dns_server.subnet))
     vpcs = _vpcs(t)
     for at, name, vpc_name, subnet in servers:
         vpc = vpcs.get(vpc_name)
@@ -359,6 +361,9 @@ def _check_route(t: Topology, vpc: Vpc, route: Route, at: str) -> Iterator[Probl
         yield Problem(f"{at}.target", f"route to igw but VPC {vpc.name} has no internet gateway")
     elif route.target == "nat" and vpc.nat_instance is None:
         yield Problem(f"{at}.target", f"route to nat but VPC {vpc.name} has no nat_instance")
+    elif route.link is not None:
+        yield from _check_link_route(t, vpc, route, at)
+        return
     elif route.peering is None:
         return
     peering = _first_by_name(t.peerings).get(route.peering)
@@ -379,6 +384,24 @@ def _check_route(t: Topology, vpc: Vpc, route: Route, at: str) -> Iterator[Probl
             f"{at}.destination",
             f"{route.destination} is not within {peer.name} ({peer.cidr}), the peer VPC of {peering.name}",
         )
+
+
+def _check_link_route(t: Topology, vpc: Vpc, route: Route, at: str) -> Iterator[Problem]:
+    """A ``link:<name>`` route sends to an on-prem site's given link, which must land in this VPC."""
+    client = t.client
+    if not client.onprem:
+        yield Problem(f"{at}.target", "a link: route needs an on-prem client site (client.kind: onprem) "
+                                      "with client.links; this client site is a VPC")
+        return
+    link = _first_by_name(client.links).get(route.link)
+    if link is None:
+        yield Problem(f"{at}.target", f"unknown link {route.link!r} (known: {_known(lk.name for lk in client.links)})")
+    elif link.vpc != vpc.name:
+        yield Problem(f"{at}.target", f"link {link.name} lands in VPC {link.vpc}, not VPC {vpc.name}: a virtual "
+                                      "private gateway is attached to one VPC")
+    elif not route.destination.overlaps(client.cidr):
+        yield Problem(f"{at}.destination", f"{route.destination} holds nothing of the on-prem network "
+                                           f"{client.cidr} (client.cidr) that link {link.name} reaches")
 
 
 # --- DNS -----------------------------------------------------------------------------------------
@@ -431,6 +454,18 @@ def _check_dns(t: Topology) -> Iterator[Problem]:
             yield Problem("dns.record.name", f"record {dns.record.name} is outside zone {dns.zone_fqdn}")
     if not 0 <= dns.record.ttl <= MAX_TTL:
         yield Problem("dns.record.ttl", f"TTL {dns.record.ttl} is outside Route 53's range 0..{MAX_TTL}")
+
+
+def _warn_onprem_probes(t: Topology) -> Iterator[Problem]:
+    # The on-prem agent runs the scheduled canary on the site; the failover controller's node checks
+    # and the drill's probes still go through the canary function, which has no way into a real site.
+    if t.client.onprem:
+        yield Problem(
+            "client.kind",
+            "on-prem site: the canary runs there as the on-prem agent (docs/onprem.md), but the failover "
+            "controller's node checks and the drill's probes still run in the canary function, outside the "
+            "site: until they run on the agent, failovers are refused and the acceptance drill fails there",
+        )
 
 
 def _warn_mdns_zone(t: Topology) -> Iterator[Problem]:
@@ -514,6 +549,9 @@ def _check_independent_paths(t: Topology) -> Iterator[Problem]:
 
 def _check_client(t: Topology) -> Iterator[Problem]:
     client = t.client
+    if client.onprem:
+        yield from _check_onprem_client(t)
+        return
     vpc = _vpcs(t).get(client.vpc)
     if vpc is None:
         yield from _vpc_ref(t, "client.vpc", client.vpc)
@@ -529,6 +567,44 @@ def _check_client(t: Topology) -> Iterator[Problem]:
             "client.dns_server.ip",
             f"on-prem DNS server {client.dns_server.ip} is outside client.cidr {client.cidr}",
         )
+
+
+def _check_onprem_client(t: Topology) -> Iterator[Problem]:
+    """A real on-prem site: its addresses inside its network, which no VPC overlaps, and one given
+    link per cluster VPC at most (a virtual private gateway attaches to one VPC, a VPC takes one)."""
+    client = t.client
+    for field, ip, what in (("client.dns_server.ip", client.dns_server.ip, "on-prem DNS server"),
+                            ("client.canary_ip", client.canary_ip, "canary host (the on-prem agent)")):
+        if ip not in client.cidr:
+            yield Problem(field, f"{what} {ip} is outside client.cidr {client.cidr}")
+    if client.canary_ip == client.dns_server.ip:
+        # Not a fault of routing, but the canary must see the resolver as a client does: from elsewhere.
+        yield Problem("client.canary_ip", f"{client.canary_ip} is the on-prem DNS server's own address; run "
+                                          "the agent on another host of the client network")
+    for i, vpc in enumerate(t.vpcs):
+        if vpc.cidr.overlaps(client.cidr):
+            yield Problem("client.cidr", f"on-prem network {client.cidr} overlaps VPC {vpc.name} ({vpc.cidr}, "
+                                         f"vpcs[{i}].cidr): routes over the links could not tell them apart")
+    yield from _duplicates((lk.name for lk in client.links), "client.links", "link")
+    vpcs = _vpcs(t)
+    landed: dict[str, str] = {}
+    gateways: dict[str, str] = {}
+    for i, link in enumerate(client.links):
+        at = f"client.links[{i}]"
+        if link.vpc not in vpcs:
+            yield from _vpc_ref(t, f"{at}.vpc", link.vpc)
+        elif link.vpc in landed:
+            yield Problem(f"{at}.vpc", f"VPC {link.vpc} already has link {landed[link.vpc]}: a VPC takes one "
+                                       "virtual private gateway")
+        else:
+            landed[link.vpc] = link.name
+        if link.gateway_id in gateways:
+            yield Problem(f"{at}.gateway_id", f"{link.gateway_id} is already link {gateways[link.gateway_id]}'s: "
+                                              "a virtual private gateway attaches to one VPC")
+        gateways.setdefault(link.gateway_id, link.name)
+        for j, prefix in enumerate(link.routes):
+            if prefix.overlaps(client.cidr):
+                yield Problem(f"{at}.routes[{j}]", f"{prefix} overlaps the on-prem network {client.cidr} itself")
 
 
 def _check_nodes(t: Topology) -> Iterator[Problem]:
@@ -572,8 +648,9 @@ def _placed_addresses(t: Topology) -> Iterator[_Placed]:
                 )
         else:
             yield _Placed(f"forwarder_paths[{i}].ip", path.ip, path.vpc, path.subnet)
-    server = t.client.dns_server
-    yield _Placed("client.dns_server.ip", server.ip, t.client.vpc, server.subnet)
+    if not t.client.onprem:  # on-prem addresses are the user's, not placed in a VPC
+        server = t.client.dns_server
+        yield _Placed("client.dns_server.ip", server.ip, t.client.vpc, server.subnet)
     for i, node in enumerate(t.nodes):
         yield _Placed(f"nodes[{i}].ip", node.ip, node.vpc, node.subnet)
 
@@ -616,7 +693,8 @@ def _check_instance_names(t: Topology) -> Iterator[Problem]:
     for i, path in enumerate(t.forwarder_paths):
         if isinstance(path, BindPath):
             instances.append((f"forwarder_paths[{i}].name", path.name))
-    instances.append(("client.dns_server.name", t.client.dns_server.name))
+    if not t.client.onprem:
+        instances.append(("client.dns_server.name", t.client.dns_server.name))
     instances += [(f"nodes[{i}].name", n.name) for i, n in enumerate(t.nodes)]
     first: dict[str, str] = {}
     for field, name in instances:

@@ -37,12 +37,16 @@ record-missing / record-type   the record is gone; the name holds another type t
 record-value                   not the active node (built-in: the fence's node, else the primary;
                                external: any node), or several values
 record-ttl                     the TTL differs from the topology's
+controller-missing             built-in mode: the failover controller function is gone
+controller-disabled            built-in mode: a rule that starts the controller (its health-check
+                               schedule, the EC2 state changes) is disabled, or none is left
 ============================== ==================================================================
 
 AWS docs followed: EC2 API Reference (DescribeRouteTables route ``State`` "blackhole",
 DescribeNetworkAcls entries, DescribeInstances ``MetadataOptions.HttpTokens``), Route 53 Resolver
 API Reference (ResolverEndpoint ``Status``, IpAddressResponse ``Status`` "ATTACHED"), Route 53 API
-Reference (GetHostedZone ``VPCs``, ListResourceRecordSets).
+Reference (GetHostedZone ``VPCs``, ListResourceRecordSets), Lambda API Reference (GetFunction),
+EventBridge API Reference (ListRuleNamesByTarget, DescribeRule ``State``).
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ KINDS = (
     "resolver-endpoint-missing", "resolver-endpoint-status", "resolver-endpoint-ip",
     "instance-missing", "instance-state", "instance-drift", "instance-imdsv2", "instance-public-ip",
     "record-missing", "record-type", "record-value", "record-ttl",
+    "controller-missing", "controller-disabled",
 )
 METRIC = "AuditFindings"
 # Live instance states, best first: of several instances with one name (a replaced one), the best counts.
@@ -105,7 +110,9 @@ World = dict[str, Any]
                                    "ips": [{"ip", "subnet_id", "status", "eni": bool}]}},
      "record": [{"type", "ttl", "values"}] (every record set of the record's name),
      "fence": {"active", "generation"} | None, "lock": {"holder", "expires_at"} | None,
-     "faults": [fault item], "now": epoch seconds}
+     "faults": [fault item], "now": epoch seconds,
+     "controller": {"function", "found": bool, "rules": {rule name: "ENABLED" | "DISABLED" | ...}} | None
+                   (None: not described)}
 """
 
 
@@ -146,6 +153,7 @@ def audit(topology: Topology, world: World) -> list[Finding]:
     findings += _zone(topology, world, vpcs)
     findings += _endpoints(topology, world, vpcs)
     findings += _record(topology, world)
+    findings += _controller(topology, world)
     return findings
 
 
@@ -229,6 +237,9 @@ def _expected_target(topology: Topology, vpc: Vpc, route: Any, seen: dict[str, A
     if route.target == "nat":
         nat = vpc.nat_instance.name if vpc.nat_instance else "?"
         return (instances.get(nat) or {}).get("eni"), f"NAT instance {nat}"
+    if route.link is not None:  # an on-prem site's given link: its virtual private gateway
+        link = topology.client.link(route.link)
+        return link.gateway_id, f"link {link.name} ({link.gateway_id})"
     name = route.peering
     peer = next((v.name for v in topology.vpcs if v.name != vpc.name
                  and v.cidr.overlaps(ipaddress.ip_network(route.destination))), "?")
@@ -309,9 +320,10 @@ def expected_instances(topology: Topology) -> list[dict[str, Any]]:
            for n in topology.nodes]
     out += [{"name": p.name, "vpc": p.vpc, "subnet": p.subnet, "ip": str(p.ip), "sg": p.security_group, "nat": False}
             for p in topology.forwarder_paths if p.kind == "bind"]
-    server = topology.client.dns_server
-    out.append({"name": server.name, "vpc": topology.client.vpc, "subnet": server.subnet, "ip": str(server.ip),
-                "sg": server.security_group, "nat": False})
+    if topology.client_vpc is not None:  # a real on-prem site's DNS server is the user's
+        server = topology.client.dns_server
+        out.append({"name": server.name, "vpc": topology.client.vpc, "subnet": server.subnet, "ip": str(server.ip),
+                    "sg": server.security_group, "nat": False})
     out += [{"name": v.nat_instance.name, "vpc": v.name, "subnet": v.nat_instance.subnet, "ip": None,
              "sg": f"{v.nat_instance.name}-sg", "nat": True} for v in topology.vpcs if v.nat_instance]
     return out
@@ -453,17 +465,41 @@ def _record(topology: Topology, world: World) -> list[Finding]:
     elif want is None and values[0] not in ips:
         out.append(Finding("record-value", resource, f"names {values[0]}, the address of no node"))
     if a.get("ttl") != record.ttl:
-        out.append(Finding("record-ttl", resource, f"TTL {a.get('ttl')} s, expected {record.ttl} s"))
+        budget = topology.failover.rto_budget_seconds
+        over = (f", over the RTO budget of {budget} s: a resolver that does not cap it serves the old node that "
+                "long after a failover") if isinstance(a.get("ttl"), int) and a["ttl"] > budget else ""
+        out.append(Finding("record-ttl", resource, f"TTL {a.get('ttl')} s, expected {record.ttl} s{over}"))
     return out
+
+
+def _controller(topology: Topology, world: World) -> list[Finding]:
+    """Built-in mode moves the record only while the controller runs: absent or switched off, the first
+    node failure is an outage that no canary sees coming (every probe passes until then)."""
+    seen = world.get("controller")
+    if seen is None or topology.failover.mode != "builtin":
+        return []
+    resource = f"controller {seen.get('function')}"
+    if not seen.get("found"):
+        return [Finding("controller-missing", resource, "the failover controller function is gone: no failover "
+                                                        "will happen")]
+    rules = seen.get("rules") or {}
+    if not rules:
+        return [Finding("controller-disabled", resource, "no EventBridge rule starts it: no health check runs and "
+                                                         "no EC2 state change reaches it")]
+    return [Finding("controller-disabled", resource, f"rule {name} is {state}: "
+                                                     "it does not start the failover controller")
+            for name, state in sorted(rules.items()) if state != "ENABLED"]
 
 
 # --- the world (read-only AWS calls) --------------------------------------------------------------------
 
 
 def describe_world(topology: Topology, clients: Clients, *, table: str | None = None,
-                   table_region: str | None = None, now: float | None = None) -> World:
+                   table_region: str | None = None, now: float | None = None,
+                   controller: str | None = None) -> World:
     """Describe what the deployment's tags name, plus (with ``table``) the fence, the drill lock and the
-    fault items. Read-only by construction.
+    fault items, and (with ``controller``, the failover controller's function name or ARN, in the
+    table's region) whether it exists and which EventBridge rules start it. Read-only by construction.
 
     IAM: ec2:DescribeVpcs, ec2:DescribeInternetGateways, ec2:DescribeSubnets, ec2:DescribeRouteTables,
     ec2:DescribeSecurityGroups, ec2:DescribeSecurityGroupRules, ec2:DescribeNetworkAcls,
@@ -471,7 +507,8 @@ def describe_world(topology: Topology, clients: Clients, *, table: str | None = 
     route53:ListHostedZonesByName, route53:ListTagsForResources, route53:GetHostedZone,
     route53:ListResourceRecordSets, route53resolver:ListResolverEndpoints,
     route53resolver:ListTagsForResource, route53resolver:ListResolverEndpointIpAddresses,
-    dynamodb:GetItem and dynamodb:Query on the state table.
+    dynamodb:GetItem and dynamodb:Query on the state table; with ``controller``: lambda:GetFunction,
+    events:ListRuleNamesByTarget, events:DescribeRule.
     """
     world: World = {"vpcs": {}, "peerings": {}, "instances": {}, "zone": None, "resolver_endpoints": {},
                     "record": [], "fence": None, "lock": None, "faults": [],
@@ -488,7 +525,24 @@ def describe_world(topology: Topology, clients: Clients, *, table: str | None = 
     world["resolver_endpoints"] = _describe_endpoints(topology, clients, world["vpcs"])
     if table:
         _describe_state(topology, clients, table, table_region or "us-east-1", world)
+    if controller:
+        world["controller"] = _describe_controller(clients, controller, table_region or "us-east-1")
     return world
+
+
+def _describe_controller(clients: Clients, function: str, region: str) -> dict[str, Any]:
+    from botocore.exceptions import ClientError
+
+    try:
+        arn = clients.client("lambda", region).get_function(FunctionName=function)["Configuration"]["FunctionArn"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        return {"function": function, "found": False, "rules": {}}
+    events = clients.client("events", region)
+    names = list(paginate(events, "list_rule_names_by_target", "RuleNames", TargetArn=arn))
+    return {"function": function, "found": True,
+            "rules": {name: events.describe_rule(Name=name).get("State") for name in names}}
 
 
 def _describe_vpc(ec2: Any, dep: str, vpc: Vpc, found: dict[str, Any]) -> dict[str, Any]:

@@ -10,14 +10,14 @@ dimension), so one alarm definition matches both sinks.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import single_metric
 
+from regionha import environment
 from regionha.errors import ConfigurationError
 
 NAMESPACE = "regionha"
@@ -25,35 +25,23 @@ SINK_ENV = "REGIONHA_METRICS_SINK"
 SINKS = ("emf", "cloudwatch")
 # PutMetricData takes at most 1000 datapoints per call; stay far below.
 _PUT_BATCH = 500
-# The local runtime's emulated clock: its alarm evaluator reads periods of emulated time.
-_clock: Callable[[], datetime] | None = None
-# Real seconds that one duration of that clock takes (emulated seconds / compression); None: the same.
-_real_seconds: Callable[[float], float] | None = None
-
-
-def set_clock(
-    now: Callable[[], datetime] | None, real_seconds: Callable[[float], float] | None = None
-) -> None:
-    """Stamp PutMetricData datapoints with ``now()`` (the local runtime's clock); None: the real time.
-    ``real_seconds`` converts that clock's durations to real ones, for ``sleep``."""
-    global _clock, _real_seconds
-    _clock = now
-    _real_seconds = real_seconds
 
 
 def sleep(seconds: float) -> None:
-    """Wait ``seconds`` of the same clock: real seconds on AWS, emulated ones in the local runtime, so
-    that waits between checks line up with the alarm periods and schedules they are measured against."""
-    time.sleep(_real_seconds(seconds) if _real_seconds is not None else seconds)
+    """Wait ``seconds`` of the same clock: real seconds on AWS, emulated ones in the local runtime (its
+    ``REGIONHA_CLOCK``, see :mod:`regionha.environment`), so that waits between checks line up with the
+    alarm periods and schedules they are measured against."""
+    environment.current().sleep(seconds)
 
 
 def now() -> datetime:
-    """The time datapoints are stamped with: the local runtime's clock when set, else the real time.
+    """The time datapoints are stamped with: the invocation's clock (the local runtime's emulated one
+    when it set ``REGIONHA_CLOCK``), else the real time.
 
     Durations measured from an event's own time (stamped by the same clock) use it too, so they stay
     in one time domain under a compressed emulated clock.
     """
-    return _clock() if _clock is not None else datetime.now(UTC)
+    return environment.current().now()
 
 
 class DatapointLike(Protocol):
@@ -100,8 +88,8 @@ def emit(
     if not points:
         return 0
     if sink() == "cloudwatch":
-        if timestamp is None and _clock is not None:
-            timestamp = _clock()
+        if timestamp is None and environment.current().clock is not None:
+            timestamp = now()
         return _put_metric_data(points, namespace, cloudwatch, region, timestamp)
     for p in points:
         with single_metric(name=p.name, unit=p.unit, value=p.value, namespace=namespace) as metric:
@@ -121,9 +109,9 @@ def _put_metric_data(
     timestamp: datetime | None,
 ) -> int:
     if cloudwatch is None:
-        from regionha.aws import Clients
+        from regionha.aws import Clients, stack_region
 
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = region or stack_region()
         cloudwatch = Clients().client("cloudwatch", region)
     data = [
         {

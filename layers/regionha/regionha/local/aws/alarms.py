@@ -32,225 +32,37 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
-import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
-
-import botocore.loaders
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
-from regionha.local.clock import Clock, Ticker, iso
+from regionha.local.aws.alarm_messages import (
+    StateChange,
+    aws_timestamp,
+    lambda_alarm_event,
+    metric_reason,
+    notification_message,
+    region_description,
+    state_change_event,
+)
+from regionha.local.aws.alarm_rules import (
+    ALARM,
+    COMPARISON_OPERATORS,
+    EXTRA_RANGE_PERIODS,
+    INSUFFICIENT_DATA,
+    OK,
+    AlarmRule,
+    evaluate_range,
+)
+from regionha.local.clock import Clock, Ticker
 
 logger = logging.getLogger(__name__)
 
-OK, ALARM, INSUFFICIENT_DATA = "OK", "ALARM", "INSUFFICIENT_DATA"
-EXTRA_RANGE_PERIODS = 2
 UNCHECKED = "Unchecked: Initial alarm creation"
-
-_COMPARE: dict[str, tuple[Callable[[float, float], bool], str]] = {
-    "GreaterThanOrEqualToThreshold": (lambda v, t: v >= t, "greater than or equal to"),
-    "GreaterThanThreshold": (lambda v, t: v > t, "greater than"),
-    "LessThanThreshold": (lambda v, t: v < t, "less than"),
-    "LessThanOrEqualToThreshold": (lambda v, t: v <= t, "less than or equal to"),
-}
-_TREATMENTS = ("missing", "ignore", "breaching", "notBreaching")
-
-
-# --- the evaluation rule ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RangeEvaluation:
-    state: str
-    used: tuple[int, ...]  # indices of the range's periods that were evaluated (real or filled)
-    filled: tuple[int, ...]  # the missing periods among them, filled by TreatMissingData
-    breaching: int  # how many evaluated datapoints counted as breaching
-
-
-def evaluate_range(
-    range_: Sequence[bool | None],
-    evaluation_periods: int,
-    datapoints_to_alarm: int,
-    treat_missing_data: str,
-    current_state: str,
-) -> RangeEvaluation:
-    """The state for an evaluation range, oldest period first: True breaching, False not, None missing."""
-    n, m = evaluation_periods, datapoints_to_alarm
-    if treat_missing_data not in _TREATMENTS:
-        raise ConfigurationError(f"TreatMissingData must be one of {_TREATMENTS}, got {treat_missing_data!r}")
-    if not 1 <= m <= n:
-        raise ConfigurationError(f"DatapointsToAlarm {m} must be between 1 and EvaluationPeriods {n}")
-    real = [i for i, p in enumerate(range_) if p is not None]
-    if len(real) >= n:
-        used = tuple(real[-n:])
-        b = sum(1 for i in used if range_[i])
-        return RangeEvaluation(ALARM if b >= m else OK, used, (), b)
-    if not real:
-        used = tuple(range(len(range_))[-n:])
-        state = {
-            "missing": INSUFFICIENT_DATA,
-            "ignore": current_state,
-            "breaching": ALARM,
-            "notBreaching": OK,
-        }[treat_missing_data]
-        return RangeEvaluation(state, used, used, n if treat_missing_data == "breaching" else 0)
-    missing = [i for i, p in enumerate(range_) if p is None]
-    filled = tuple(missing[len(missing) - (n - len(real)) :])
-    used = tuple(sorted(real + list(filled)))
-    b_real = sum(1 for i in real if range_[i])
-    if treat_missing_data in ("breaching", "notBreaching"):
-        b = b_real + (len(filled) if treat_missing_data == "breaching" else 0)
-        return RangeEvaluation(ALARM if b >= m else OK, used, filled, b)
-    if b_real >= m:
-        return RangeEvaluation(ALARM, used, filled, b_real)
-    oldest_breaching_age = max((len(range_) - i for i in real if range_[i]), default=0)
-    contradicted = any(not range_[i] for i in real)
-    if not contradicted and oldest_breaching_age >= m:
-        # The guide's "premature alarm" rule: only missing data after an old enough breach.
-        return RangeEvaluation(ALARM if treat_missing_data == "missing" else current_state, used, filled, b_real)
-    if not contradicted:
-        # Only breaching data, too recent to alarm on: the guide says the alarm "does not go
-        # immediately into ALARM"; nothing says OK either, so the state waits for more data.
-        return RangeEvaluation(current_state, used, filled, b_real)
-    return RangeEvaluation(OK, used, filled, b_real)
-
-
-# --- composite alarm rules --------------------------------------------------------------------
-
-_TOKEN = re.compile(r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<comma>,)|(?P<str>\"(?:[^\"\\]|\\.)*\")|(?P<word>[^\s()\",]+))")
-
-
-@dataclass(frozen=True)
-class AlarmRule:
-    """A parsed composite ``AlarmRule``: ALARM(x)/OK(x)/INSUFFICIENT_DATA(x), AND, OR, NOT, (), TRUE, FALSE.
-
-    Precedence NOT > AND > OR. ``x`` is an alarm name or ARN, quoted or not.
-    """
-
-    text: str
-    references: tuple[str, ...]
-    _fn: Callable[[Callable[[str], str | None]], bool] = field(compare=False, repr=False)
-
-    @classmethod
-    def parse(cls, text: str) -> AlarmRule:
-        tokens = _tokenize(text)
-        refs: list[str] = []
-        pos, fn = _parse_or(tokens, 0, refs)
-        if pos != len(tokens):
-            raise ConfigurationError(f"AlarmRule: unexpected {tokens[pos][1]!r} in {text!r}")
-        return cls(text, tuple(refs), fn)
-
-    def evaluate(self, state_of: Callable[[str], str | None]) -> bool:
-        """``state_of(name_or_arn)`` returns the child's state, or None when it does not exist."""
-        return self._fn(state_of)
-
-
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    tokens = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise ConfigurationError(f"AlarmRule: cannot read {text[pos:]!r}")
-        kind = m.lastgroup or ""
-        value = m.group(kind)
-        if kind == "str":
-            value = json.loads(value)
-        tokens.append((kind, value))
-        pos = m.end()
-    return tokens
-
-
-_Fn = Callable[[Callable[[str], str | None]], bool]
-
-
-def _parse_or(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
-    pos, left = _parse_and(tokens, pos, refs)
-    while pos < len(tokens) and tokens[pos] == ("word", "OR"):
-        pos, right = _parse_and(tokens, pos + 1, refs)
-        left = (lambda a, b: lambda s: a(s) or b(s))(left, right)
-    return pos, left
-
-
-def _parse_and(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
-    pos, left = _parse_not(tokens, pos, refs)
-    while pos < len(tokens) and tokens[pos] == ("word", "AND"):
-        pos, right = _parse_not(tokens, pos + 1, refs)
-        left = (lambda a, b: lambda s: a(s) and b(s))(left, right)
-    return pos, left
-
-
-def _parse_not(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
-    if pos < len(tokens) and tokens[pos] == ("word", "NOT"):
-        pos, inner = _parse_not(tokens, pos + 1, refs)
-        return pos, (lambda a: lambda s: not a(s))(inner)
-    return _parse_atom(tokens, pos, refs)
-
-
-def _expect(tokens: list[tuple[str, str]], pos: int, kind: str) -> int:
-    if pos >= len(tokens) or tokens[pos][0] != kind:
-        got = tokens[pos][1] if pos < len(tokens) else "end of rule"
-        raise ConfigurationError(f"AlarmRule: expected {kind!r}, got {got!r}")
-    return pos + 1
-
-
-def _parse_atom(tokens: list[tuple[str, str]], pos: int, refs: list[str]) -> tuple[int, _Fn]:
-    if pos >= len(tokens):
-        raise ConfigurationError("AlarmRule: unexpected end of rule")
-    kind, value = tokens[pos]
-    if kind == "lp":
-        pos, inner = _parse_or(tokens, pos + 1, refs)
-        return _expect(tokens, pos, "rp"), inner
-    if kind == "word" and value in ("TRUE", "FALSE"):
-        result = value == "TRUE"
-        return pos + 1, lambda s: result
-    if kind == "word" and value in (ALARM, OK, INSUFFICIENT_DATA):
-        pos = _expect(tokens, pos + 1, "lp")
-        if pos >= len(tokens) or tokens[pos][0] not in ("str", "word"):
-            raise ConfigurationError(f"AlarmRule: {value}() needs an alarm name")
-        name = tokens[pos][1]
-        refs.append(name)
-        pos = _expect(tokens, pos + 1, "rp")
-        return pos, (lambda want, ref: lambda s: s(ref) == want)(value, name)
-    raise ConfigurationError(f"AlarmRule: unsupported {value!r} (AT_LEAST is not emulated)")
-
-
-# --- formatting like CloudWatch ---------------------------------------------------------------
-
-
-def aws_timestamp(t: datetime) -> str:
-    """CloudWatch's notification time format: 2024-01-01T00:05:00.000+0000."""
-    t = t.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
-
-
-@cache
-def region_description(region: str) -> str:
-    """The long region name CloudWatch puts in notifications ("Asia Pacific (Tokyo)")."""
-    data = botocore.loaders.create_loader().load_data("endpoints")
-    for partition in data["partitions"]:
-        if region in partition.get("regions", {}):
-            return partition["regions"][region].get("description", region)
-    return region
-
-
-def _short_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%d/%m/%y %H:%M:%S")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _was(n: int) -> str:
-    return "was" if n == 1 else "were"
 
 
 def put_metric_data(
@@ -268,17 +80,6 @@ def put_metric_data(
 
 
 # --- the evaluator ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StateChange:
-    region: str
-    alarm_name: str
-    alarm_type: str  # MetricAlarm | CompositeAlarm
-    old_state: str
-    new_state: str
-    reason: str
-    time: datetime
 
 
 @dataclass
@@ -454,7 +255,7 @@ class AlarmEvaluator(Ticker):
             return "percentile statistics (ExtendedStatistic)"
         if alarm.get("ThresholdMetricId"):
             return "anomaly detection bands (ThresholdMetricId)"
-        if alarm.get("ComparisonOperator") not in _COMPARE:
+        if alarm.get("ComparisonOperator") not in COMPARISON_OPERATORS:
             return f"ComparisonOperator {alarm.get('ComparisonOperator')}"
         if not alarm.get("Metrics") and not alarm.get("Statistic"):
             return "an alarm without Statistic or Metrics"
@@ -483,13 +284,13 @@ class AlarmEvaluator(Ticker):
         m = int(alarm.get("DatapointsToAlarm") or n)
         treat = alarm.get("TreatMissingData") or "missing"
         period, values, start = self._datapoints(cw, alarm, n + EXTRA_RANGE_PERIODS, now)
-        compare, words = _COMPARE[alarm["ComparisonOperator"]]
+        compare, words = COMPARISON_OPERATORS[alarm["ComparisonOperator"]]
         threshold = float(alarm["Threshold"])
         range_ = [None if v is None else compare(v, threshold) for v in values]
         result = evaluate_range(range_, n, m, treat, current)
         if result.state == current:
             return None
-        reason = _metric_reason(result, values, start, period, words, threshold, m, current, treat)
+        reason = metric_reason(result, values, start, period, words, threshold, m, current, treat)
         reason_data = {
             "version": "1.0",
             "queryDate": aws_timestamp(now),
@@ -612,7 +413,7 @@ class AlarmEvaluator(Ticker):
         )
         if self.event_bus is not None:
             try:
-                self.event_bus.put(_state_change_event(alarm, change, reason_data))
+                self.event_bus.put(state_change_event(alarm, change, reason_data))
             except Exception:
                 logger.exception("alarm %s: EventBridge delivery failed", name)
         if not alarm.get("ActionsEnabled", True):
@@ -631,7 +432,7 @@ class AlarmEvaluator(Ticker):
                     TopicArn=arn, Subject=subject[:100], Message=json.dumps(message)
                 )
             elif service == "lambda":
-                payload = _lambda_alarm_event(alarm, change, reason_data)
+                payload = lambda_alarm_event(alarm, change, reason_data)
                 self.clients.client("lambda", arn.split(":")[3]).invoke(
                     FunctionName=arn, InvocationType="Event", Payload=json.dumps(payload).encode()
                 )
@@ -693,145 +494,3 @@ def _queries(alarm: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     return [{"Id": "m1", "MetricStat": stat, "ReturnData": True}], int(alarm["Period"])
 
 
-def _metric_reason(
-    result: RangeEvaluation,
-    values: list[float | None],
-    start: datetime,
-    period: int,
-    words: str,
-    threshold: float,
-    m: int,
-    old: str,
-    treat: str,
-) -> str:
-    real = [i for i in reversed(result.used) if values[i] is not None]
-    if result.state == INSUFFICIENT_DATA:
-        return f"Insufficient Data: {_plural(len(result.used), 'datapoint')} {_was(len(result.used))} unknown."
-    shown = ", ".join(f"{values[i]} ({_short_time(start + timedelta(seconds=period * i))})" for i in real)
-    counted = result.breaching if result.state == ALARM else len(result.used) - result.breaching
-    verb = _was(counted)
-    negation = "" if result.state == ALARM else "not "
-    text = (
-        f"Threshold Crossed: {counted} out of the last {len(result.used)} datapoints [{shown}] "
-        f"{verb} {negation}{words} the threshold ({threshold})"
-    )
-    if result.filled:
-        text += (
-            f" and {_plural(len(result.filled), 'missing datapoint')} {_was(len(result.filled))} treated as [{treat}]"
-        )
-    if result.state == ALARM:
-        text += f" (minimum {_plural(m, 'datapoint')} for {old} -> ALARM transition)"
-    return text + "."
-
-
-def notification_message(alarm: dict[str, Any], change: StateChange) -> dict[str, Any]:
-    """The JSON CloudWatch publishes to an SNS alarm action."""
-    arn = alarm["AlarmArn"]
-    msg: dict[str, Any] = {
-        "AlarmName": change.alarm_name,
-        "AlarmDescription": alarm.get("AlarmDescription"),
-        "AWSAccountId": arn.split(":")[4],
-        "AlarmConfigurationUpdatedTimestamp": aws_timestamp(
-            alarm.get("AlarmConfigurationUpdatedTimestamp") or change.time
-        ),
-        "NewStateValue": change.new_state,
-        "NewStateReason": change.reason,
-        "StateChangeTime": aws_timestamp(change.time),
-        "Region": region_description(change.region),
-        "AlarmArn": arn,
-        "OldStateValue": change.old_state,
-        "OKActions": alarm.get("OKActions") or [],
-        "AlarmActions": alarm.get("AlarmActions") or [],
-        "InsufficientDataActions": alarm.get("InsufficientDataActions") or [],
-    }
-    if change.alarm_type == "CompositeAlarm":
-        msg["AlarmRule"] = alarm["AlarmRule"]
-        return msg
-    trigger: dict[str, Any] = {
-        "Period": alarm.get("Period"),
-        "EvaluationPeriods": alarm["EvaluationPeriods"],
-        "DatapointsToAlarm": alarm.get("DatapointsToAlarm") or alarm["EvaluationPeriods"],
-        "ComparisonOperator": alarm["ComparisonOperator"],
-        "Threshold": alarm["Threshold"],
-        "TreatMissingData": alarm.get("TreatMissingData") or "missing",
-        "EvaluateLowSampleCountPercentile": alarm.get("EvaluateLowSampleCountPercentile") or "",
-    }
-    if alarm.get("Metrics"):
-        trigger["Metrics"] = alarm["Metrics"]
-    else:
-        trigger.update(
-            {
-                "MetricName": alarm["MetricName"],
-                "Namespace": alarm["Namespace"],
-                "StatisticType": "Statistic",
-                "Statistic": alarm["Statistic"].upper(),
-                "Unit": alarm.get("Unit"),
-                "Dimensions": [{"value": d["Value"], "name": d["Name"]} for d in alarm.get("Dimensions") or []],
-            }
-        )
-    msg["Trigger"] = trigger
-    return msg
-
-
-def _state_change_event(alarm: dict[str, Any], change: StateChange, reason_data: dict[str, Any]) -> dict[str, Any]:
-    """EventBridge's "CloudWatch Alarm State Change" event."""
-    arn = alarm["AlarmArn"]
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "CloudWatch Alarm State Change",
-        "source": "aws.cloudwatch",
-        "account": arn.split(":")[4],
-        "time": iso(change.time),
-        "region": change.region,
-        "resources": [arn],
-        "detail": _alarm_data(alarm, change, reason_data),
-    }
-
-
-def _alarm_data(alarm: dict[str, Any], change: StateChange, reason_data: dict[str, Any]) -> dict[str, Any]:
-    config: dict[str, Any] = {"description": alarm.get("AlarmDescription")}
-    if change.alarm_type == "CompositeAlarm":
-        config["alarmRule"] = alarm["AlarmRule"]
-    elif alarm.get("Metrics"):
-        config["metrics"] = alarm["Metrics"]
-    else:
-        config["metrics"] = [
-            {
-                "id": "m1",
-                "metricStat": {
-                    "metric": {
-                        "namespace": alarm["Namespace"],
-                        "name": alarm["MetricName"],
-                        "dimensions": {d["Name"]: d["Value"] for d in alarm.get("Dimensions") or []},
-                    },
-                    "period": alarm["Period"],
-                    "stat": alarm["Statistic"],
-                },
-                "returnData": True,
-            }
-        ]
-    return {
-        "alarmName": change.alarm_name,
-        "state": {
-            "value": change.new_state,
-            "reason": change.reason,
-            "reasonData": json.dumps(reason_data),
-            "timestamp": aws_timestamp(change.time),
-        },
-        "previousState": {"value": change.old_state},
-        "configuration": config,
-    }
-
-
-def _lambda_alarm_event(alarm: dict[str, Any], change: StateChange, reason_data: dict[str, Any]) -> dict[str, Any]:
-    """The event CloudWatch invokes a Lambda alarm action with."""
-    arn = alarm["AlarmArn"]
-    return {
-        "source": "aws.cloudwatch",
-        "alarmArn": arn,
-        "accountId": arn.split(":")[4],
-        "time": aws_timestamp(change.time),
-        "region": change.region,
-        "alarmData": _alarm_data(alarm, change, reason_data),
-    }

@@ -1,4 +1,4 @@
-"""EventBridge as moto does not emulate it: schedules that fire, EC2 state-change events, pattern matching.
+"""EventBridge as moto does not emulate it: an event bus that delivers, schedules that fire, EC2 state-change events.
 
 moto stores rules and targets but never fires a schedule and never emits service events. This
 module reads the rules through the ordinary API (``events.list_rules``/``list_targets_by_rule``),
@@ -6,15 +6,11 @@ so the same code drives moto in-process in tests and the moto server in the loca
 delivers to the targets through their APIs (``lambda.invoke``, ``states.start_execution``,
 ``sns.publish``, ``sqs.send_message``).
 
-Pattern matching is our own pure function, ``pattern_matches``, written after AWS's event-ruler
-semantics: moto's matcher (``moto.events.models.EventPattern``) accepts unknown filters as
-matching, does not look into arrays of objects and treats an ``exists`` on an object as a leaf.
+Which events a rule takes is :mod:`.event_patterns`; when a schedule fires is :mod:`.schedule_expressions`.
 """
 
 from __future__ import annotations
 
-import calendar
-import ipaddress
 import json
 import logging
 import re
@@ -22,11 +18,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
+from regionha.local.aws.event_patterns import pattern_matches
+from regionha.local.aws.schedule_expressions import Cron, Rate, parse_schedule
 from regionha.local.clock import Clock, CompressedClock, Ticker, iso
 
 logger = logging.getLogger(__name__)
@@ -38,331 +36,7 @@ EC2_STATE_CHANGE = "EC2 Instance State-change Notification"
 MAX_CATCH_UP_FIRES = 1000
 
 
-# --- pattern matching -------------------------------------------------------------------------
-
-_MISSING = object()
-
-
-def pattern_matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
-    """True when ``event`` matches the EventBridge event ``pattern`` (both already parsed JSON).
-
-    Supported: exact values (any of an array; an array in the event matches when any element
-    does), nested objects, arrays of objects in the event, ``$or``, ``prefix``, ``suffix``,
-    ``equals-ignore-case``, ``wildcard``, ``anything-but`` (value, list, prefix/suffix/
-    equals-ignore-case/wildcard), ``numeric``, ``exists`` (leaf values only, as AWS) and ``cidr``.
-    An unknown filter raises ``ConfigurationError`` instead of silently matching.
-    """
-    if not isinstance(pattern, dict):
-        raise ConfigurationError(f"an event pattern must be a JSON object, got {pattern!r}")
-    return _match_object(pattern, event)
-
-
-def _match_object(pattern: dict[str, Any], node: Any) -> bool:
-    for key, sub in pattern.items():
-        if key == "$or":
-            if not isinstance(sub, list) or not sub:
-                raise ConfigurationError("$or takes a non-empty array of patterns")
-            if not any(_match_object(alt, node) for alt in sub):
-                return False
-            continue
-        value = node.get(key, _MISSING) if isinstance(node, dict) else _MISSING
-        if isinstance(sub, dict):
-            if not _match_nested(sub, value):
-                return False
-        elif isinstance(sub, list):
-            if not sub:
-                raise ConfigurationError(f"empty array for {key!r} in an event pattern")
-            if not _match_leaf(sub, value):
-                return False
-        else:
-            raise ConfigurationError(f"{key!r} must be an object or an array in an event pattern")
-    return True
-
-
-def _match_nested(sub: dict[str, Any], value: Any) -> bool:
-    if isinstance(value, list):
-        # Fields of objects inside an array are matched within one element, as event-ruler does.
-        return any(_match_object(sub, v) for v in value if isinstance(v, dict))
-    if isinstance(value, dict):
-        return _match_object(sub, value)
-    # A nested pattern against a missing or scalar field: only all-"exists: false" leaves match.
-    return _match_object(sub, {})
-
-
-def _leaf_values(value: Any) -> list[Any]:
-    """The leaf values at a path: objects are not leaves, arrays contribute each scalar element."""
-    if value is _MISSING or isinstance(value, dict):
-        return []
-    if isinstance(value, list):
-        return [v for v in value if not isinstance(v, dict | list)]
-    return [value]
-
-
-def _match_leaf(filters: list[Any], value: Any) -> bool:
-    values = _leaf_values(value)
-    for f in filters:
-        if isinstance(f, dict):
-            if _match_named(f, values):
-                return True
-        elif any(_same(f, v) for v in values):
-            return True
-    return False
-
-
-def _same(expected: Any, actual: Any) -> bool:
-    # Python's True == 1 must not leak into matching: JSON booleans only match booleans.
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return isinstance(expected, bool) and isinstance(actual, bool) and expected == actual
-    if isinstance(expected, int | float) and isinstance(actual, int | float):
-        return float(expected) == float(actual)
-    return type(expected) is type(actual) and expected == actual
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _match_named(f: dict[str, Any], values: list[Any]) -> bool:
-    if len(f) != 1:
-        raise ConfigurationError(f"a filter object has exactly one key, got {f!r}")
-    name, arg = next(iter(f.items()))
-    if name == "exists":
-        if not isinstance(arg, bool):
-            raise ConfigurationError("exists takes true or false")
-        return bool(values) == arg
-    if name == "anything-but":
-        # Per value, as event-ruler: ["a", "b"] matches anything-but "a" through "b".
-        return any(not _match_string_filter_or_values(arg, v) for v in values)
-    if name == "numeric":
-        return any(_match_numeric(arg, v) for v in values)
-    if name == "cidr":
-        net = ipaddress.ip_network(arg, strict=False)
-        return any(_in_network(v, net) for v in values)
-    return any(_match_string_filter({name: arg}, v) for v in values)
-
-
-def _match_string_filter_or_values(arg: Any, v: Any) -> bool:
-    """Whether ``v`` is one of the things an ``anything-but`` excludes."""
-    if isinstance(arg, dict):
-        return _match_string_filter(arg, v)
-    if isinstance(arg, list):
-        return any(_same(a, v) for a in arg)
-    return _same(arg, v)
-
-
-def _match_string_filter(f: dict[str, Any], v: Any) -> bool:
-    name, arg = next(iter(f.items()))
-    if not isinstance(v, str):
-        return False
-    if name in ("prefix", "suffix"):
-        ignore_case = isinstance(arg, dict)
-        needles = arg.get("equals-ignore-case") if ignore_case else arg
-        needles = needles if isinstance(needles, list) else [needles]
-        text = v.lower() if ignore_case else v
-        for needle in needles:
-            n = needle.lower() if ignore_case else needle
-            if text.startswith(n) if name == "prefix" else text.endswith(n):
-                return True
-        return False
-    if name == "equals-ignore-case":
-        needles = arg if isinstance(arg, list) else [arg]
-        return any(v.lower() == n.lower() for n in needles)
-    if name == "wildcard":
-        needles = arg if isinstance(arg, list) else [arg]
-        return any(_wildcard(n).fullmatch(v) is not None for n in needles)
-    raise ConfigurationError(f"unsupported event pattern filter {name!r}")
-
-
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    parts = re.split(r"(\\\*|\\\\|\*)", pattern)
-    regex = "".join(".*" if p == "*" else re.escape(p[1:] if p in ("\\*", "\\\\") else p) for p in parts)
-    return re.compile(regex, re.DOTALL)
-
-
-_NUMERIC_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    "=": lambda a, b: a == b,
-    ">=": lambda a, b: a >= b,
-    ">": lambda a, b: a > b,
-}
-
-
-def _match_numeric(arg: list[Any], v: Any) -> bool:
-    if not isinstance(arg, list) or len(arg) % 2 or not arg:
-        raise ConfigurationError(f"numeric takes operator/value pairs, got {arg!r}")
-    if not _is_number(v):
-        return False
-    for op, bound in zip(arg[::2], arg[1::2], strict=True):
-        if op not in _NUMERIC_OPS or not _is_number(bound):
-            raise ConfigurationError(f"bad numeric comparison {op!r} {bound!r}")
-        if not _NUMERIC_OPS[op](float(v), float(bound)):
-            return False
-    return True
-
-
-def _in_network(v: Any, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    try:
-        return isinstance(v, str) and ipaddress.ip_address(v) in net
-    except ValueError:
-        return False
-
-
 # --- schedules --------------------------------------------------------------------------------
-
-_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
-_CRON = re.compile(r"^cron\((.*)\)$")
-_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
-_DAYS = {d: i + 1 for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
-
-
-@dataclass(frozen=True)
-class Rate:
-    seconds: int
-
-    def next_after(self, t: datetime, anchor: datetime) -> datetime | None:
-        """The first firing strictly after ``t`` of a rate that started at ``anchor``."""
-        elapsed = (t - anchor).total_seconds()
-        n = int(elapsed // self.seconds) + 1
-        return anchor + timedelta(seconds=n * self.seconds)
-
-
-@dataclass(frozen=True)
-class _CronField:
-    values: frozenset[int] | None  # None: any ("*" or "?")
-    last: bool = False  # day-of-month "L"
-    nth: tuple[int, int] | None = None  # day-of-week "d#n"
-    last_weekday: int | None = None  # day-of-week "dL"
-
-
-@dataclass(frozen=True)
-class Cron:
-    """AWS's six-field cron (minutes hours day-of-month month day-of-week year), in UTC.
-
-    Day-of-week counts 1 = SUN .. 7 = SAT. ``L`` (day-of-month), ``dL`` and ``d#n``
-    (day-of-week) are supported; ``W`` is not (it raises ``ConfigurationError``).
-    """
-
-    minutes: _CronField
-    hours: _CronField
-    dom: _CronField
-    months: _CronField
-    dow: _CronField
-    years: _CronField
-
-    @classmethod
-    def parse(cls, text: str) -> Cron:
-        fields = text.split()
-        if len(fields) != 6:
-            raise ConfigurationError(f"cron({text}) must have 6 fields, has {len(fields)}")
-        minute, hour, dom, month, dow, year = fields
-        if (dom == "?") == (dow == "?"):
-            raise ConfigurationError(f"cron({text}): exactly one of day-of-month and day-of-week must be '?'")
-        return cls(
-            minutes=_parse_field(minute, 0, 59, {}),
-            hours=_parse_field(hour, 0, 23, {}),
-            dom=_parse_field(dom, 1, 31, {}, allow_last=True),
-            months=_parse_field(month, 1, 12, _MONTHS),
-            dow=_parse_field(dow, 1, 7, _DAYS, allow_weekday_forms=True),
-            years=_parse_field(year, 1970, 2199, {}),
-        )
-
-    def _day_matches(self, d: datetime) -> bool:
-        days_in_month = calendar.monthrange(d.year, d.month)[1]
-        if self.dom.values is not None or self.dom.last:
-            return (self.dom.last and d.day == days_in_month) or (
-                self.dom.values is not None and d.day in self.dom.values
-            )
-        aws_dow = (d.weekday() + 1) % 7 + 1
-        f = self.dow
-        if f.nth is not None:
-            return aws_dow == f.nth[0] and (d.day - 1) // 7 + 1 == f.nth[1]
-        if f.last_weekday is not None:
-            return aws_dow == f.last_weekday and d.day + 7 > days_in_month
-        return f.values is None or aws_dow in f.values
-
-    def next_after(self, t: datetime, anchor: datetime) -> datetime | None:
-        """The first matching minute strictly after ``t``; None when the year field runs out."""
-        c = t.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        limit = c + timedelta(days=366 * 5)
-        while c < limit:
-            if not _in(self.years, c.year):
-                if self.years.values and c.year > max(self.years.values):
-                    return None
-                c = c.replace(year=c.year + 1, month=1, day=1, hour=0, minute=0)
-            elif not _in(self.months, c.month) or not self._day_matches(c):
-                c = (c + timedelta(days=1)).replace(hour=0, minute=0)
-            elif not _in(self.hours, c.hour):
-                c = (c + timedelta(hours=1)).replace(minute=0)
-            elif not _in(self.minutes, c.minute):
-                c += timedelta(minutes=1)
-            else:
-                return c
-        return None
-
-
-def _in(f: _CronField, v: int) -> bool:
-    return f.values is None or v in f.values
-
-
-def _parse_field(
-    text: str,
-    lo: int,
-    hi: int,
-    names: dict[str, int],
-    allow_last: bool = False,
-    allow_weekday_forms: bool = False,
-) -> _CronField:
-    if text in ("*", "?"):
-        return _CronField(None)
-    if allow_last and text == "L":
-        return _CronField(frozenset(), last=True)
-    if allow_weekday_forms and "#" in text:
-        day, n = text.split("#", 1)
-        return _CronField(frozenset(), nth=(_value(day, lo, hi, names), int(n)))
-    if allow_weekday_forms and text.endswith("L") and len(text) > 1:
-        return _CronField(frozenset(), last_weekday=_value(text[:-1], lo, hi, names))
-    if "W" in text and text.upper() not in names:
-        raise ConfigurationError(f"cron field {text!r}: 'W' is not supported by the local runtime")
-    values: set[int] = set()
-    for part in text.split(","):
-        step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            step = int(step_text)
-        if part == "*":
-            start, end = lo, hi
-        elif "-" in part:
-            a, b = part.split("-", 1)
-            start, end = _value(a, lo, hi, names), _value(b, lo, hi, names)
-        else:
-            start = _value(part, lo, hi, names)
-            end = hi if step != 1 else start
-        values.update(range(start, end + 1, step))
-    return _CronField(frozenset(values))
-
-
-def _value(text: str, lo: int, hi: int, names: dict[str, int]) -> int:
-    v = names[text.upper()] if text.upper() in names else int(text)
-    if not lo <= v <= hi:
-        raise ConfigurationError(f"cron value {text!r} outside {lo}-{hi}")
-    return v
-
-
-def parse_schedule(expression: str) -> Rate | Cron:
-    """``rate(N minute|minutes|hour|hours|day|days)`` or ``cron(<6 fields>)``."""
-    expression = expression.strip()
-    if m := _RATE.match(expression):
-        n = int(m.group(1))
-        if n <= 0:
-            raise ConfigurationError(f"{expression}: the rate must be positive")
-        return Rate(n * _UNIT_SECONDS[m.group(2).rstrip("s")])
-    if m := _CRON.match(expression):
-        return Cron.parse(m.group(1))
-    raise ConfigurationError(f"unsupported schedule expression {expression!r}")
-
-
 # --- targets ----------------------------------------------------------------------------------
 
 

@@ -42,7 +42,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from regionha.errors import ConfigurationError
-from regionha.local.aws.provision import DEFAULT_REGION, translate
+from regionha.local.aws.sam import DEFAULT_REGION, translate
 
 if TYPE_CHECKING:
     from regionha.local.aws.provision import Stack
@@ -367,8 +367,9 @@ class HandlerRegistry:
                                             props.get("Handler", ""))
         return cls(specs)
 
-    def bind(self, stack: Stack) -> list[LocalFunction]:
-        """Attach the provisioned names/ARNs, role and resolved environment to each function's code.
+    def bind(self, stack: Stack, *, sandbox: Mapping[str, str] | None = None) -> list[LocalFunction]:
+        """Attach the provisioned names/ARNs, role and resolved environment to each function's code;
+        ``sandbox`` variables are set on top of each function's own (what the runtime itself sets).
 
         Raises ConfigurationError if the stack and the template disagree.
         """
@@ -380,7 +381,8 @@ class HandlerRegistry:
             bound.append(LocalFunction(logical_id=logical_id, name=function.name, arn=function.arn,
                                        region=function.region, code_dir=spec.code_dir, handler=spec.handler,
                                        timeout=function.timeout, memory=function.memory,
-                                       environment=dict(function.environment), role_arn=function.role_arn))
+                                       environment={**function.environment, **(sandbox or {})},
+                                       role_arn=function.role_arn))
         self.add(bound)
         return bound
 

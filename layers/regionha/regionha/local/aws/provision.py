@@ -12,33 +12,26 @@ before the translation (the translator accepts nothing else) and mapped back aft
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
 import logging
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
+from regionha.local.aws.intrinsics import Intrinsics, ref_targets
+from regionha.local.aws.sam import DEFAULT_REGION, PARTITION, SamTranslation, translate
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REGION = "ap-southeast-1"
-PARTITION = "aws"
-# Stands in for the bucket `sam package` would upload to; never created.
-LOCAL_CODE_BUCKET = "regionha-local-code"
-
-_NO_VALUE = object()  # AWS::NoValue: the property or list item disappears
-_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _LEFTOVER_SUBSTITUTION = re.compile(r"\$\{[A-Za-z0-9_.:-]+\}")
 
 # API limits on names; a default `<stack>-<LogicalId>` longer than this is shortened with a hash.
@@ -137,276 +130,6 @@ class Stack:
 
 
 # --------------------------------------------------------------------------------------------------
-# SAM translation
-
-
-@dataclass(frozen=True)
-class SamTranslation:
-    """A SAM template transformed to CloudFormation, plus where its local artifacts really are."""
-
-    template_path: Path
-    template: dict[str, Any]
-    local_paths: dict[str, Path]  # dummy S3 key -> local file or directory
-
-    @property
-    def resources(self) -> dict[str, dict[str, Any]]:
-        return self.template.get("Resources", {})
-
-    def local_path(self, location: Any) -> Path | None:
-        """The local path behind a translated `Code`/`Content`/`DefinitionS3Location`, if it is one of ours."""
-        if not isinstance(location, Mapping):
-            return None
-        bucket = location.get("S3Bucket", location.get("Bucket"))
-        key = location.get("S3Key", location.get("Key"))
-        if bucket != LOCAL_CODE_BUCKET or not isinstance(key, str):
-            return None
-        return self.local_paths.get(key)
-
-
-class _StaticPolicyLoader:
-    """Managed policy names resolve from the translator's bundled map; nothing is asked of IAM."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
-_LOCAL_URI_PROPERTIES = {
-    "AWS::Serverless::Function": "CodeUri",
-    "AWS::Serverless::LayerVersion": "ContentUri",
-    "AWS::Serverless::StateMachine": "DefinitionUri",
-}
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    """A SAM/CloudFormation YAML template, short-form tags (`!Ref`, `!Sub`...) included."""
-    from samtranslator.yaml_helper import yaml_parse
-
-    return yaml_parse(Path(path).read_text())
-
-
-def translate(template_path: Path | str, region: str = DEFAULT_REGION,
-              parameters: Mapping[str, Any] | None = None) -> SamTranslation:
-    """Run the SAM transform offline (no AWS call) and keep the mapping back to local artifacts."""
-    from samtranslator.parser.parser import Parser
-    from samtranslator.translator.translator import Translator
-
-    template_path = Path(template_path).resolve()
-    template = load_template(template_path)
-    local_paths: dict[str, Path] = {}
-
-    def to_dummy_uri(value: Any, owner: str) -> Any:
-        if not isinstance(value, str) or value.startswith("s3://"):
-            return value
-        path = (template_path.parent / value).resolve()
-        if not path.exists():
-            raise ConfigurationError(f"{owner}: local path {value!r} does not exist ({path})")
-        # An S3 key has no leading slash (the translator drops it): absolute paths lose theirs too.
-        key = str(path.relative_to(template_path.parent)) if path.is_relative_to(template_path.parent) \
-            else str(path).lstrip("/")
-        local_paths[key] = path
-        return f"s3://{LOCAL_CODE_BUCKET}/{key}"
-
-    for logical_id, resource in (template.get("Resources") or {}).items():
-        prop = _LOCAL_URI_PROPERTIES.get(resource.get("Type"))
-        properties = resource.get("Properties") or {}
-        if prop and prop in properties:
-            properties[prop] = to_dummy_uri(properties[prop], logical_id)
-    function_globals = (template.get("Globals") or {}).get("Function") or {}
-    if "CodeUri" in function_globals:
-        function_globals["CodeUri"] = to_dummy_uri(function_globals["CodeUri"], "Globals.Function")
-
-    if "Transform" in template:
-        session = boto3.session.Session(region_name=region)  # only read for AWS::Region; no call
-        translator = Translator(None, Parser(), boto_session=session)
-        policy_loader = _StaticPolicyLoader()
-        values = {"AWS::Region": region, "AWS::Partition": PARTITION, **dict(parameters or {})}
-        try:
-            template = translator.translate(copy.deepcopy(template), parameter_values=values,
-                                            get_managed_policy_map=policy_loader.load)
-        except Exception as e:  # the translator raises its own hierarchy with the useful message
-            raise ConfigurationError(f"SAM transform of {template_path} failed: {e}") from e
-        finally:
-            # The translator counts its own usage metrics; publishing them to its dummy publisher drops
-            # them, else its destructor warns "There are unpublished metrics".
-            translator.metrics.publish()
-    return SamTranslation(template_path=template_path, template=template, local_paths=local_paths)
-
-
-# --------------------------------------------------------------------------------------------------
-# Intrinsic functions
-
-
-def _ref_targets(value: Any) -> Iterator[str]:
-    """Logical names a value refers to (Ref, GetAtt, Sub variables): the dependency graph's edges."""
-    if isinstance(value, list):
-        for item in value:
-            yield from _ref_targets(item)
-    elif isinstance(value, dict):
-        if len(value) == 1:
-            (key, arg), = value.items()
-            if key == "Ref" and isinstance(arg, str):
-                yield arg
-                return
-            if key == "Fn::GetAtt":
-                target = arg[0] if isinstance(arg, list) else str(arg).split(".", 1)[0]
-                yield target
-                return
-            if key == "Fn::Sub":
-                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-                for name in _SUB_VARIABLE.findall(text):
-                    if not name.startswith("!") and name.split(".", 1)[0] not in variables:
-                        yield name.split(".", 1)[0]
-                yield from _ref_targets(variables)
-                return
-        for item in value.values():
-            yield from _ref_targets(item)
-
-
-class _Intrinsics:
-    """CloudFormation's intrinsic functions over parameters, conditions and created resources."""
-
-    def __init__(self, pseudo: dict[str, Any], parameters: dict[str, Any], conditions: dict[str, Any],
-                 mappings: dict[str, Any], resource_ref: Callable[[str], Any],
-                 resource_attribute: Callable[[str, str], Any]):
-        self._pseudo = pseudo
-        self._parameters = parameters
-        self._conditions = conditions
-        self._mappings = mappings
-        self._resource_ref = resource_ref
-        self._resource_attribute = resource_attribute
-        self._condition_values: dict[str, bool] = {}
-
-    def condition(self, name: str) -> bool:
-        if name not in self._condition_values:
-            if name not in self._conditions:
-                raise ConfigurationError(f"condition {name!r} is not defined")
-            self._condition_values[name] = bool(self.resolve(self._conditions[name]))
-        return self._condition_values[name]
-
-    def ref(self, name: str) -> Any:
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        if name in self._pseudo:
-            return self._pseudo[name]
-        if name in self._parameters:
-            return self._parameters[name]
-        return self._resource_ref(name)
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [v for v in (self.resolve(item) for item in value) if v is not _NO_VALUE]
-        if not isinstance(value, dict):
-            return value
-        if len(value) == 1:
-            (key, arg), = value.items()
-            function = _FUNCTIONS.get(key)
-            if function is not None:
-                return function(self, arg)
-            if key.startswith("Fn::"):
-                raise ConfigurationError(f"intrinsic function {key} is not supported by the local runtime")
-        resolved = {k: self.resolve(v) for k, v in value.items()}
-        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
-
-    def _ref(self, arg: Any) -> Any:
-        return self.ref(arg)
-
-    def _get_att(self, arg: Any) -> Any:
-        if isinstance(arg, str):
-            logical_id, _, attribute = arg.partition(".")
-        else:
-            logical_id, attribute = arg[0], self.resolve(arg[1])
-        return self._resource_attribute(logical_id, attribute)
-
-    def _sub(self, arg: Any) -> str:
-        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):  # ${!Literal} is the escape for a literal ${Literal}
-                return "${" + name[1:] + "}"
-            if name in variables:
-                value = variables[name]
-            elif "." in name:
-                logical_id, attribute = name.split(".", 1)
-                value = self._resource_attribute(logical_id, attribute)
-            else:
-                value = self.ref(name)
-            if isinstance(value, bool | dict | list) or value is _NO_VALUE:
-                raise ConfigurationError(f"Fn::Sub variable ${{{name}}} is not a string: {value!r}")
-            return str(value)
-
-        return _SUB_VARIABLE.sub(replace, text)
-
-    def _join(self, arg: Any) -> str:
-        delimiter, items = arg[0], self.resolve(arg[1])
-        return delimiter.join(str(item) for item in items)
-
-    def _select(self, arg: Any) -> Any:
-        index, items = int(self.resolve(arg[0])), self.resolve(arg[1])
-        if not 0 <= index < len(items):
-            raise ConfigurationError(f"Fn::Select index {index} is out of range for {items!r}")
-        return items[index]
-
-    def _split(self, arg: Any) -> list[str]:
-        return str(self.resolve(arg[1])).split(arg[0])
-
-    def _if(self, arg: Any) -> Any:
-        name, when_true, when_false = arg
-        return self.resolve(when_true if self.condition(name) else when_false)
-
-    def _equals(self, arg: Any) -> bool:
-        left, right = (self.resolve(a) for a in arg)
-        return str(left) == str(right)
-
-    def _not(self, arg: Any) -> bool:
-        return not self.resolve(arg[0])
-
-    def _and(self, arg: Any) -> bool:
-        return all(self.resolve(a) for a in arg)
-
-    def _or(self, arg: Any) -> bool:
-        return any(self.resolve(a) for a in arg)
-
-    def _condition(self, arg: Any) -> bool:
-        return self.condition(arg)
-
-    def _find_in_map(self, arg: Any) -> Any:
-        name, top, second = (self.resolve(a) for a in arg[:3])
-        try:
-            return self._mappings[name][top][second]
-        except KeyError:
-            raise ConfigurationError(f"Fn::FindInMap: {name}/{top}/{second} is not in Mappings") from None
-
-    def _get_azs(self, arg: Any) -> list[str]:
-        region = self.resolve(arg) or self._pseudo["AWS::Region"]
-        return [f"{region}{suffix}" for suffix in "abc"]
-
-    def _base64(self, arg: Any) -> str:
-        import base64
-
-        return base64.b64encode(str(self.resolve(arg)).encode()).decode()
-
-
-_FUNCTIONS: dict[str, Callable[[_Intrinsics, Any], Any]] = {
-    "Ref": _Intrinsics._ref,
-    "Fn::GetAtt": _Intrinsics._get_att,
-    "Fn::Sub": _Intrinsics._sub,
-    "Fn::Join": _Intrinsics._join,
-    "Fn::Select": _Intrinsics._select,
-    "Fn::Split": _Intrinsics._split,
-    "Fn::If": _Intrinsics._if,
-    "Fn::Equals": _Intrinsics._equals,
-    "Fn::Not": _Intrinsics._not,
-    "Fn::And": _Intrinsics._and,
-    "Fn::Or": _Intrinsics._or,
-    "Condition": _Intrinsics._condition,
-    "Fn::FindInMap": _Intrinsics._find_in_map,
-    "Fn::GetAZs": _Intrinsics._get_azs,
-    "Fn::Base64": _Intrinsics._base64,
-}
-
-
-# --------------------------------------------------------------------------------------------------
 # Provisioning
 
 
@@ -462,7 +185,7 @@ class _Provisioner:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NotificationARNs": [],
         }
-        self._intrinsics = _Intrinsics(pseudo, self.stack.parameters, template.get("Conditions") or {},
+        self._intrinsics = Intrinsics(pseudo, self.stack.parameters, template.get("Conditions") or {},
                                        template.get("Mappings") or {}, self._ref, self._attribute)
         self._creators: dict[str, Callable[[str, dict[str, Any]], _Created]] = {
             "AWS::IAM::Role": self._role,
@@ -521,7 +244,7 @@ class _Provisioner:
         resources = self._resources_template
         depends: dict[str, set[str]] = {}
         for logical_id, resource in resources.items():
-            targets = set(_ref_targets(resource.get("Properties") or {}))
+            targets = set(ref_targets(resource.get("Properties") or {}))
             depends_on = resource.get("DependsOn") or []
             targets |= {depends_on} if isinstance(depends_on, str) else set(depends_on)
             depends[logical_id] = {t for t in targets if t in resources and t != logical_id}

@@ -219,12 +219,15 @@ class LocalAws:
         return Clients(session=session, endpoint_url=self.endpoint_url)
 
     def deploy(self, template_path: Path | str, *, stack_name: str = "regionha", region: str = DEFAULT_REGION,
-               parameters: Mapping[str, Any] | None = None) -> Stack:
-        """Provision a SAM template into this emulation and serve its functions. Idempotent."""
+               parameters: Mapping[str, Any] | None = None, sandbox: Mapping[str, str] | None = None) -> Stack:
+        """Provision a SAM template into this emulation and serve its functions. Idempotent.
+
+        ``sandbox``: variables set in every function's environment on top of the template's, the way
+        Lambda sets ``AWS_REGION`` (the local runtime's ``REGIONHA_LOCAL``, ``REGIONHA_CLOCK``...)."""
         stack = provision(self.clients(), template_path, stack_name=stack_name, region=region,
                           parameters=parameters)
         registry = HandlerRegistry.from_template(template_path, region=region, parameters=parameters)
-        functions = registry.bind(stack)
+        functions = registry.bind(stack, sandbox=sandbox)
         # Each handler's calls are authorised against its own role, as expanded from the template.
         self.iam.load_roles(self.clients(), [f.role_arn for f in functions if f.role_arn], region)
         self.iam.install()

@@ -12,8 +12,10 @@ import pytest
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
+from regionha.local.aws.intrinsics import NO_VALUE, Intrinsics
 from regionha.local.aws.lambdas import HandlerRegistry, LocalFunction
-from regionha.local.aws.provision import _NO_VALUE, _Intrinsics, provision, translate
+from regionha.local.aws.provision import provision
+from regionha.local.aws.sam import translate
 
 MINI_SAM = Path(__file__).parents[1] / "fixtures" / "mini-sam" / "template.yaml"
 REGION = "ap-southeast-1"
@@ -189,13 +191,13 @@ def test_long_default_names_are_shortened_within_api_limits(clients: Clients, tm
 # ---- intrinsic functions
 
 
-def make_intrinsics(conditions: dict | None = None) -> _Intrinsics:
+def make_intrinsics(conditions: dict | None = None) -> Intrinsics:
     resources = {"Table": ("tbl", {"Arn": "arn:table/tbl"}), "Topic": ("arn:topic", {"TopicName": "topic"})}
 
     def attribute(logical_id: str, name: str) -> object:
         return resources[logical_id][1][name]
 
-    return _Intrinsics(
+    return Intrinsics(
         pseudo={"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::StackName": "st",
                 "AWS::Partition": "aws"},
         parameters={"Env": "prod", "Zones": ["a", "b"]},
@@ -243,7 +245,7 @@ def test_conditions(condition: dict, expected: bool) -> None:
 def test_unsupported_intrinsic_fails_loudly() -> None:
     with pytest.raises(ConfigurationError, match="Fn::ImportValue"):
         make_intrinsics().resolve({"Fn::ImportValue": "shared-vpc"})
-    assert make_intrinsics().ref("AWS::NoValue") is _NO_VALUE
+    assert make_intrinsics().ref("AWS::NoValue") is NO_VALUE
 
 
 # ---- binding handlers to the provisioned functions

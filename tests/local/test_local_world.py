@@ -18,9 +18,10 @@ import boto3
 import pytest
 
 from regionha.aws import Clients, tag_spec
+from regionha.local.aws.vpc_rules import nacl_allows, sg_allows
 from regionha.local.host.network import Flow
 from regionha.local.host.nodes import NodeService
-from regionha.local.world import World, dns_targets, nacl_allows, sg_allows
+from regionha.local.world import World, dns_targets
 
 net = ipaddress.IPv4Network
 

@@ -13,6 +13,8 @@ import test_vpcdns as vpcdns_world
 from test_vpcdns import REGION, _udp
 
 from regionha import failover
+from regionha.environment import CLOCK_ENV, Environment
+from regionha.errors import ConfigurationError
 from regionha.local.aws.vpcdns import VpcResolver
 from regionha.local.clock import CompressedClock, ManualClock, real_ttl
 from regionha.watch import metrics
@@ -51,26 +53,34 @@ def test_the_vpc_resolver_answers_ttls_on_the_runtime_clock(world):
 
 def test_controller_waits_follow_the_runtime_clock(monkeypatch):
     """The controller's re-check interval (5 s) is emulated time locally: at 20x it takes 0.25 s, so
-    confirming a failure does not outlast the alarms that judge the failover."""
+    confirming a failure does not outlast the alarms that judge the failover. The clock comes from the
+    invocation's environment (REGIONHA_CLOCK, as the runtime sets it on every function)."""
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
-    clock = CompressedClock(20)
-    metrics.set_clock(clock.now, clock.real_seconds)
-    try:
-        failover.ControllerSettings().sleep(5.0)
-    finally:
-        metrics.set_clock(None)
+    monkeypatch.delenv(CLOCK_ENV, raising=False)
     failover.ControllerSettings().sleep(5.0)
-    assert slept == [0.25, 5.0]
+    monkeypatch.setenv(CLOCK_ENV, Environment(clock=CompressedClock(20)).variables()[CLOCK_ENV])
+    failover.ControllerSettings().sleep(5.0)
+    assert slept == [5.0, 0.25]
+
+
+def test_the_environment_carries_the_runtime_clock_to_its_functions():
+    # GIVEN the runtime's clock, 20x, started a day ago (emulated)
+    clock = CompressedClock(20, start=datetime(2024, 5, 1, tzinfo=UTC))
+    # WHEN a function reads it back from its environment variables
+    env = Environment.from_environ(Environment(local=True, clock=clock).variables())
+    # THEN it is local and reads the same emulated time (within a few real ms x 20)
+    assert env.local
+    assert abs((env.now() - clock.now()).total_seconds()) < 0.5
+    assert env.clock.real_seconds(60) == 3.0
+    assert abs((metrics.now() - datetime.now(UTC)).total_seconds()) < 5  # nothing else was switched
 
 
 def test_a_manual_clock_never_sleeps_for_real(monkeypatch):
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
-    clock = ManualClock(datetime(2024, 5, 1, tzinfo=UTC))
-    metrics.set_clock(clock.now, clock.real_seconds)
-    try:
-        metrics.sleep(5)
-    finally:
-        metrics.set_clock(None)
+    Environment(clock=ManualClock(datetime(2024, 5, 1, tzinfo=UTC))).sleep(5)
     assert slept == [0.0]
+    # and, never moving in real time, it cannot be handed to a function as a variable
+    with pytest.raises(ConfigurationError):
+        Environment(clock=ManualClock()).variables()

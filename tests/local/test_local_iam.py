@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from regionha.errors import ConfigurationError
-from regionha.local.aws.iam import RequestBuilder, RequestResource, action_name, condition_holds, evaluate
+from regionha.local.aws.iam_policy import RequestResource, action_name, condition_holds, evaluate
+from regionha.local.aws.iam_requests import RequestBuilder
 
 ZONE = "arn:aws:route53:::hostedzone/Z123"
 

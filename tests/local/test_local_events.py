@@ -13,20 +13,18 @@ import pytest
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
+from regionha.local.aws.event_patterns import pattern_matches
 from regionha.local.aws.events import (
     EC2_STATE_CHANGE,
-    Cron,
     DeliveryLog,
     Ec2StateChangeEmitter,
     EventBus,
-    Rate,
     ScheduleRunner,
     json_path,
     lifecycle_path,
-    parse_schedule,
-    pattern_matches,
     render_input,
 )
+from regionha.local.aws.schedule_expressions import Cron, Rate, parse_schedule
 from regionha.local.clock import CompressedClock, ManualClock
 
 REGION = "ap-northeast-1"

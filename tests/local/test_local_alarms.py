@@ -12,15 +12,8 @@ import pytest
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
 from regionha.local import clock as clock_module
-from regionha.local.aws.alarms import (
-    ALARM,
-    INSUFFICIENT_DATA,
-    OK,
-    AlarmEvaluator,
-    AlarmRule,
-    evaluate_range,
-    put_metric_data,
-)
+from regionha.local.aws.alarm_rules import ALARM, INSUFFICIENT_DATA, OK, AlarmRule, evaluate_range
+from regionha.local.aws.alarms import AlarmEvaluator, put_metric_data
 from regionha.local.aws.events import EventBus
 from regionha.local.clock import CompressedClock, ManualClock
 

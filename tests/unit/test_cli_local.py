@@ -1,0 +1,133 @@
+"""``regionha local up`` stops cleanly on SIGINT and SIGTERM, at any moment, and leaves nothing behind:
+no namespace, no state file of its own, no temporary folder. It is quiet before its build: no scheduled
+function fires before the build has saved its inventory, so no error line is printed.
+
+These start the real local runtime (root, a network namespace of its own): integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from regionha.cli import main
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def aws_credentials() -> None:
+    """The runtime sets its own endpoint and fake credentials."""
+
+
+def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, Path]:
+    """``regionha local up`` in a subprocess whose temporary folders go under ``tmp_path/tmp``."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    state = tmp_path / "local-state.json"
+    env = os.environ | {"PYTHONPATH": str(ROOT / "layers" / "regionha"), "TMPDIR": str(tmp), "NO_COLOR": "1"}
+    up = subprocess.Popen([sys.executable, "-m", "regionha.cli", "local", "up", "--local-state", str(state), *extra],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return up, state, tmp
+
+
+def read_until(up: subprocess.Popen[str], text: str, timeout: float = 300) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if text in line:
+            return lines
+    raise AssertionError(f"never printed {text!r}:\n" + "\n".join(lines[-40:]))
+
+
+def namespaces_of(pid: int) -> list[str]:
+    from regionha.local.host import netns
+
+    return [n for n in netns.namespaces() if n.startswith(f"{netns.PREFIX}{pid}-")]
+
+
+def test_sigint_stops_a_built_runtime_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    up, state, tmp = start_up(tmp_path)
+    try:
+        before = read_until(up, "up; Ctrl-C")
+        netns = json.loads(state.read_text())["netns"]
+        assert netns in namespaces_of(up.pid) and list(tmp.iterdir())  # running: its namespace and workdir
+
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    after = rest.splitlines()
+
+    assert up.returncode == 0, "\n".join(before + after)
+    assert "SIGINT: stopping" in after and after[-1].startswith("stopped:")
+    assert not state.exists() and namespaces_of(up.pid) == [] and list(tmp.iterdir()) == []
+    # Quiet before the build: no scheduled function fired and failed, no log record, no Python dict.
+    printed = before + after
+    assert not [line for line in printed if "failed" in line or line.lstrip().startswith(("{", "Traceback"))]
+    assert any("schedules held until its inventory was saved" in line for line in printed)
+
+
+def test_sigterm_during_the_build_stops_at_once_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    up, state, tmp = start_up(tmp_path)
+    try:
+        before = read_until(up, "building (build state machine)")
+        up.send_signal(signal.SIGTERM)
+        rest, _ = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    after = rest.splitlines()
+
+    assert up.returncode == 0, "\n".join(before + after)
+    assert "SIGTERM: stopping" in after and not any(line.startswith("built ") for line in after)
+    assert not state.exists() and namespaces_of(up.pid) == [] and list(tmp.iterdir()) == []
+
+
+def test_output_json_prints_the_state_document_on_stdout(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``--output json``: the state file's content on stdout, the progress on stderr (as everywhere)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(signal, "pause", lambda: os.kill(os.getpid(), signal.SIGINT))  # stop once up
+
+    assert main(["local", "up", "--local-state", str(tmp_path / "state.json"), "--output", "json"]) == 0
+
+    captured = capsys.readouterr()
+    state = json.loads(captured.out)
+    assert state["endpoint_url"].startswith("http://127.") and state["netns"].startswith("regionha-")
+    assert "up; Ctrl-C" in captured.err and "stopped:" in captured.err
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_sigint_interrupts_the_demo_which_stops_the_runtime_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = os.environ | {"PYTHONPATH": str(ROOT / "layers" / "regionha"), "TMPDIR": str(tmp), "NO_COLOR": "1"}
+    demo = subprocess.Popen([sys.executable, "-m", "regionha.cli", "local", "demo"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        before = read_until(demo, "✔ build")
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    after = rest.splitlines()
+
+    assert demo.returncode == 130, "\n".join(before + after)
+    assert any(line.startswith("✔ stop the local runtime") for line in after)
+    assert "demo interrupted (SIGINT)" in after[-1]
+    assert namespaces_of(demo.pid) == [] and list(tmp.iterdir()) == []
