@@ -5,7 +5,7 @@ asserts nothing. No network, no root.
 
 Per kind and run: the failure starts at a random second of the scheduled minute; the controller runs
 as deployed (an EC2 state-change event for stops, else the scheduled invocation looping every
-``check_interval_seconds``); a timed-out check costs ``canary.timeout_seconds`` of clock. Figures:
+``check_interval_seconds``); a timed-out check costs ``failover.check_timeout_seconds`` of clock. Figures:
 detection (failure → decision), record INSYNC (moto is INSYNC at once, so + the change's own time),
 and on-prem answering the new node, bounded by INSYNC + the record TTL (the rendered caches never
 keep it longer: tests/unit/test_bind.py proves that bound with a real named).
@@ -41,7 +41,11 @@ from moto import mock_aws  # noqa: E402
 from regionha import failover  # noqa: E402
 from regionha.aws import Clients, tag_spec, tags  # noqa: E402
 from regionha.converge.dns import converge_private_zone, read_record, upsert_record  # noqa: E402
-from regionha.failover import ControllerSettings, Trigger  # noqa: E402
+from regionha.failover import (  # noqa: E402
+    ControllerSettings,
+    Trigger,
+    controller,  # noqa: E402
+)
 from regionha.topology import load_topology  # noqa: E402
 from regionha.watch.canary import NodeCheck  # noqa: E402
 
@@ -169,7 +173,7 @@ def one_run(topology, kind: str, offset: float) -> Outcome:
             result = run(Trigger("instance_state", "ev", clock.t, "ap-northeast-1", instances["Server-A"], "stopped"))
             return Outcome(clock.t - failed_at if result.moved else None, clock.t - failed_at if result.moved else None)
         seen: dict[str, float] = {}
-        evaluate = failover.run_controller
+        evaluate = controller.run_controller
 
         def timed(*a, **kw):
             # The moment an evaluation decides (moves the record, or flags the cut client link).
@@ -178,7 +182,7 @@ def one_run(topology, kind: str, offset: float) -> Outcome:
                 seen.setdefault("at", clock.t)
             return result
 
-        failover.run_controller = timed
+        controller.run_controller = timed  # what watch() calls each interval
         try:
             for minute in range(3):
                 clock.t = max(clock.t, T0 + 60 * minute)
@@ -194,7 +198,7 @@ def one_run(topology, kind: str, offset: float) -> Outcome:
                 if "at" in seen:
                     break
         finally:
-            failover.run_controller = evaluate
+            controller.run_controller = evaluate
         detected = seen["at"] - failed_at if "at" in seen else None
         moved = read_record(topology, clients)["ip"] != str(topology.primary.ip)
         return Outcome(detected, detected if moved else None)
@@ -220,17 +224,22 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--threshold", type=int, help="failover.failure_threshold (default: the topology's)")
     parser.add_argument("--interval", type=float, help="failover.check_interval_seconds (default: the topology's)")
+    parser.add_argument("--timeout", type=float, help="failover.check_timeout_seconds (default: the topology's)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     topology = load_topology()
-    given = (("failure_threshold", args.threshold), ("check_interval_seconds", args.interval))
+    given = (
+        ("failure_threshold", args.threshold),
+        ("check_interval_seconds", args.interval),
+        ("check_timeout_seconds", args.timeout),
+    )
     detection = {k: v for k, v in given if v}
     if detection:
         topology = topology.model_copy(update={"failover": topology.failover.model_copy(update=detection)})
     ttl = topology.dns.record.ttl
     print(
         f"topology {topology.deployment}: TTL {ttl} s, {topology.failover.failure_threshold} checks "
-        f"{topology.failover.check_interval_seconds:g} s apart, timeout {topology.canary.timeout_seconds:g} s; "
+        f"{topology.failover.check_interval_seconds:g} s apart, timeout {topology.failover.check_timeout_seconds:g} s; "
         f"{args.runs} runs per kind; seconds from the failure, mean (max)"
     )
     print(

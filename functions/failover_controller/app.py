@@ -14,8 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 
 from regionha.errors import ConfigurationError
-from regionha.failover import ControllerSettings, run_controller, trigger_from_event, watch
-from regionha.inventory import load_inventory
+from regionha.failover import ControllerSettings, controller_inventory, run_controller, trigger_from_event, watch
 from regionha.payload import clients, stack_region
 from regionha.topology import TopologyError, parse_topology
 
@@ -35,13 +34,20 @@ idempotency = IdempotencyConfig(
 )
 
 
+def _peer_tables() -> tuple[tuple[str, str], ...]:
+    """The other region's controller stack's state table (template: PeerStateTable, PeerRegion)."""
+    table, region = os.environ.get("PEER_STATE_TABLE", ""), os.environ.get("PEER_REGION", "")
+    return ((table, region),) if table and region else ()
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @idempotent(config=idempotency, persistence_store=persistence)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = trigger_from_event(event)
     table, region, deployment = os.environ["STATE_TABLE"], stack_region(), os.environ["DEPLOYMENT"]
-    inventory = load_inventory(aws, table, region, deployment)
+    peers = _peer_tables()
+    inventory = controller_inventory(aws, table, region, deployment, peers)
     if inventory is None:
         # Before the first build there is nothing to watch; the schedule keeps asking.
         logger.warning("no inventory yet", extra={"deployment": deployment})
@@ -52,7 +58,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.exception("inventory topology is invalid")
         raise ConfigurationError(str(e)) from e
     settings = ControllerSettings(
-        service_check=os.environ.get("NODE_SERVICE_CHECK", "true").lower() == "true"
+        service_check=os.environ.get("NODE_SERVICE_CHECK", "true").lower() == "true", peer_tables=peers
     )
     loop = float(os.environ.get("HEALTH_CHECK_LOOP_SECONDS", "0"))
     if trigger.kind == "health_check" and loop > 0:

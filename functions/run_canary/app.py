@@ -14,6 +14,7 @@ from aws_lambda_powertools import Logger, Tracer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from regionha.errors import TransientError
+from regionha.failover.health import CHECK_NODES, answer_check_nodes
 from regionha.payload import clients, require_env, stack_region
 from regionha.topology import parse_topology
 from regionha.watch import canary, metrics, rounds
@@ -34,6 +35,9 @@ def _scheduled_time(event: Any) -> datetime | None:
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if isinstance(event, dict) and event.get("request") == CHECK_NODES:
+        # The failover controller's node checks (its own request): only the ports, no path, no metric.
+        return answer_check_nodes(event)
     scheduled = _scheduled_time(event)
     deployment = require_env("DEPLOYMENT")
     if isinstance(event, dict) and isinstance(event.get("topology"), dict) and "truth" in event:

@@ -176,7 +176,8 @@ def test_show_prints_the_normalised_topology_as_json(capsys: pytest.CaptureFixtu
     # Defaults the file leaves out are filled in: the output is the whole model.
     defaults = {
         "mode": "builtin", "failback": "manual", "hold_down_seconds": 60, "rto_budget_seconds": 300,
-        "failure_threshold": 3, "check_interval_seconds": 5.0, "client_link_cut": "stay",
+        "failure_threshold": 3, "check_interval_seconds": 2.0, "check_timeout_seconds": 1.0,
+        "client_link_cut": "stay",
     }
     assert defaults.items() <= shown["failover"].items()
     assert shown["forwarder_paths"][0]["ips"][0] == {"subnet": "A3", "ip": "10.0.111.100"}

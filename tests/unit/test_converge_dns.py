@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import boto3
 import pytest
 
+from regionha import record
 from regionha.aws import Clients, tag_spec, tags
-from regionha.converge import dns as converge_dns
 from regionha.converge.dns import (
     converge_private_zone,
     converge_resolver_endpoint,
@@ -305,7 +305,7 @@ def test_another_deployments_zone_of_the_same_name_is_left_alone(topology, netwo
 def pending_changes(monkeypatch, call_counter):
     """Route 53 reporting every change PENDING (moto is INSYNC at once), and sleeps that return at once."""
     sleeps: list[float] = []
-    monkeypatch.setattr(converge_dns.time, "sleep", sleeps.append)
+    monkeypatch.setattr(record.time, "sleep", sleeps.append)
     state = {"pending_polls": 10**9}
 
     def pending(parsed, **kwargs):

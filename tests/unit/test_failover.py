@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
 from inprocess import NodeService
-from regionha import failover, netguard
+from regionha import failover, netguard, record
 from regionha.aws import Clients, tag_spec, tags
 from regionha.converge.dns import converge_private_zone, read_record, upsert_record
 from regionha.errors import ConfigurationError, TransientError
@@ -30,17 +30,14 @@ from regionha.failover import (
     ControllerSettings,
     Decision,
     Fence,
-    NodeHealth,
     RetryPolicy,
     Trigger,
     activate,
     claim_fence,
     deactivate,
-    decide,
     monitor,
     read_fence,
     run_controller,
-    trigger_from_event,
 )
 from regionha.topology import Failover
 
@@ -56,111 +53,6 @@ def with_failover(topology, **kwargs):
     return topology.model_copy(update={"failover": Failover(**kwargs)})
 
 
-# --- the decision table ---------------------------------------------------------------------------
-
-
-def up(node: str) -> NodeHealth:
-    return NodeHealth(node, IDS[node], "running", True)
-
-
-def down(node: str, state: str = "stopped") -> NodeHealth:
-    return NodeHealth(node, IDS[node], state, None)
-
-
-def sick(node: str) -> NodeHealth:
-    """Instance running, service port not answering."""
-    return NodeHealth(node, IDS[node], "running", False, "ConnectionRefusedError")
-
-
-def ec2_event(node: str, state: str, at: float, event_id: str = "ev-1") -> Trigger:
-    return Trigger("instance_state", event_id, at, "ap-northeast-1", IDS[node], state)
-
-
-def check(at: float, event_id: str = "hc-1") -> Trigger:
-    return Trigger("health_check", event_id, at, STACK_REGION)
-
-
-NODES = {v: k for k, v in IDS.items()}
-FRESH = Fence()
-# Server-B took over at T0 because of event "ev-0".
-AFTER_FAILOVER = Fence(1, "Server-B", T0, "ev-0", "failover")
-
-A, B = "Server-A", "Server-B"
-# fmt: off
-CASES = [
-    # (id, failover settings, record, health A, health B, fence, trigger, expected action, target)
-    ("all healthy", {}, A_IP, up(A), up(B), FRESH, check(T0), "nothing", None),
-    ("active stopped", {}, A_IP, down(A), up(B), FRESH, ec2_event(A, "stopped", T0), "failover", B),
-    ("active stopping", {}, A_IP, down(A, "stopping"), up(B), FRESH, ec2_event(A, "stopping", T0),
-     "failover", B),
-    ("active terminated", {}, A_IP, down(A, "terminated"), up(B), FRESH, ec2_event(A, "terminated", T0),
-     "failover", B),
-    ("active service down", {}, A_IP, sick(A), up(B), FRESH, check(T0), "failover", B),
-    ("standby unhealthy", {}, A_IP, down(A), sick(B), FRESH, check(T0), "refuse", None),
-    ("both nodes down", {}, A_IP, down(A), down(B), FRESH, check(T0), "refuse", None),
-    ("standby down only", {}, A_IP, up(A), down(B), FRESH, ec2_event(B, "stopped", T0), "nothing", None),
-    ("no record", {}, None, up(A), up(B), FRESH, check(T0), "failover", A),
-    ("record names a stranger", {}, "10.9.9.9", down(A), up(B), FRESH, check(T0), "failover", B),
-    ("foreign instance", {}, A_IP, down(A), up(B), FRESH,
-     Trigger("instance_state", "ev-9", T0, "ap-northeast-1", "i-nat", "stopped"), "ignore", None),
-    ("duplicate of the last cause", {}, B_IP, up(A), down(B), AFTER_FAILOVER,
-     ec2_event(B, "stopped", T0 + 300, event_id="ev-0"), "ignore", None),
-    ("stale event", {}, B_IP, down(A), down(B), AFTER_FAILOVER, ec2_event(A, "stopped", T0 - 1),
-     "ignore", None),
-    ("hold-down", {"hold_down_seconds": 60}, B_IP, up(A), down(B), AFTER_FAILOVER,
-     ec2_event(B, "stopped", T0 + 30), "hold_down", A),
-    ("hold-down passed", {"hold_down_seconds": 60}, B_IP, up(A), down(B), AFTER_FAILOVER, check(T0 + 60),
-     "failover", A),
-    ("manual failback", {"failback": "manual"}, B_IP, up(A), up(B), AFTER_FAILOVER, check(T0 + 3600),
-     "nothing", None),
-    ("automatic failback", {"failback": "automatic"}, B_IP, up(A), up(B), AFTER_FAILOVER, check(T0 + 3600),
-     "failover", A),
-    ("automatic failback held down", {"failback": "automatic"}, B_IP, up(A), up(B), AFTER_FAILOVER,
-     check(T0 + 10), "hold_down", A),
-    ("late running after a newer failover", {"failback": "automatic"}, B_IP, up(A), up(B), AFTER_FAILOVER,
-     ec2_event(A, "running", T0 - 20, event_id="ev-late"), "ignore", None),
-    ("external, active down", {"mode": "external"}, A_IP, down(A), up(B), FRESH, check(T0), "observe", None),
-    ("external, active healthy", {"mode": "external"}, A_IP, up(A), up(B), FRESH, check(T0), "observe", None),
-]
-# fmt: on
-
-
-@pytest.mark.parametrize(
-    ("settings", "record", "a", "b", "fence", "trigger", "action", "target"),
-    [c[1:] for c in CASES],
-    ids=[c[0] for c in CASES],
-)
-def test_decide(topology, settings, record, a, b, fence, trigger, action, target):
-    decision = decide(
-        with_failover(topology, **settings),
-        record_ip=record,
-        health={"Server-A": a, "Server-B": b},
-        fence=fence,
-        trigger=trigger,
-        instance_nodes=NODES,
-    )
-    assert (decision.action, decision.target) == (action, target), decision.reason
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "needed"),
-    [
-        (down("Server-A"), up("Server-B"), True),
-        (down("Server-A"), down("Server-B"), True),
-        (up("Server-A"), down("Server-B"), False),
-    ],
-)
-def test_external_mode_flags_only_an_unhealthy_record(topology, a, b, needed):
-    decision = decide(
-        with_failover(topology, mode="external"),
-        record_ip=A_IP,
-        health={"Server-A": a, "Server-B": b},
-        fence=FRESH,
-        trigger=check(T0),
-        instance_nodes=NODES,
-    )
-    assert decision.action == "observe" and decision.needed is needed
-
 
 def test_a_node_answering_as_another_is_not_healthy(topology, node_services, moto_world):
     # Server-A's address answers, but as Server-B: the name would lead clients to the wrong node.
@@ -172,34 +64,6 @@ def test_a_node_answering_as_another_is_not_healthy(topology, node_services, mot
         )
     assert not health["Server-A"].healthy and "answers as 'Server-B'" in health["Server-A"].detail
     assert health["Server-B"].healthy
-
-
-@pytest.mark.parametrize("name", ["failover-ec2-stopped.json", "failover-health-check.json"])
-def test_sample_events_parse(name):
-    trigger = trigger_from_event(json.loads((ROOT / "events" / name).read_text()))
-    assert trigger.time == T0 + (60 if "health" in name else 0)
-    assert trigger.kind == ("health_check" if "health" in name else "instance_state")
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        {"detail-type": "Object Created", "time": "2024-05-01T09:30:00Z", "id": "x"},
-        {"detail-type": failover.EC2_STATE_CHANGE, "time": "2024-05-01T09:30:00Z", "id": "x", "detail": {}},
-        {"detail-type": failover.SCHEDULED_EVENT, "time": "yesterday", "id": "x"},
-        {"no": "envelope"},
-    ],
-)
-def test_unusable_events_are_configuration_errors(event):
-    with pytest.raises(ConfigurationError):
-        trigger_from_event(event)
-
-
-def test_backoff_grows_within_bounds():
-    policy = RetryPolicy(attempts=6, base_seconds=0.5, cap_seconds=4)
-    for attempt, ceiling in enumerate([0.5, 1, 2, 4, 4, 4]):
-        for _ in range(20):
-            assert ceiling / 2 <= policy.delay(attempt) <= ceiling
 
 
 # --- the AWS world (moto) ---------------------------------------------------------------------------
@@ -612,14 +476,14 @@ def test_route53_race_only_one_decider_moves_the_record(moto_world, node_service
     # Route 53 applies change batches one at a time; moto in threads does not promise it, so the two
     # writes are serialised here, after both deciders have made their decision.
     one_write_at_a_time = threading.Lock()
-    original = failover.swap_record
+    original = record.swap_record
 
     def racing_swap(*args, **kwargs):
         both_decided.wait()
         with one_write_at_a_time:
             return original(*args, **kwargs)
 
-    monkeypatch.setattr(failover, "swap_record", racing_swap)
+    monkeypatch.setattr(record, "swap_record", racing_swap)
     writes = len(route53_writes(call_counter))
     results: dict[str, object] = {}
 
@@ -680,14 +544,14 @@ def test_port_checks_through_an_unreachable_probe_function_count_as_unhealthy(to
     healthy, so the controller refuses instead of failing over blind."""
     from regionha.failover import node_health
 
-    monkeypatch.setenv("PROBE_FUNCTION", "no-such-function")
+    monkeypatch.setenv("CHECK_NODES_FUNCTION", "no-such-function")
     monkeypatch.setenv("AWS_REGION", "ap-southeast-1")
     instances = {n.name: [{"id": f"i-{n.name}", "state": "running"}] for n in topology.nodes}
 
     health = node_health(topology, instances, timeout=0.5, sleep=lambda s: None)
 
     assert {h.service for h in health.values()} == {False}
-    assert all("probe function" in (h.detail or "") for h in health.values())
+    assert all("check_nodes function" in (h.detail or "") for h in health.values())
 
 
 # --- failed writes consume nothing; Route 53 arbitrates ------------------------------------------------
@@ -729,7 +593,7 @@ def test_a_route53_outage_is_stuck_not_consumed(moto_world, node_services, metri
 
 
 def test_swap_refuses_a_record_someone_else_changed(moto_world, call_counter):
-    from regionha.converge.dns import RecordChanged, swap_record
+    from regionha.record import RecordChanged, swap_record
 
     topo, clients = moto_world.topology, moto_world.clients
     # The record moved to Server-B after we read Server-A: our swap must not overwrite it.
@@ -759,7 +623,7 @@ def test_the_twin_validates_change_batches_as_route53_does(moto_world, changes, 
     """AWS validates a batch whole and applies all or nothing; moto alone accepts a DELETE of any value
     ever written and a CREATE of an existing name (regionha.local.aws.route53 closes both)."""
     import inprocess  # noqa: F401  (installs the twin's Route 53 validation)
-    from regionha.converge.dns import _zone_id_or_raise
+    from regionha.record import zone_id_or_raise
 
     r53 = moto_world.clients.route53()
     upsert_record(moto_world.topology, moto_world.clients, B_IP, poll_seconds=0.01)  # B once written
@@ -773,7 +637,7 @@ def test_the_twin_validates_change_batches_as_route53_does(moto_world, changes, 
         }
         for action, ip, ttl in changes
     ]
-    zone = _zone_id_or_raise(r53, moto_world.topology)
+    zone = zone_id_or_raise(r53, moto_world.topology)
     if message is None:
         r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": batch})
         assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
@@ -791,7 +655,7 @@ def test_the_record_swaps_back_and_forth_and_refuses_a_stale_value(moto_world, t
     journal refuses although the batch's DELETE frees the name (AWS does not); the product copes with
     plain moto too, and a stale expectation is still refused."""
     from inprocess import twin_route53
-    from regionha.converge.dns import RecordChanged, swap_record
+    from regionha.record import RecordChanged, swap_record
 
     if not twin:
         twin_route53.uninstall()
@@ -828,8 +692,33 @@ def test_a_controller_in_another_region_fails_over_without_the_stack_region(
     broken.meta.events.unregister("before-call.dynamodb.GetItem", unreachable)
     broken.meta.events.unregister("before-call.dynamodb.PutItem", unreachable)
     # The Tokyo controller (back, or late) decided on the old value: its swap writes nothing.
-    from regionha.converge.dns import swap_record
+    from regionha.record import swap_record
 
     assert swap_record(moto_world.topology, moto_world.clients, A_IP, B_IP).change is None
     # and its next run sees the record on a healthy node
     assert run(moto_world, Trigger("health_check", "hc-tokyo", T0 + 5, STACK_REGION)).decision.action == "nothing"
+
+
+@pytest.mark.parametrize("serves", [False, True], ids=["region lost", "only its API lost"])
+def test_a_region_whose_ec2_api_is_down_is_judged_by_its_ports(moto_world, node_services, serves):
+    """The controller of the other region runs on while the active node's region is down: EC2 there does
+    not answer (bounded, seconds), so the node's state is unknown and its port checks decide."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from regionha.failover.health import BOUNDED
+
+    tokyo = moto_world.clients.client("ec2", "ap-northeast-1", config=BOUNDED)
+
+    def unreachable(**kwargs):
+        raise EndpointConnectionError(endpoint_url="https://ec2.ap-northeast-1.amazonaws.com")
+
+    tokyo.meta.events.register("before-call.ec2.DescribeInstances", unreachable)
+    try:
+        if not serves:
+            node_services["Server-A"].stop()
+        result = run(moto_world, Trigger("health_check", "hc-osaka", T0, "ap-northeast-3"))
+    finally:
+        tokyo.meta.events.unregister("before-call.ec2.DescribeInstances", unreachable)
+    assert result.health["Server-A"].instance_state == "unknown"
+    assert result.moved is not serves
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == (A_IP if serves else B_IP)

@@ -202,3 +202,46 @@ def test_a_throttled_failover_is_not_kept_by_idempotency(handler, moto_world, no
     # and Lambda's retry of the same event id is not answered from the idempotency store: it moves
     again = handler(event, LambdaContext())
     assert again["moved"] and read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+
+
+# --- the controller's node checks: a request of their own ----------------------------------------------
+
+
+def test_the_check_nodes_request_checks_only_the_nodes(topology, node_services, monkeypatch, caplog, capsys):
+    """The function in the client network answers the controller's check_nodes request with the nodes'
+    port checks alone: no forwarder path probed, no record read, no 'record does not exist' warning."""
+    from regionha.failover import CheckNodesRequest
+    from regionha.watch import canary
+
+    def no_paths(*args, **kwargs):
+        raise AssertionError("a check_nodes request probed the forwarder paths")
+
+    monkeypatch.setattr(canary, "run_canary", no_paths)
+    monkeypatch.setattr(canary, "read_truth", no_paths)
+    node_services["Server-B"].stop()
+    path = ROOT / "functions" / "run_canary" / "app.py"
+    spec = importlib.util.spec_from_file_location(f"run_canary_app_{uuid.uuid4().hex}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    request = CheckNodesRequest(topology=topology.to_json(), nodes=["Server-A", "Server-B"], timeout_seconds=1.0)
+
+    answer = module.lambda_handler(json.loads(request.model_dump_json()), LambdaContext("RunCanaryFunction"))
+
+    assert set(answer) == {"nodes"}
+    assert answer["nodes"]["Server-A"]["reachable"] and answer["nodes"]["Server-A"]["name"] == "Server-A"
+    assert not answer["nodes"]["Server-B"]["reachable"]
+    assert "does not exist" not in caplog.text + capsys.readouterr().out
+
+
+def test_failover_stuck_is_a_member_of_the_composite_critical_alarm(topology):
+    """A needed failover not written (FailoverStuck) pages like every other critical alarm: the stack's
+    failover-stuck alarm is named in the composite's rule, next to the topology's critical alarms."""
+    from regionha.converge.watch import WatchSettings, composite_params
+    from regionha.watch.alarms import critical_rule
+
+    env = template()["Resources"]["ConvergeWatchFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["CRITICAL_STACK_ALARMS"] == {"Ref": "FailoverStuckAlarm"}
+    settings = WatchSettings.from_environ("ap-southeast-1", {"CRITICAL_STACK_ALARMS": "regionha-failover-stuck"})
+    rule = composite_params(topology, settings)["AlarmRule"]
+    assert rule == critical_rule(topology) + ' OR ALARM("regionha-failover-stuck")'
+    assert composite_params(topology, WatchSettings("ap-southeast-1"))["AlarmRule"] == critical_rule(topology)

@@ -115,11 +115,11 @@ def test_failure_kind(moto_world, ports, cw, instance, client, peer, policy, act
     sleeps: list[float] = []
     # WHEN the scheduled health check runs
     result = run(w, check(T0, "hc-1"), topo, sleeps)
-    # THEN the expected outcome, confirmed by failure_threshold checks 5 s apart when the instance runs
+    # THEN the expected outcome, confirmed by failure_threshold checks an interval apart when the instance runs
     assert result.decision.action == action, result.decision.reason
     assert record(w) == after
     if instance is None:
-        assert sleeps == [5.0, 5.0]
+        assert sleeps == [topo.failover.check_interval_seconds] * 2
         assert [c for c in ports.calls if c == ("Server-A", "client")] == [("Server-A", "client")] * 3
         assert result.health["Server-A"].missed == 3
     moved = {"FailoverStarted": 1, "FailoverCompleted": 1} if action == "failover" else {}
@@ -134,7 +134,7 @@ def test_one_missed_check_is_rechecked_not_failed_over(moto_world, ports, cw):
     sleeps: list[float] = []
     result = run(moto_world, check(T0, "hc-1"), sleeps=sleeps)
     assert result.decision.action == "nothing" and record(moto_world) == "Server-A"
-    assert sleeps == [5.0] and result.health["Server-A"].healthy
+    assert sleeps == [moto_world.topology.failover.check_interval_seconds] and result.health["Server-A"].healthy
     # Two misses in a row are still under the threshold of 3.
     ports.client_script["Server-A"] = [TIMEOUT, REFUSED]
     assert run(moto_world, check(T0 + 60, "hc-2")).decision.action == "nothing"
@@ -269,7 +269,7 @@ def test_watch_checks_every_interval_and_catches_a_failure_mid_minute(moto_world
     failover.check_node = dies_later  # restored by the ports fixture's monkeypatch
     s = ControllerSettings(poll_seconds=0.01, wait_seconds=1, sleep=clock.sleep, now=clock.now)
     results = failover.watch(
-        moto_world.topology,
+        with_failover(moto_world.topology, check_interval_seconds=5),
         moto_world.clients,
         check(T0, "hc-1"),
         table=moto_world.table,

@@ -56,17 +56,20 @@ class Clients:
             session = boto3.DEFAULT_SESSION
         self._session = session
         self._endpoint_url = endpoint_url
-        self._cache: dict[tuple[str, str], Any] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()  # creating clients from one session is not thread-safe
 
-    def client(self, service: str, region: str) -> Any:
-        key = (service, region)
+    def client(self, service: str, region: str, *, config: Config | None = None) -> Any:
+        """``config``: a botocore Config merged over the standard one (e.g. short timeouts for a call
+        into a region that may be down); clients are cached per (service, region, config)."""
+        key = (service, region, id(config) if config is not None else None)
         with self._lock:
-            return self._client_locked(service, region, key)
+            return self._client_locked(service, region, key, config)
 
-    def _client_locked(self, service: str, region: str, key: tuple[str, str]) -> Any:
+    def _client_locked(self, service: str, region: str, key: tuple[Any, ...], config: Config | None = None) -> Any:
         if key not in self._cache:
-            kwargs: dict[str, Any] = {"region_name": region, "config": _BOTO_CONFIG}
+            merged = _BOTO_CONFIG.merge(config) if config is not None else _BOTO_CONFIG
+            kwargs: dict[str, Any] = {"region_name": region, "config": merged}
             if self._endpoint_url:
                 kwargs["endpoint_url"] = self._endpoint_url
             self._cache[key] = self._session.client(service, **kwargs)

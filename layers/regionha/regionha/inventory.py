@@ -11,9 +11,8 @@ import time
 from typing import Any
 
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
-from regionha.converge.dns import read_record
+from regionha.record import read_record, zone_summary
 from regionha.topology import Topology
-from regionha.topology.names import same_name
 
 INVENTORY_SK = "inventory"
 
@@ -94,7 +93,7 @@ def collect_inventory(topology: Topology, clients: Clients) -> dict[str, Any]:
                     "requester_region": pcx["RequesterVpcInfo"].get("Region"),
                     "accepter_region": pcx["AccepterVpcInfo"].get("Region"),
                 }
-    inv["zone"] = _zone(topology, clients)
+    inv["zone"] = zone_summary(topology, clients)
     for path in topology.forwarder_paths:
         if path.kind != "resolver_endpoint":
             continue
@@ -112,20 +111,6 @@ def collect_inventory(topology: Topology, clients: Clients) -> dict[str, Any]:
     if inv["zone"]:
         inv["record"] = read_record(topology, clients)
     return inv
-
-
-def _zone(topology: Topology, clients: Clients) -> dict[str, Any] | None:
-    r53 = clients.route53()
-    for z in r53.list_hosted_zones_by_name(DNSName=topology.dns.zone_fqdn)["HostedZones"]:
-        if not same_name(z["Name"], topology.dns.zone_fqdn) or not z["Config"].get("PrivateZone"):
-            continue
-        zone_id = z["Id"].split("/")[-1]
-        zone_tags = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=zone_id)
-        if tag_value(zone_tags["ResourceTagSet"], "regionha:deployment") != topology.deployment:
-            continue
-        vpcs = r53.get_hosted_zone(Id=zone_id).get("VPCs", [])
-        return {"id": zone_id, "name": z["Name"], "vpcs": sorted(v["VPCId"] for v in vpcs)}
-    return None
 
 
 def save_inventory(clients: Clients, table: str, region: str, inventory: dict[str, Any]) -> bool:

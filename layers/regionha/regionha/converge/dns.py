@@ -1,4 +1,5 @@
-"""Route 53 converge operations: the private hosted zone, the Resolver inbound endpoints, the record.
+"""Route 53 converge operations: the private hosted zone and the Resolver inbound endpoints (the record
+itself: ``regionha.record``, re-exported here).
 
 Each operation describes first, creates what is missing, fixes what drifted, and reports one
 ``Outcome`` per resource it looked at; a re-run with nothing to change writes nothing. Resources are
@@ -10,11 +11,7 @@ Route 53 is global (``clients.route53()``); Resolver is regional (``clients.rout
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from botocore.exceptions import ClientError
@@ -22,7 +19,19 @@ from botocore.exceptions import ClientError
 from regionha.aws import TAG_DEPLOYMENT, TAG_NAME, deployment_filter, tags
 from regionha.converge import Outcome, idempotency_token
 from regionha.errors import ConfigurationError, NotReadyError, TransientError
-from regionha.topology.names import canonical_name, same_name
+from regionha.record import (  # noqa: F401  (the record's run-time parts live in regionha.record; re-exported)
+    RecordChanged,
+    Swap,
+    read_record,
+    swap_record,
+    upsert_record,
+    wait_insync,
+)
+from regionha.record import find_zone as _find_zone
+from regionha.record import our_zones as _our_zones
+from regionha.record import zone_comment as _zone_comment
+from regionha.record import zone_id as _zone_id
+from regionha.topology.names import canonical_name
 
 if TYPE_CHECKING:
     from regionha.aws import Clients
@@ -79,67 +88,6 @@ def _in_vpc(ec2: Any, operation: str, key: str, vpc_id: str, deployment: str, na
 
 
 # --- hosted zone -------------------------------------------------------------------------------------
-
-
-def _zone_comment(deployment: str) -> str:
-    return f"managed by regionha, deployment {deployment}"
-
-
-def _zone_id(zone: dict[str, Any]) -> str:
-    return zone["Id"].rsplit("/", 1)[-1]
-
-
-def _private_zones_named(r53: Any, fqdn: str) -> list[dict[str, Any]]:
-    """Private zones with exactly this name (several may exist, each for other VPCs)."""
-    zones: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"DNSName": fqdn}
-    for _ in range(_MAX_PAGES):
-        page = r53.list_hosted_zones_by_name(**kwargs)
-        for zone in page["HostedZones"]:
-            # Sorted by name from DNSName on: the first other name ends the run of ours.
-            if not same_name(zone["Name"], fqdn):
-                return zones
-            if zone.get("Config", {}).get("PrivateZone"):
-                zones.append(zone)
-        if not page.get("IsTruncated"):
-            break
-        kwargs = {"DNSName": page["NextDNSName"], "HostedZoneId": page["NextHostedZoneId"]}
-    return zones
-
-
-def _zone_tags(r53: Any, zone_ids: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for i in range(0, len(zone_ids), 10):  # ListTagsForResources takes at most 10 ids
-        sets = r53.list_tags_for_resources(ResourceType="hostedzone", ResourceIds=zone_ids[i : i + 10])
-        for s in sets["ResourceTagSets"]:
-            out[s["ResourceId"]] = _tag_dict(s.get("Tags"))
-    return out
-
-
-def _our_zones(r53: Any, topology: Topology) -> list[tuple[dict[str, Any], dict[str, str]]]:
-    """The deployment's zones: by tag, or by the creation comment when the tagging step was cut short."""
-    candidates = _private_zones_named(r53, topology.dns.zone_fqdn)
-    if not candidates:
-        return []
-    zone_tags = _zone_tags(r53, [_zone_id(z) for z in candidates])
-    ours = []
-    for zone in candidates:
-        t = zone_tags.get(_zone_id(zone), {})
-        comment = zone.get("Config", {}).get("Comment")
-        if t.get(TAG_DEPLOYMENT) == topology.deployment or comment == _zone_comment(topology.deployment):
-            ours.append((zone, t))
-    return ours
-
-
-def _find_zone(r53: Any, topology: Topology) -> tuple[dict[str, Any], dict[str, str]] | None:
-    ours = _our_zones(r53, topology)
-    if len(ours) > 1:
-        ids = ", ".join(_zone_id(z) for z, _ in ours)
-        raise ConfigurationError(
-            f"deployment {topology.deployment} owns several private zones {topology.dns.zone_fqdn} ({ids}); "
-            "delete the extra ones"
-        )
-    return ours[0] if ours else None
 
 
 def converge_private_zone(topology: Topology, clients: Clients, run_id: str) -> list[Outcome]:
@@ -393,195 +341,6 @@ def resolver_endpoint_status(topology: Topology, path_name: str, clients: Client
     path = _endpoint_path(topology, path_name)
     found = _find_endpoint(clients.route53resolver(topology.region_of(path.vpc)), topology, path.name)
     return found[0]["Status"] if found else "missing"
-
-
-# --- the record ---------------------------------------------------------------------------------------
-
-
-def _zone_id_or_raise(r53: Any, topology: Topology) -> str:
-    found = _find_zone(r53, topology)
-    if found is None:
-        raise ConfigurationError(
-            f"private zone {topology.dns.zone} of deployment {topology.deployment} not found; converge it first"
-        )
-    return _zone_id(found[0])
-
-
-def _record_set(r53: Any, zone_id: str, name: str) -> dict[str, Any] | None:
-    page = r53.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name, StartRecordType="A", MaxItems="1")
-    for rrs in page["ResourceRecordSets"]:
-        # The listing starts at the name, and returns the next record when there is none. Route 53
-        # returns the name lower case and escaped (a wildcard as \052): compare canonical forms.
-        if same_name(rrs["Name"], name) and rrs["Type"] == "A":
-            return rrs
-    return None
-
-
-def upsert_record(
-    topology: Topology, clients: Clients, ip: str, *, wait_seconds: float = 60, poll_seconds: float = 2
-) -> list[Outcome]:
-    """Point the record (``topology.dns.record``) at ``ip`` with the topology's TTL, and wait, bounded,
-    until Route 53 reports the change INSYNC. Writes nothing when the record already says so.
-
-    Raises ConfigurationError for a bad IP or a missing zone, TransientError when the change is not
-    INSYNC within ``wait_seconds`` (the record is written; a retry finds it unchanged).
-
-    IAM: route53:ListHostedZonesByName, route53:ListTagsForResources, route53:ListResourceRecordSets,
-    route53:ChangeResourceRecordSets, route53:GetChange.
-    """
-    try:
-        address = str(ipaddress.IPv4Address(ip))
-    except ValueError as e:
-        raise ConfigurationError(f"record {topology.dns.record.name}: {ip!r} is not an IPv4 address") from e
-    if wait_seconds < 0 or poll_seconds <= 0:
-        raise ConfigurationError("wait_seconds must be >= 0 and poll_seconds > 0")
-    r53 = clients.route53()
-    name, ttl = topology.dns.record.name, topology.dns.record.ttl
-    zone_id = _zone_id_or_raise(r53, topology)
-
-    current = _record_set(r53, zone_id, name)
-    if (
-        current is not None
-        and "AliasTarget" not in current
-        and current.get("TTL") == ttl
-        and [r["Value"] for r in current.get("ResourceRecords", [])] == [address]
-    ):
-        return [Outcome("record", name, "unchanged", zone_id)]
-
-    try:
-        change = r53.change_resource_record_sets(
-            HostedZoneId=zone_id,
-            ChangeBatch={
-                "Comment": f"regionha {topology.deployment}: {name} -> {address}",
-                "Changes": [
-                    {
-                        "Action": "UPSERT",
-                        "ResourceRecordSet": {
-                            "Name": name,
-                            "Type": "A",
-                            "TTL": ttl,
-                            "ResourceRecords": [{"Value": address}],
-                        },
-                    }
-                ],
-            },
-        )["ChangeInfo"]
-    except ClientError as e:
-        if _error_code(e) == "InvalidChangeBatch":
-            raise ConfigurationError(f"record {name}: Route 53 refused the change: {e}") from e
-        raise
-    action = "created" if current is None else "updated"
-    wait_insync(r53, change, name, wait_seconds=wait_seconds, poll_seconds=poll_seconds)
-    return [Outcome("record", name, action, zone_id)]
-
-
-def wait_insync(
-    r53: Any,
-    change: dict[str, Any],
-    name: str,
-    *,
-    wait_seconds: float,
-    poll_seconds: float,
-    sleep: Callable[[float], None] | None = None,
-) -> None:
-    """Wait, bounded, until ``change`` (a ChangeInfo) is INSYNC. Raises TransientError after
-    ``wait_seconds`` (the change is made; only its propagation is unconfirmed). IAM: route53:GetChange."""
-    # A counted loop: bounded even if the clock jumps.
-    status = change["Status"]
-    polls = math.ceil(wait_seconds / poll_seconds)
-    for _ in range(polls):
-        if status == "INSYNC":
-            break
-        (sleep or time.sleep)(poll_seconds)  # looked up now: tests replace time.sleep
-        status = r53.get_change(Id=change["Id"])["ChangeInfo"]["Status"]
-    if status != "INSYNC":
-        raise TransientError(f"record {name}: change {change['Id']} is {status} after {wait_seconds} s")
-
-
-class RecordChanged(TransientError):
-    """The record no longer holds the value a compare-and-swap expected: someone else moved it first."""
-
-
-@dataclass(frozen=True)
-class Swap:
-    """An accepted compare-and-swap: ``change`` is Route 53's ChangeInfo (None when nothing was written)."""
-
-    outcome: Outcome
-    change: dict[str, Any] | None
-
-
-def swap_record(topology: Topology, clients: Clients, expected_ip: str | None, ip: str, *, comment: str = "") -> Swap:
-    """Move the record from ``expected_ip`` (None: no record) to ``ip`` with the topology's TTL, only if it
-    still holds ``expected_ip``: one change batch that DELETEs the record set exactly as it is and
-    CREATEs the new one. Route 53 validates a batch as a whole and applies all or nothing; a DELETE
-    whose TTL or values differ from the current ones, or a CREATE of an existing name, makes it refuse
-    the batch with InvalidChangeBatch ("ChangeResourceRecordSets", Change Batches and Transactional
-    Changes). So of several writers that read the same value, exactly one wins.
-
-    Does not wait for INSYNC (``wait_insync``). Writes nothing when the record already names ``ip``.
-    Raises RecordChanged when the record holds something else than ``expected_ip`` (before or at the
-    write), ConfigurationError for a bad IP or a missing zone; throttling is the caller's to retry.
-
-    IAM: route53:ListHostedZonesByName, route53:ListTagsForResources, route53:ListResourceRecordSets,
-    route53:ChangeResourceRecordSets (actions CREATE and DELETE, type A).
-    """
-    try:
-        address = str(ipaddress.IPv4Address(ip))
-    except ValueError as e:
-        raise ConfigurationError(f"record {topology.dns.record.name}: {ip!r} is not an IPv4 address") from e
-    r53 = clients.route53()
-    name, ttl = topology.dns.record.name, topology.dns.record.ttl
-    zone_id = _zone_id_or_raise(r53, topology)
-    current = _record_set(r53, zone_id, name)
-    values = [r["Value"] for r in (current or {}).get("ResourceRecords", [])]
-    if values == [address] and current is not None and current.get("TTL") == ttl:
-        return Swap(Outcome("record", name, "unchanged", zone_id), None)
-    holds = values[0] if len(values) == 1 else None
-    if (current is None) != (expected_ip is None) or (current is not None and holds != expected_ip):
-        held = ", ".join(values) or "nothing"
-        raise RecordChanged(f"record {name} holds {held}, expected {expected_ip or 'nothing'}")
-    changes: list[dict[str, Any]] = []
-    if current is not None:
-        changes.append({"Action": "DELETE", "ResourceRecordSet": current})
-    changes.append(
-        {
-            "Action": "CREATE",
-            "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": ttl, "ResourceRecords": [{"Value": address}]},
-        }
-    )
-    batch = {"Comment": comment or f"regionha {topology.deployment}: {name} -> {address}", "Changes": changes}
-    try:
-        change = r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)["ChangeInfo"]
-    except ClientError as e:
-        if _error_code(e) != "InvalidChangeBatch":
-            raise
-        if current is None or "already exists" not in str(e) or _record_set(r53, zone_id, name) != current:
-            raise RecordChanged(f"record {name} changed since it was read: {e}") from e
-        # The record is exactly as read, yet the CREATE after its DELETE was refused: moto's journal
-        # (AWS frees the name within the batch). The DELETE still makes the batch a compare-and-swap.
-        changes[-1] = changes[-1] | {"Action": "UPSERT"}
-        try:
-            change = r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch=batch)["ChangeInfo"]
-        except ClientError as again:
-            if _error_code(again) == "InvalidChangeBatch":
-                raise RecordChanged(f"record {name} changed since it was read: {again}") from again
-            raise
-    return Swap(Outcome("record", name, "created" if current is None else "updated", zone_id), change)
-
-
-def read_record(topology: Topology, clients: Clients) -> dict[str, Any] | None:
-    """{"name", "ip", "ttl"} of the record, or None when the zone or the record does not exist. Read-only.
-
-    IAM: route53:ListHostedZonesByName, route53:ListTagsForResources, route53:ListResourceRecordSets.
-    """
-    r53 = clients.route53()
-    found = _find_zone(r53, topology)
-    if found is None:
-        return None
-    rrs = _record_set(r53, _zone_id(found[0]), topology.dns.record.name)
-    if rrs is None or not rrs.get("ResourceRecords"):
-        return None
-    return {"name": topology.dns.record.name, "ip": rrs["ResourceRecords"][0]["Value"], "ttl": rrs.get("TTL")}
 
 
 # --- teardown -----------------------------------------------------------------------------------------

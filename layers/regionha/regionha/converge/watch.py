@@ -72,6 +72,7 @@ class WatchSettings:
     controller_functions: tuple[str, ...] = ()
     stack_alarms: tuple[str, ...] = ()
     runbook_url: str = ""
+    critical_stack_alarms: tuple[str, ...] = ()  # members of the composite (failover_critical_alarms)
 
     @classmethod
     def from_environ(cls, region: str, environ: Mapping[str, str] = os.environ) -> WatchSettings:
@@ -85,6 +86,7 @@ class WatchSettings:
             controller_functions=names("CONTROLLER_FUNCTIONS"),
             stack_alarms=names("STACK_ALARMS"),
             runbook_url=environ.get("RUNBOOK_URL") or "",
+            critical_stack_alarms=failover_critical_alarms(environ),
         )
 
 
@@ -118,11 +120,26 @@ def composite_params(topology: Topology, settings: WatchSettings) -> dict[str, A
     return {
         "AlarmName": composite_name(topology.deployment),
         "AlarmDescription": _COMPOSITE_DESCRIPTION,
-        "AlarmRule": critical_rule(topology),
+        "AlarmRule": with_failover_members(critical_rule(topology), settings),
         "ActionsEnabled": True,
         "AlarmActions": actions,
         "OKActions": actions,
     }
+
+
+# --- failover's members of the composite (owner: failover) ---------------------------------------------
+
+
+def failover_critical_alarms(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """The stack's failover alarms that are critical (``CRITICAL_STACK_ALARMS``: FailoverStuck, a needed
+    failover not written): template alarms, so they exist before the composite names them."""
+    return tuple(n.strip() for n in (environ.get("CRITICAL_STACK_ALARMS") or "").split(",") if n.strip())
+
+
+def with_failover_members(rule: str, settings: WatchSettings) -> str:
+    """``rule`` OR'ed with ``settings.critical_stack_alarms``."""
+    members = [f'ALARM("{name}")' for name in settings.critical_stack_alarms]
+    return " OR ".join([rule, *members] if rule else members)
 
 
 def _metric(name: str, deployment: str, **dims: str) -> list[str]:

@@ -32,6 +32,7 @@ from regionha import netguard
 from regionha.aws import Clients
 from regionha.environment import Environment
 from regionha.errors import ConfigurationError
+from regionha.failover.settings import peer_controller_region
 from regionha.local.host.fleet import DNS_PORT, BindFleet
 from regionha.topology import Topology
 from regionha.watch.canary import canary_targets, client_source
@@ -120,6 +121,9 @@ class LocalRuntime:
         self.region = topology.region_of(topology.client.vpc)
         self.aws: Any = None
         self.stack: Any = None
+        # The second failover controller: a controller-only stack in another cluster region.
+        self.controller_stack: Any = None
+        self.controller_region = peer_controller_region(topology, self.region)
         self.clients: Clients | None = None
         self.network: Any = None
         self.netns: Any = None
@@ -201,6 +205,19 @@ class LocalRuntime:
                 parameters={"Deployment": self.topology.deployment},
                 sandbox=self.sandbox,
             )
+            if self.controller_region:
+                self.controller_stack = self.aws.deploy(
+                    self.template,
+                    stack_name=f"{STACK_NAME}-controller",
+                    region=self.controller_region,
+                    parameters={
+                        "Deployment": self.topology.deployment,
+                        "StackRole": "controller",
+                        "PeerStateTable": self.stack.physical_id("StateTable"),
+                        "PeerRegion": self.region,
+                    },
+                )
+                self.progress(f"a second failover controller in {self.controller_region} (controller-only stack)")
             self.clients = self.aws.clients()
             self.progress(
                 f"provisioned from {self.template.name}: {len(self.stack.functions)} functions, "
@@ -242,7 +259,9 @@ class LocalRuntime:
 
             self.bus = EventBus(self.clients, self.clock)
             regions = sorted({v.region for v in self.topology.vpcs})
-            self.schedules = ScheduleRunner(self.clients, [self.region], self.clock)
+            self.schedules = ScheduleRunner(
+                self.clients, [self.region, *([self.controller_region] if self.controller_region else [])], self.clock
+            )
             self.emitter = Ec2StateChangeEmitter(self.clients, regions, self.bus, self.clock)
             self.alarms = AlarmEvaluator(self.clients, [self.region], self.clock, event_bus=self.bus)
             self.aws.composite_alarms = self.alarms  # PutCompositeAlarm through the API (moto has none)

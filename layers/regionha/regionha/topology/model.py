@@ -275,10 +275,13 @@ class Failover(Model):
     # Recovery time objective: seconds from a node failing to clients using the standby. Validation
     # warns when the record's TTL alone exceeds it (docs/topology.md).
     rto_budget_seconds: int = Field(default=300, ge=1)
-    # Detection: a node is failed after this many consecutive failed checks, this far apart (Route 53
-    # health checks: 3 failures at 10 s or 30 s). One missed check is re-checked, never acted on.
+    # Detection: a node is failed after this many consecutive failed checks, this far apart, each
+    # bounded by the check timeout (Route 53 health checks: 3 failures at 10 s or 30 s). One missed
+    # check is re-checked, never acted on. The defaults detect a silent failure within 10 s
+    # (docs/failover.md, "Detection").
     failure_threshold: int = Field(default=3, ge=1, le=10)
-    check_interval_seconds: float = Field(default=5.0, ge=1, le=30)
+    check_interval_seconds: float = Field(default=2.0, ge=1, le=30)
+    check_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
     # A node that answers its peer region but not the client network has a cut client link, not a
     # dead node: "stay" keeps the record and raises ClientLinkDown; "failover" moves it to a standby
     # the client network reaches.

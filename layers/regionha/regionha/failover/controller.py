@@ -1,0 +1,331 @@
+"""The controller: one evaluation (``run_controller``) gathers the fence, the nodes' health and the
+record, decides (``decide``), moves the record by Route 53 compare-and-swap, records the move in the
+fence and publishes the metrics; ``watch`` repeats it every ``failover.check_interval_seconds``
+within one scheduled invocation; ``manual_switch`` is an operator's move.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from regionha import record
+from regionha.errors import TransientError
+from regionha.failover.decide import Decision, Trigger, decide, node_by_name, node_named, screen
+from regionha.failover.fence import Fence, newest, read_fence_or_none, record_change
+from regionha.failover.health import BOUNDED, instance_node_map, node_health, node_instances
+from regionha.failover.resource import throttled
+from regionha.failover.settings import ControllerSettings
+from regionha.inventory import load_inventory, save_inventory
+from regionha.watch import interconnect, metrics
+
+if TYPE_CHECKING:
+    from regionha.aws import Clients
+    from regionha.failover.health import NodeHealth
+    from regionha.topology import Topology
+
+logger = logging.getLogger(__name__)
+DEFAULT_SETTINGS = ControllerSettings()
+
+
+@dataclass(frozen=True)
+class ControllerResult:
+    decision: Decision
+    generation: int
+    moved: bool = False
+    failover_seconds: float | None = None
+    record_ip: str | None = None
+    health: dict[str, NodeHealth] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision.to_json(),
+            "generation": self.generation,
+            "moved": self.moved,
+            "failover_seconds": self.failover_seconds,
+            "record_ip": self.record_ip,
+            "health": {k: asdict(v) | {"healthy": v.healthy} for k, v in self.health.items()},
+        }
+
+
+
+def run_controller(
+    topology: Topology,
+    clients: Clients,
+    trigger: Trigger,
+    *,
+    table: str,
+    table_region: str,
+    settings: ControllerSettings = DEFAULT_SETTINGS,
+    zone: str | None = None,
+) -> ControllerResult:
+    """One evaluation: fence, nodes, record → decision → compare-and-swap of the record, with metrics.
+    ``zone``: the private zone's id when already found (``watch`` finds it once per invocation).
+
+    Route 53 is the arbiter: the move is one change batch that deletes the value the decision saw and
+    creates the new one, so of several controllers (one per cluster region, say) that saw the same
+    record exactly one moves it; the others find it changed and stand down. The fence (DynamoDB) is
+    written only after Route 53 accepted the change: it remembers changes that happened (hold-down,
+    duplicate and stale events), and a write that failed consumes nothing, so Lambda's retry of the
+    event or the next health check tries again at once. An unreadable fence (the table's region down)
+    leaves the controller working on Route 53's arbitration alone.
+
+    Metrics (namespace regionha, dimension Deployment): FailoverStarted before the write,
+    FailoverCompleted and FailoverSeconds (event time to INSYNC) when the record is INSYNC,
+    FailoverRefused when a failover is due and cannot happen (no healthy standby, or external mode),
+    FailoverStuck when a needed failover is not written (no healthy standby, held down, Route 53
+    throttling or failing past the retries), ClientLinkDown when the active node answers its peer
+    region but not the client network.
+
+    Raises TransientError when Route 53 throttles or fails past the retries (nothing was written: the
+    retry starts afresh; Powertools idempotency does not keep a failed run), ConfigurationError for a
+    missing zone.
+
+    IAM: dynamodb:GetItem, dynamodb:PutItem (state table), ec2:DescribeInstances, route53:
+    ListHostedZonesByName, ListTagsForResources, ListResourceRecordSets, ChangeResourceRecordSets
+    (CREATE, DELETE), GetChange; cloudwatch:PutMetricData (PutMetricData sink only).
+    """
+    dynamodb = clients.client("dynamodb", table_region)
+    deployment = topology.deployment
+    fence = _fence(clients, dynamodb, table, deployment, settings)
+    instances = node_instances(topology, clients)
+    instance_nodes = instance_node_map(instances)
+    early = screen(trigger, fence, instance_nodes)
+    if early is not None:
+        logger.info("ignored: %s", early.reason)
+        return ControllerResult(early, fence.generation)
+
+    health = node_health(
+        topology, instances, service_check=settings.service_check, sleep=settings.sleep, peer_check=settings.peer_check
+    )
+    current = record.read_record(topology, clients, zone=zone)
+    record_ip = current["ip"] if current else None
+    decision = decide(
+        topology,
+        record_ip=record_ip,
+        health=health,
+        fence=fence,
+        trigger=trigger,
+        instance_nodes=instance_nodes,
+    )
+    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients)
+    logger.info("decision %s: %s", decision.action, decision.reason)
+    dims = {"Deployment": deployment}
+    points = []
+    if decision.action in ("refuse", "observe") and decision.needed:
+        points.append(metrics.Datapoint("FailoverRefused", 1.0, "Count", dims))
+    if decision.action in ("refuse", "hold_down") and decision.needed:
+        points.append(metrics.Datapoint("FailoverStuck", 1.0, "Count", dims))
+    if decision.client_link:
+        points.append(metrics.Datapoint("ClientLinkDown", 1.0, "Count", dims))
+    if points:
+        _emit(points, settings, table_region)
+    if decision.action != "failover" or decision.target is None:
+        return ControllerResult(decision, fence.generation, record_ip=record_ip, health=health)
+
+    _emit([metrics.Datapoint("FailoverStarted", 1.0, "Count", dims)], settings, table_region)
+    try:
+        swap = _swap(topology, clients, record_ip, decision.target, decision.reason, settings, zone)
+        if swap.change is None:  # it already names the target: somebody else made this very move
+            raise record.RecordChanged(f"record already names {decision.target}")
+    except record.RecordChanged as e:
+        now = record.read_record(topology, clients, zone=zone)
+        lost = Decision(
+            "ignore",
+            f"another controller or an operator moved the record first (it names "
+            f"{node_named(topology, now['ip'] if now else None) or (now or {}).get('ip') or 'nothing'}); "
+            f"nothing written ({e})",
+            decision.active,
+            decision.target,
+        )
+        logger.info("%s", lost.reason)
+        return ControllerResult(lost, fence.generation, record_ip=now["ip"] if now else None, health=health)
+    except (TransientError, ClientError, BotoCoreError) as e:
+        if decision.needed:
+            _emit([metrics.Datapoint("FailoverStuck", 1.0, "Count", dims)], settings, table_region)
+        logger.error("failover to %s not written: %s", decision.target, e)
+        raise TransientError(
+            f"failover to {decision.target} not written ({e}); nothing recorded, the next try starts afresh"
+        ) from e
+
+    claimed = record_change(
+        dynamodb, table, deployment, fence, decision.target, trigger.time, trigger.id, decision.reason
+    )
+    _wait(topology, clients, swap, settings)
+    seconds = max(0.0, settings.now() - trigger.time)
+    _emit(
+        [
+            metrics.Datapoint("FailoverCompleted", 1.0, "Count", dims),
+            metrics.Datapoint("FailoverSeconds", seconds, "Seconds", dims),
+        ],
+        settings,
+        table_region,
+    )
+    logger.info("record on %s (generation %d) %.1f s after the event", decision.target, claimed.generation, seconds)
+    target_ip = str(node_by_name(topology, decision.target).ip)
+    return ControllerResult(decision, claimed.generation, True, seconds, target_ip, health)
+
+
+def watch(
+    topology: Topology,
+    clients: Clients,
+    trigger: Trigger,
+    *,
+    table: str,
+    table_region: str,
+    seconds: float,
+    settings: ControllerSettings = DEFAULT_SETTINGS,
+) -> list[ControllerResult]:
+    """Sub-minute detection inside one scheduled invocation: evaluate at once, then every
+    ``failover.check_interval_seconds`` until ``seconds`` (on ``settings.now``'s clock) have passed.
+
+    EventBridge schedules go down to one minute; this loop is what checks the nodes every few seconds
+    (a Lambda that loops inside its scheduled minute: 43,800 invocations a month of about ``seconds``
+    each, about $11 a month at 55 s and 256 MB, see docs/failover.md). Each evaluation is a
+    ``run_controller`` with its own trigger id (``<event id>#<n>``) and the event time plus the elapsed
+    time, so hold-down and stale-event screening work as for separate events.
+    Errors end the loop and reach Lambda (its retry, or the next minute, starts afresh).
+    """
+    interval = topology.failover.check_interval_seconds
+    # The zone once per invocation: each evaluation then reads the record with one Route 53 call (the
+    # API allows five a second per account, shared with every other controller and tool).
+    found = record.find_zone(clients.route53(), topology)
+    zone = record.zone_id(found[0]) if found else None
+    start = settings.now()
+    results: list[ControllerResult] = []
+    for n in range(max(1, math.ceil(seconds / interval) + 1)):
+        elapsed = max(0.0, settings.now() - start)
+        if n and elapsed >= seconds:
+            break
+        tick = Trigger(trigger.kind, f"{trigger.id}#{n}", trigger.time + elapsed, trigger.region)
+        results.append(
+            run_controller(
+                topology, clients, tick, table=table, table_region=table_region, settings=settings, zone=zone
+            )
+        )
+        settings.sleep(max(0.0, interval - (settings.now() - start - elapsed)))
+    return results
+
+
+def _swap(
+    topology: Topology,
+    clients: Clients,
+    expected_ip: str | None,
+    target: str,
+    reason: str,
+    settings: ControllerSettings,
+    zone: str | None = None,
+) -> Any:
+    ip = str(node_by_name(topology, target).ip)
+    comment = f"regionha {topology.deployment}: {reason}"[:256]
+    return throttled(
+        topology,
+        lambda: record.swap_record(topology, clients, expected_ip, ip, comment=comment, zone=zone),
+        settings.retry,
+        settings.sleep,
+    )
+
+
+def _wait(topology: Topology, clients: Clients, swap: Any, settings: ControllerSettings) -> None:
+    if swap.change is not None:
+        record.wait_insync(
+            clients.route53(),
+            swap.change,
+            topology.dns.record.name,
+            wait_seconds=settings.wait_seconds,
+            poll_seconds=settings.poll_seconds,
+            sleep=settings.sleep,
+        )
+
+
+
+def manual_switch(
+    topology: Topology,
+    clients: Clients,
+    node: str,
+    *,
+    table: str,
+    table_region: str,
+    reason: str = "manual switch",
+    settings: ControllerSettings = DEFAULT_SETTINGS,
+) -> ControllerResult:
+    """An operator's move (the manual failback): the same compare-and-swap as the controller's, no
+    health checks; recorded in the fence as a newer generation after Route 53 accepted it.
+
+    Raises TransientError when the record changed between reading and writing (try again).
+    IAM: dynamodb:GetItem, dynamodb:PutItem (state table), the Route 53 actions of ``run_controller``.
+    """
+    node_by_name(topology, node)
+    dynamodb = clients.client("dynamodb", table_region)
+    fence = _fence(clients, dynamodb, table, topology.deployment, settings)
+    now = settings.now()
+    current = record.read_record(topology, clients)
+    expected = current["ip"] if current else None
+    decision = Decision("failover", f"{reason}: to {node}", node_named(topology, expected), node)
+    try:
+        swap = _swap(topology, clients, expected, node, decision.reason, settings)
+    except record.RecordChanged as e:
+        raise TransientError(f"the record changed meanwhile; try again ({e})") from e
+    if swap.change is None:  # it names the node already: no change to record
+        return ControllerResult(decision, fence.generation, False, 0.0, str(node_by_name(topology, node).ip))
+    claimed = record_change(
+        dynamodb, table, topology.deployment, fence, node, now, f"manual-{uuid.uuid4()}", decision.reason
+    )
+    _wait(topology, clients, swap, settings)
+    target_ip = str(node_by_name(topology, node).ip)
+    return ControllerResult(decision, claimed.generation, True, settings.now() - now, target_ip)
+
+
+class _Bounded:
+    """``clients`` whose every client answers or fails within seconds (a peer region may be down)."""
+
+    def __init__(self, clients: Clients):
+        self._clients = clients
+
+    def client(self, service: str, region: str) -> Any:
+        return self._clients.client(service, region, config=BOUNDED)
+
+
+def controller_inventory(
+    clients: Clients, table: str, region: str, deployment: str, peer_tables: tuple[tuple[str, str], ...] = ()
+) -> dict[str, Any] | None:
+    """The inventory the controller works from: the newest (``collected_at``) of its own table's and its
+    peer controllers' tables' (a peer that cannot be read is skipped). A newer peer copy is mirrored into
+    our table (written only when it differs), so a controller stack in another region keeps working from
+    its own copy once the build's region is down.
+
+    IAM: dynamodb:GetItem on the state table and the peer tables, dynamodb:PutItem on the state table.
+    """
+    own = load_inventory(clients, table, region, deployment)
+    best = own
+    for peer_table, peer_region in peer_tables:
+        try:
+            theirs = load_inventory(_Bounded(clients), peer_table, peer_region, deployment)  # type: ignore[arg-type]
+        except (ClientError, BotoCoreError) as e:
+            logger.warning("peer state table %s in %s unreadable: %s", peer_table, peer_region, e)
+            continue
+        if theirs is not None and (best is None or theirs.get("collected_at", 0) > best.get("collected_at", 0)):
+            best = theirs
+    if best is not None and best is not own:
+        save_inventory(clients, table, region, best)
+    return best
+
+
+def _fence(clients: Clients, dynamodb: Any, table: str, deployment: str, settings: ControllerSettings) -> Fence:
+    """Our fence, carrying the newest change recorded in any peer controller's table (a peer table that
+    cannot be read, its region down say, is skipped)."""
+    own = read_fence_or_none(dynamodb, table, deployment) or Fence()
+    peers = [
+        read_fence_or_none(clients.client("dynamodb", region, config=BOUNDED), peer_table, deployment)
+        for peer_table, region in settings.peer_tables
+    ]
+    return newest(own, peers)
+
+
+def _emit(points: list[metrics.Datapoint], settings: ControllerSettings, region: str) -> None:
+    metrics.emit(points, cloudwatch=settings.cloudwatch, region=region)
