@@ -18,6 +18,7 @@ from regionha.local.demo import drill_input, drill_report_of, set_path_cut
 from regionha.netguard import to_local
 from regionha.topology import Topology
 from regionha.watch.alarms import alarm_name, alarm_prefix, canary_alarm_intents, composite_name, dashboard_name
+from regionha.watch.interconnect import interconnect_alarm_intents
 from regionha.watch.canary import client_source
 
 
@@ -69,7 +70,8 @@ def watch_made(rt: Any, topology: Topology) -> dict[str, Any]:
     return {
         "metric": sorted(a["AlarmName"] for a in found["MetricAlarms"]
                          if {"Name": "Deployment", "Value": dep} in a.get("Dimensions", [])),
-        "wanted": sorted(alarm_name(dep, i.suffix) for i in canary_alarm_intents(topology)),
+        "wanted": sorted(alarm_name(dep, i.suffix)
+                         for i in [*canary_alarm_intents(topology), *interconnect_alarm_intents(topology)]),
         "composite": [a["AlarmName"] for a in found["CompositeAlarms"] if a["AlarmName"] == composite_name(dep)],
         "dashboard": [d["DashboardName"] for d in cw.list_dashboards()["DashboardEntries"]
                       if d["DashboardName"] == dashboard_name(dep)],

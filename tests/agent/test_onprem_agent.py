@@ -19,7 +19,7 @@ import pytest
 from regionha.aws import Clients
 from regionha.local.aws.iam import LocalIam
 from regionha.topology import load_topology
-from regionha.watch import canary
+from regionha.watch import canary, metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "agent"
@@ -49,7 +49,7 @@ def test_the_agent_runs_a_command_the_cli_accepts(argv):
     assert Path(argv[0]).name == "regionha"
     args = build_parser().parse_args(argv[1:])
     if "canary" in argv:
-        assert (args.publish, args.interval, args.json) == (True, 60.0, True)
+        assert (args.publish, args.interval, args.output) == (True, 60.0, "json")
         assert args.topology == "/etc/regionha/topology.yaml"
 
 
@@ -94,7 +94,7 @@ def _calls_of_one_agent_run(moto_aws) -> list[tuple[str, str, dict, str]]:
         run = canary.run_canary(SITE, truth, timeout=0.01, servers={t.path: ("127.0.0.1", 9) for t in
                                                                      canary.canary_targets(SITE)},
                                 node_addresses={n.name: ("127.0.0.1", 9) for n in SITE.nodes})
-        canary.publish_cloudwatch(aws.client("cloudwatch", STACK_REGION), run)
+        metrics.put_metric_data(canary.metrics(run), aws.client("cloudwatch", STACK_REGION))
     finally:
         session.events.unregister("before-parameter-build.*.*", unique_id="agent-calls")
     assert truth.ip == str(SITE.primary.ip)

@@ -850,7 +850,9 @@ def test_the_onprem_label_is_the_canarys() -> None:
     from regionha.watch.canary import ONPREM, canary_targets
 
     assert ONPREM == RESERVED
-    assert canary_targets(parse_topology(copy.deepcopy(REFERENCE)))[-1].forwarder == RESERVED
+    onprem = canary_targets(parse_topology(copy.deepcopy(REFERENCE)))[-1]
+    # The on-prem resolver is a target of its own kind, labelled with the reserved name; never a path.
+    assert (onprem.path, onprem.kind, onprem.forwarder) == (RESERVED, "onprem_resolver", None)
 
 
 @pytest.mark.parametrize("name", ["onprem-bind", "prem", "onpremise"])

@@ -457,17 +457,18 @@ def register_prove(subparsers: Any) -> None:
         "verdict) with the detection time in emulated seconds. Exit 0 when every defect was caught by the "
         "watch alone and the clean control raised nothing, 1 otherwise, 2 on bad input. Needs root (the "
         "runtime's network namespace). See docs/prove.md.")
-    prove.add_argument("--topology", type=Path, help="topology YAML file (default: the reference deployment)")
+    prove.add_argument("--topology", type=Path, metavar="FILE",
+                       help="topology YAML file (default: the reference deployment)")
     prove.add_argument("--ttl", type=int, default=3, help="record TTL (default 3 s, as the demo; 0 keeps the file's)")
     prove.add_argument("--compression", type=float, default=20.0, help="emulated clock speed-up (default 20)")
     prove.add_argument("--only", action="append", metavar="DEFECT", help="prove only this defect (repeatable)")
-    prove.add_argument("--catalogue", metavar="FILE.py", help="a Python file whose DEFECTS list is added")
+    prove.add_argument("--catalogue", metavar="FILE", help="a Python file (.py) whose DEFECTS list is added")
     prove.add_argument("--no-drill", dest="drill", action="store_false", help="skip the drill column (faster)")
     prove.add_argument("--watch-minutes", type=float, default=WATCH_MINUTES,
                        help=f"emulated minutes to watch each defect (default {WATCH_MINUTES:g})")
     prove.add_argument("--list", action="store_true", help="list the catalogue and exit")
     prove.add_argument("--output", choices=("text", "json"), default="text", help="text (a table) or json")
-    prove.add_argument("--workdir", type=Path, help="where named instances keep their files")
+    prove.add_argument("--workdir", type=Path, metavar="DIR", help="where named instances keep their files")
     prove.set_defaults(handler=cmd_prove)
 
 

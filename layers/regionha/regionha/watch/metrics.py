@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools.metrics import single_metric
-
 from regionha import environment
 from regionha.errors import ConfigurationError
 
@@ -101,6 +99,9 @@ def emit(
         if timestamp is None and environment.current().clock is not None:
             timestamp = now()
         return _put_metric_data(points, namespace, cloudwatch, region, timestamp)
+    # Imported here: Powertools loads botocore, which the pure modules that name metrics must not.
+    from aws_lambda_powertools.metrics import single_metric
+
     for p in points:
         with single_metric(name=p.name, unit=p.unit, value=p.value, namespace=namespace,
                            resolution=p.resolution) as metric:
