@@ -18,8 +18,8 @@ from regionha.local.demo import drill_input, drill_report_of, set_path_cut
 from regionha.netguard import to_local
 from regionha.topology import Topology
 from regionha.watch.alarms import alarm_name, alarm_prefix, canary_alarm_intents, composite_name, dashboard_name
-from regionha.watch.interconnect import interconnect_alarm_intents
 from regionha.watch.canary import client_source
+from regionha.watch.interconnect import interconnect_alarm_intents
 
 
 def leftovers(rt: Any, topology: Topology) -> dict[str, list[str]]:
