@@ -84,9 +84,9 @@ class Lab:
         return found[0]
 
     def zone_id(self) -> str:
-        from regionha.converge.dns import _zone_id_or_raise
+        from regionha.record import zone_id_or_raise
 
-        return _zone_id_or_raise(self.clients.route53(), self.topology)
+        return zone_id_or_raise(self.clients.route53(), self.topology)
 
     def upsert_record(self, ip: str, ttl: int) -> None:
         """UPSERT the record as a person in the console would: no fence, no controller."""
