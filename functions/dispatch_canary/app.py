@@ -7,6 +7,9 @@ round every 10 s until the next schedule (``regionha.watch.rounds``), each in a 
 slow round never delays the next: each round reads the truth from Route 53 and invokes the canary
 synchronously with both and the round's slot time; the canary only probes and emits EMF metrics
 stamped with that time (high resolution, for the 10-second alarms).
+
+The build invokes it once with ``{"rounds": 1}`` (one round, now) before it makes the alarms, so the
+canary-silent alarm starts with a real heartbeat (``statemachines/build.asl.json``, FirstCanaryRound).
 """
 
 from __future__ import annotations
@@ -63,10 +66,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                 "paths": {p["path"]: p.get("success") for p in body.get("paths", [])}}
 
     start = rounds.event_time(event) or metrics.now()
+    # {"rounds": n} (the build's first round): n rounds instead of a whole minute's.
+    count = event.get("rounds") if isinstance(event, dict) else None
+    span = min(interval * count, rounds.SPAN_SECONDS) if isinstance(count, int) and count > 0 else rounds.SPAN_SECONDS
     # Each round starts at its slot even while an earlier one still waits for a silent path, so every
     # 10-second period gets its datapoints (stamped with the slot) however long a probe takes.
-    with ThreadPoolExecutor(max_workers=rounds.slots(interval), thread_name_prefix="canary-round") as pool:
+    with ThreadPoolExecutor(max_workers=rounds.slots(interval, span), thread_name_prefix="canary-round") as pool:
         started = rounds.run_rounds(start, lambda slot: pool.submit(round_once, slot), now=metrics.now,
-                                    sleep=metrics.sleep, interval=interval)
+                                    sleep=metrics.sleep, interval=interval, span=span)
         done = [r.result.result() for r in started]
     return {**(done[-1] if done else {}), "rounds": len(done)}

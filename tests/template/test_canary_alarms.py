@@ -247,7 +247,13 @@ def test_build_makes_the_watch_after_placing_the_canary_and_teardown_removes_it_
     root = TEMPLATE.parent / "statemachines"
     build = json.loads((root / "build.asl.json").read_text())["States"]
     teardown = json.loads((root / "teardown.asl.json").read_text())["States"]
-    assert build["PlaceCanary"]["Next"] == "ConvergeWatch" and build["ConvergeWatch"]["Next"] == "SaveInventory"
+    assert build["PlaceCanary"]["Next"] == "SaveInventory" and build["SaveInventory"]["Next"] == "FirstCanaryRound"
+    # One real round (it reads the saved inventory) before the alarms: a new canary-silent alarm finds a
+    # heartbeat instead of an empty range that, missing data breaching, would page right after the build.
+    assert build["FirstCanaryRound"]["Resource"] == "${DispatchCanaryFunctionArn}"
+    assert build["FirstCanaryRound"]["Parameters"] == {"rounds": 1}
+    assert build["FirstCanaryRound"]["Next"] == "ConvergeWatch" == build["FirstCanaryRound"]["Catch"][0]["Next"]
+    assert build["ConvergeWatch"]["Next"] == "SummarizeBuild"
     assert build["ConvergeWatch"]["Parameters"]["action"] == "converge"
     # The canary check comes first: teardown refuses before deleting anything while the canary is placed.
     assert teardown["ValidateTopology"]["Next"] == "UnplaceCanary"

@@ -55,6 +55,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             mp.setenv(key, value)
         for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REGION"):
             mp.delenv(key, raising=False)
+        # The build runs a canary round (FirstCanaryRound) in this process: its EMF lines (Lambda's stdout,
+        # CloudWatch Logs on AWS) would land on the CLI's stdout; PutMetricData, as in the local runtime.
+        mp.setenv("REGIONHA_METRICS_SINK", "cloudwatch")
         config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         from composites import installed
 

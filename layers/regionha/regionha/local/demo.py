@@ -29,6 +29,7 @@ from regionha import netguard
 from regionha.aws import deployment_filter
 from regionha.cli.executions import details, new_events, outcome_counts
 from regionha.converge.dns import read_record
+from regionha.converge.watch import interconnect_alarm_names
 from regionha.topology import Topology
 from regionha.watch.alarms import (
     alarm_name,
@@ -140,7 +141,7 @@ class Demo:
         # The alarms are the build's, made from the topology (ConvergeWatch): one per path and node.
         made = sorted(n for n in rt.alarm_states() if n.startswith(alarm_prefix(topology.deployment)))
         wanted = sorted([alarm_name(topology.deployment, i.suffix) for i in canary_alarm_intents(topology)]
-                        + [critical])
+                        + interconnect_alarm_names(topology) + [critical])
         detail: dict[str, Any] = {
             "clean_runs": runs,
             "clean_alarms_fired": fired,

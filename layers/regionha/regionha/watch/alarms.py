@@ -30,6 +30,10 @@ Why the counts are what they are:
   only when the range holds fewer real datapoints than N, so with N = 1 it alarms once the whole
   range is empty, and a single skipped minute (schedule jitter) is not silence. (3 of 3 would need
   5 silent minutes for the same reason.)
+  A new alarm's range is empty too, so the build runs one real canary round (FirstCanaryRound)
+  before ConvergeWatch makes it: the alarm starts OK on that heartbeat instead of paging right after
+  the build, and the schedule (held during the build, first run a minute after it starts) takes over
+  well within the range's 3 minutes.
 """
 
 from __future__ import annotations
