@@ -38,8 +38,7 @@ tracer = Tracer()
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     aws = clients()
-    deployment = require_env("DEPLOYMENT")
-    topology = canary.deployment_topology(aws, require_env("STATE_TABLE"), stack_region(), deployment)
+    topology = canary.stack_topology(aws)
     if topology.client.onprem:
         # A real on-prem site: its on-prem agent runs the canary there; from here every path would fail.
         return {"skipped": "on-prem site: the on-prem agent publishes the canary (docs/onprem.md)"}

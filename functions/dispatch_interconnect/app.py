@@ -31,8 +31,9 @@ tracer = Tracer()
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Probe the running pairs; returns ``{"pairs": [{source, target, outcome, reachable}]}``."""
     aws = clients()
-    topology = canary.deployment_topology(aws, require_env("STATE_TABLE"), stack_region(), require_env("DEPLOYMENT"))
+    topology = canary.stack_topology(aws)
     states = {name: (found[0]["state"] if found else None) for name, found in node_instances(topology, aws).items()}
     pairs = interconnect.running_pairs(topology, states)
     if not pairs:

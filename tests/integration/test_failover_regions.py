@@ -11,16 +11,20 @@ from template.yaml and scheduled by the runtime.
 from __future__ import annotations
 
 import json
+import sys
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from regionha.topology import load_topology
-
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+from polling import until  # noqa: E402
 
 A_IP, B_IP = "10.0.110.10", "10.1.110.10"
 
@@ -31,26 +35,8 @@ def aws_credentials() -> None:
 
 
 @pytest.fixture(scope="module")
-def runtime():
-    from regionha.local.runtime import LocalRuntime, local_topology
-
-    rt = LocalRuntime(local_topology(load_topology()), compression=20.0)
-    rt.start()
-    try:
-        build = rt.build()
-        assert build.status == "SUCCEEDED", build.to_json()
-        yield rt
-    finally:
-        rt.stop()
-
-
-def until(predicate, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+def runtime(start_runtime):
+    return start_runtime()
 
 
 def record_ip(rt) -> str | None:

@@ -13,7 +13,6 @@ import json
 import pytest
 
 from regionha.aws import deployment_filter
-from regionha.topology import load_topology
 from regionha.watch.alarms import alarm_name
 from regionha.watch.interconnect import probe_interconnect
 
@@ -28,18 +27,8 @@ def aws_credentials() -> None:
 
 
 @pytest.fixture(scope="module")
-def runtime():
-    from regionha.local.runtime import LocalRuntime, local_topology
-
-    rt = LocalRuntime(local_topology(load_topology()), compression=20.0)
-    rt.start()
-    try:
-        execution = rt.build()
-        assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
-        rt.settle()
-        yield rt
-    finally:
-        rt.stop()
+def runtime(start_runtime):
+    return start_runtime(settle=True)
 
 
 def alarms(runtime) -> dict[str, str]:

@@ -7,7 +7,9 @@ stops it and checks that nothing is left behind.
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import dns.message
 import dns.query
@@ -21,6 +23,11 @@ from regionha.watch.canary import client_source
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+from polling import until  # noqa: E402
+
 TTL = 60  # the topology's; named keeps it 3 real seconds on the 20x clock (one clock)
 
 
@@ -30,19 +37,12 @@ def aws_credentials() -> None:
 
 
 @pytest.fixture(scope="module")
-def runtime():
-    from regionha.local.runtime import LocalRuntime, local_topology
-
+def runtime(start_runtime):
     topology = load_topology()
     topology = topology.model_copy(
         update={"dns": topology.dns.model_copy(update={"record": topology.dns.record.model_copy(update={"ttl": TTL})})}
     )
-    rt = LocalRuntime(local_topology(topology), compression=20.0)
-    rt.start()
-    try:
-        yield rt
-    finally:
-        rt.stop()
+    return start_runtime(topology, build=False)
 
 
 def ask(server: str, *, source: str, timeout: float = 1.0) -> list[str] | str:
@@ -53,16 +53,6 @@ def ask(server: str, *, source: str, timeout: float = 1.0) -> list[str] | str:
     except dns.exception.Timeout:
         return "timeout"
     return sorted(r.address for rrset in response.answer for r in rrset if rrset.rdtype == dns.rdatatype.A)
-
-
-def until(predicate, timeout: float, interval: float = 0.2):
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def test_build_state_machine_runs_through_the_server(runtime):

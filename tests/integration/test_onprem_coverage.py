@@ -12,7 +12,6 @@ import pytest
 
 from regionha import bind, netguard
 from regionha.local.host.named import local_runtime
-from regionha.topology import load_topology
 from regionha.watch.alarms import alarm_name, coverage_down, path_down
 from regionha.watch.canary import FORWARDER_PATH, canary_targets
 
@@ -27,18 +26,8 @@ def aws_credentials() -> None:
 
 
 @pytest.fixture(scope="module")
-def runtime():
-    from regionha.local.runtime import LocalRuntime, local_topology
-
-    rt = LocalRuntime(local_topology(load_topology()), compression=20.0)
-    rt.start()
-    try:
-        execution = rt.build()
-        assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
-        rt.settle()
-        yield rt
-    finally:
-        rt.stop()
+def runtime(start_runtime):
+    return start_runtime(settle=True)
 
 
 def onprem_render(rt, *, without: str | None = None):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from regionha import netguard
 from regionha.aws import Clients
 from regionha.converge.watch import WatchSettings, metric_alarm_params
 from regionha.local.aws.alarms import ALARM, AlarmEvaluator
@@ -37,22 +35,13 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 from dnsfake import FakeDNSServer, answer, drop  # noqa: E402
+from localmode import local_mode  # noqa: E402, F401 - autouse fixture
 
 REGION = "ap-southeast-1"
 # A minute boundary: EventBridge's rate(1 minute) fires on it, CloudWatch's periods are aligned to it.
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CUT = "osaka-bind"
 WARM_UP = 3
-
-
-@pytest.fixture(autouse=True)
-def local_mode(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
-    installed_here = not netguard.socket_guard_installed()
-    netguard.install_socket_guard()
-    yield
-    if installed_here:
-        netguard.uninstall_socket_guard()
 
 
 class Watch:

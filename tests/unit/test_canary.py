@@ -22,7 +22,6 @@ import boto3
 import dns.rcode
 import pytest
 
-from regionha import netguard
 from regionha.cli import main
 from regionha.errors import ConfigurationError
 from regionha.inventory import save_inventory
@@ -44,6 +43,7 @@ if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 from dnsfake import Action, FakeDNSServer, answer, drop, rcode, sequence  # noqa: E402
 from inprocess import NodeService  # noqa: E402
+from localmode import local_mode  # noqa: E402, F401 - autouse fixture
 
 A_IP, B_IP = "10.0.110.10", "10.1.110.10"
 # Loopback replies take well under 10 ms, but a loaded 2-core CI machine can stall a thread for
@@ -51,16 +51,6 @@ A_IP, B_IP = "10.0.110.10", "10.1.110.10"
 BOUND = 1.5
 PATHS = ("tokyo-resolver/10.0.111.100", "tokyo-resolver/10.0.111.101", "osaka-bind", ONPREM)
 FORWARDER_LABELS = PATHS[:-1]
-
-
-@pytest.fixture(autouse=True)
-def local_mode(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
-    installed_here = not netguard.socket_guard_installed()
-    netguard.install_socket_guard()
-    yield
-    if installed_here:
-        netguard.uninstall_socket_guard()
 
 
 @dataclass

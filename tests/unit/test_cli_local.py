@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,14 +30,20 @@ def aws_credentials() -> None:
     """The runtime sets its own endpoint and fake credentials."""
 
 
-def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, Path]:
-    """``regionha local up`` in a subprocess whose temporary folders go under ``tmp_path/tmp``."""
+def start_cli(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """``regionha ARGS`` in a subprocess whose temporary folders go under ``tmp_path/tmp`` (returned)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    state = tmp_path / "local-state.json"
     env = os.environ | {"PYTHONPATH": str(ROOT / "layers" / "regionha"), "TMPDIR": str(tmp), "NO_COLOR": "1"}
-    up = subprocess.Popen([sys.executable, "-m", "regionha.cli", "local", "up", "--local-state", str(state), *extra],
-                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "regionha.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, tmp
+
+
+def start_up(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, Path]:
+    """``regionha local up`` in a subprocess whose temporary folders go under ``tmp_path/tmp``."""
+    state = tmp_path / "local-state.json"
+    up, tmp = start_cli(tmp_path, "local", "up", "--local-state", str(state), *extra)
     return up, state, tmp
 
 
@@ -53,6 +60,22 @@ def read_until(up: subprocess.Popen[str], text: str, timeout: float = 300) -> li
     raise AssertionError(f"never printed {text!r}:\n" + "\n".join(lines[-40:]))
 
 
+def signal_after(proc: subprocess.Popen[str], text: str, sig: int,
+                 while_running: Callable[[], None] | None = None) -> tuple[list[str], list[str]]:
+    """Wait for ``text``, run ``while_running``, send ``sig``, wait for the exit (killing it if anything
+    fails); returns (lines before the signal, lines after)."""
+    try:
+        before = read_until(proc, text)
+        if while_running is not None:
+            while_running()
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return before, rest.splitlines()
+
+
 def namespaces_of(pid: int) -> list[str]:
     from regionha.local.host import netns
 
@@ -61,17 +84,12 @@ def namespaces_of(pid: int) -> list[str]:
 
 def test_sigint_stops_a_built_runtime_and_leaves_nothing_behind(tmp_path: Path) -> None:
     up, state, tmp = start_up(tmp_path)
-    try:
-        before = read_until(up, "up; Ctrl-C")
-        netns = json.loads(state.read_text())["netns"]
-        assert netns in namespaces_of(up.pid) and list(tmp.iterdir())  # running: its namespace and workdir
 
-        up.send_signal(signal.SIGINT)
-        rest, _ = up.communicate(timeout=120)
-    finally:
-        if up.poll() is None:
-            up.kill()
-    after = rest.splitlines()
+    def running() -> None:  # its namespace and workdir exist while it runs
+        netns = json.loads(state.read_text())["netns"]
+        assert netns in namespaces_of(up.pid) and list(tmp.iterdir())
+
+    before, after = signal_after(up, "up; Ctrl-C", signal.SIGINT, running)
 
     assert up.returncode == 0, "\n".join(before + after)
     assert "SIGINT: stopping" in after and after[-1].startswith("stopped:")
@@ -84,14 +102,7 @@ def test_sigint_stops_a_built_runtime_and_leaves_nothing_behind(tmp_path: Path) 
 
 def test_sigterm_during_the_build_stops_at_once_and_leaves_nothing_behind(tmp_path: Path) -> None:
     up, state, tmp = start_up(tmp_path)
-    try:
-        before = read_until(up, "building (build state machine)")
-        up.send_signal(signal.SIGTERM)
-        rest, _ = up.communicate(timeout=120)
-    finally:
-        if up.poll() is None:
-            up.kill()
-    after = rest.splitlines()
+    before, after = signal_after(up, "building (build state machine)", signal.SIGTERM)
 
     assert up.returncode == 0, "\n".join(before + after)
     assert "SIGTERM: stopping" in after and not any(line.startswith("built ") for line in after)
@@ -113,19 +124,8 @@ def test_output_json_prints_the_state_document_on_stdout(tmp_path: Path, capsys,
 
 
 def test_sigint_interrupts_the_demo_which_stops_the_runtime_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    env = os.environ | {"PYTHONPATH": str(ROOT / "layers" / "regionha"), "TMPDIR": str(tmp), "NO_COLOR": "1"}
-    demo = subprocess.Popen([sys.executable, "-m", "regionha.cli", "local", "demo"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        before = read_until(demo, "✔ build")
-        demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=120)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-    after = rest.splitlines()
+    demo, tmp = start_cli(tmp_path, "local", "demo")
+    before, after = signal_after(demo, "✔ build", signal.SIGINT)
 
     assert demo.returncode == 130, "\n".join(before + after)
     assert any(line.startswith("✔ stop the local runtime") for line in after)

@@ -7,7 +7,6 @@ forwarder paths are scripted DNS servers on loopback (tests/dnsfake.py), probed 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,20 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 from dnsfake import FakeDNSServer, answer, drop  # noqa: E402
+from localmode import local_mode  # noqa: E402, F401 - autouse fixture
 
 A_IP = "10.0.110.10"
 LABELS = ("tokyo-resolver/10.0.111.100", "tokyo-resolver/10.0.111.101", "osaka-bind")
 IMAGES = ("127.0.111.100", "127.0.111.101", "127.1.111.10")
-
-
-@pytest.fixture(autouse=True)
-def local_mode(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(netguard.LOCAL_ENV, "1")
-    installed_here = not netguard.socket_guard_installed()
-    netguard.install_socket_guard()
-    yield
-    if installed_here:
-        netguard.uninstall_socket_guard()
 
 
 def canonical(tmp_path: Path, text: str) -> str:

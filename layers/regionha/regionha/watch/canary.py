@@ -216,6 +216,19 @@ def deployment_topology(clients: Any, table: str, region: str, deployment: str) 
         raise ConfigurationError(str(e)) from e
 
 
+def stack_topology(clients: Any) -> Topology:
+    """The topology of the deployment this stack serves: ``deployment_topology`` for the environment's
+    ``DEPLOYMENT`` in its ``STATE_TABLE``, in the stack's region (the scheduled dispatchers' start).
+
+    Raises ``ConfigurationError`` when a variable is unset or there was no build.
+    IAM: dynamodb:GetItem on the state table.
+    """
+    from regionha.payload import require_env, stack_region
+
+    # Looked up at call time so a test's replacement of ``deployment_topology`` applies here too.
+    return deployment_topology(clients, require_env("STATE_TABLE"), stack_region(), require_env("DEPLOYMENT"))
+
+
 # --- one run -------------------------------------------------------------------------------------------
 
 
