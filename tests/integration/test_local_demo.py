@@ -16,7 +16,7 @@ from regionha.local.demo import Demo, drill_input, drill_report_of
 from regionha.local.runtime import LocalRuntime, local_topology
 from regionha.topology import load_topology
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 @pytest.fixture

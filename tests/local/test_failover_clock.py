@@ -30,6 +30,7 @@ def test_a_ttl_lasts_its_emulated_seconds(compression, ttl, real):
     assert real_ttl(CompressedClock(compression), ttl) == real
 
 
+@pytest.mark.serial  # a real DNS query with a short timeout: alone, not beside a loaded second worker
 def test_the_vpc_resolver_answers_ttls_on_the_runtime_clock(world):
     # GIVEN the local runtime's VPC resolver on a clock 20x faster than real
     clock = CompressedClock(20)
