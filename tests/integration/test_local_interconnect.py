@@ -16,7 +16,7 @@ from regionha.aws import deployment_filter
 from regionha.watch.alarms import alarm_name
 from regionha.watch.interconnect import probe_interconnect
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 PEERING = "tokyo-osaka"
 

@@ -27,7 +27,7 @@ from topology_flow import (  # noqa: E402
     watch_made,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 SHIPPED = Path(__file__).resolve().parents[2] / "layers/regionha/regionha/topologies"
 
