@@ -24,6 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inprocess import STACK_REGION, TEMPLATE, run_execution, stack_in_process  # noqa: E402
+from regionha.topology import load_topology  # noqa: E402
 
 REPO = TEMPLATE.parent
 TOKYO, OSAKA = "ap-northeast-1", "ap-northeast-3"
@@ -263,7 +264,9 @@ def test_the_old_roles_stop_the_first_enforced_build_at_converge_nat(aws_credent
 def test_send_command_reaches_only_tagged_nodes_and_the_named_document(aws_credentials, function):
     with in_process() as stack:
         ec2 = boto3.client("ec2", region_name=TOKYO)
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        # The AMI the nodes run: the SSM public parameter the topology names (as converge.instances).
+        image = boto3.client("ssm", region_name=TOKYO).get_parameter(
+            Name=load_topology().instances.ami_parameter)["Parameter"]["Value"]
 
         def instance(tags: list[dict]) -> str:
             spec = [{"ResourceType": "instance", "Tags": tags}] if tags else []
