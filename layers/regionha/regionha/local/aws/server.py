@@ -163,6 +163,9 @@ class LocalAws:
                 "MOTO_PORT": str(self._server.server_port),
                 "AWS_ENDPOINT_URL": self.endpoint_url,
                 "AWS_EC2_METADATA_DISABLED": "true",
+                # Each region's EC2 backend would parse moto's thousands of default AMIs (about a
+                # second of CPU per region); the build runs the AMI its SSM public parameter names.
+                "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
                 **FAKE_CREDENTIALS,
             })
             self._thread = threading.Thread(target=self._server.serve_forever, name="local-aws", daemon=True)
