@@ -55,6 +55,22 @@ def test_an_onprem_site_builds_is_watched_by_its_agent_drills_and_tears_down():
         # The site's clients resolve through its own DNS server and every path, over the links.
         assert all(resolve_all(rt, topology).values()), rt.world.last
         assert rt.world.last["node_paths"] == {"Server-A": "open", "Server-B": "open"}, rt.world.last
+        # What AWS would drop: a link whose gateway the user detached carries nothing either way.
+        tokyo = rt.clients.ec2(topology.region_of("tokyo"))
+        vpn = topology.client.link("tokyo-vpn")
+        vpc_id = _gateways(rt, topology)["tokyo-vpn"]["VpcAttachments"][0]["VpcId"]
+        tokyo.detach_vpn_gateway(VpcId=vpc_id, VpnGatewayId=vpn.gateway_id)
+        try:
+            rt.settle()
+            cut = rt.world.last
+            assert "is not attached to a VPC" in cut["node_paths"]["Server-A"], cut
+            assert all("is not attached" in v["udp"] for v in cut["paths"]["tokyo-resolver"].values()), cut
+            assert cut["node_paths"]["Server-B"] == "open"
+            assert cut["paths"]["osaka-bind"]["10.61.111.10"]["udp"] == "open"
+        finally:
+            tokyo.attach_vpn_gateway(VpcId=vpc_id, VpnGatewayId=vpn.gateway_id)
+        rt.settle()
+        assert rt.world.last["node_paths"]["Server-A"] == "open", rt.world.last
 
         canary = cut_path_alarm(rt, topology, "osaka-bind")
         assert all(canary["fired"].values()) and all(canary["cleared"].values()), (canary, rt.site.agent_tail())
@@ -64,6 +80,11 @@ def test_an_onprem_site_builds_is_watched_by_its_agent_drills_and_tears_down():
         assert report["status"] == "PASSED", json.dumps(
             {k: report.get(k) for k in ("error", "steps", "alarm_proof", "restore")}, default=str)[:3000]
         assert report["alarms"][f"regionha-{topology.deployment}-path-down-osaka-bind"]["fired_during_fault"]
+        # The drill's probes (and the controller's node checks) were answered by the on-prem agent.
+        replies = rt.clients.client("dynamodb", rt.region).scan(
+            TableName=f"regionha-{topology.deployment}-probe-replies", Select="COUNT")["Count"]
+        assert replies >= len(report["recovery"]), replies
+        assert '"all_succeeded": true' in rt.site.agent_log.read_text()  # its own published rounds
 
         teardown = rt.teardown()
         assert teardown.status == "SUCCEEDED", (teardown.error, teardown.cause)

@@ -142,7 +142,7 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
 
     netguard.install_socket_guard()  # in local mode, nothing but loopback; elsewhere a no-op
     region = args.region or (topology.region_of(topology.client_vpc) if topology.client_vpc else None)
-    if region is None and args.publish:
+    if region is None and (args.publish or args.serve_probes):
         try:  # a real on-prem site has no client VPC: the stack's region (AWS_REGION, the profile)
             region = stack_region()
         except ConfigurationError as e:
@@ -203,7 +203,17 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
                 print(f"regionha canary run: publishing failed: {published}", file=sys.stderr, flush=True)
         return status
 
-    return _run_rounds(one_round, runs, args.interval)
+    serving = threading.Event()
+    if args.serve_probes:
+        from regionha.watch.agent_requests import serve_requests
+
+        # The drill's probes and the controller's node checks, run here on the site (docs/onprem.md).
+        threading.Thread(target=serve_requests, args=(topology, aws or Clients(), region),
+                         kwargs={"source": source, "stop": serving}, name="probe-requests", daemon=True).start()
+    try:
+        return _run_rounds(one_round, runs, args.interval)
+    finally:
+        serving.set()
 
 
 def _run_rounds(one_round: Any, runs: int | None, interval: float | None) -> int:
@@ -280,6 +290,9 @@ def register(subparsers: Any) -> None:
                      help="bound of each probe (default: the topology's canary.timeout_seconds)")
     run.add_argument("--publish", action="store_true", help="put the metrics to CloudWatch (AWS credentials)")
     run.add_argument("--region", help="CloudWatch region for --publish (default: the client site's region)")
+    run.add_argument("--serve-probes", action="store_true",
+                     help="also answer the drill's and the failover controller's probe requests from the "
+                     "deployment's queue (an on-prem site's agent: docs/onprem.md)")
     run.add_argument("--wait-for-record", action="store_true",
                      help="publish nothing until the record exists once (an agent installed before the build "
                      "must not feed the deployment's new alarms the failures of a half-built deployment)")

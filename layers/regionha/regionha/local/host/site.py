@@ -111,7 +111,7 @@ class OnPremSite:
         """The unit's ExecStart (agent/regionha-canary.service), run by this interpreter."""
         return [sys.executable, "-m", "regionha.cli", "canary", "run", "--publish",
                 "--interval", str(AGENT_INTERVAL_SECONDS), "--output", "json", "--wait-for-record",
-                "--topology", str(topology_file)]
+                "--serve-probes", "--topology", str(topology_file)]
 
     def start_agent(self) -> None:
         """Start the on-prem agent process (idempotent): the user installed it on the site's host."""
