@@ -90,7 +90,7 @@ def format_run(run: Any) -> str:
 
 def real_network_notice(
     topology: Any, servers: dict[str, tuple[str, int]], nodes: dict[str, tuple[str, int]], *,
-    read_record: bool, publish_region: str | None,
+    read_record: bool, publish_region: str | None, serve_region: str | None = None,
 ) -> str:
     """What a real-network run will reach, one line per destination, for stderr before the first probe."""
     from regionha.watch.canary import DNS_PORT, canary_targets
@@ -109,6 +109,8 @@ def real_network_notice(
         lines.append(f"  AWS Route 53 (ListResourceRecordSets): the record {topology.dns.record.name}")
     if publish_region:
         lines.append(f"  AWS CloudWatch (PutMetricData) in {publish_region}")
+    if serve_region:
+        lines.append(f"  AWS SQS (ReceiveMessage) and DynamoDB (PutItem) in {serve_region}: probe requests, replies")
     return "\n".join(lines)
 
 
@@ -150,7 +152,8 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
             return EXIT_INVALID
     if not netguard.local_mode_enabled():
         print(real_network_notice(topology, servers, nodes, read_record=expect is None,
-                                  publish_region=region if args.publish else None), file=sys.stderr, flush=True)
+                                  publish_region=region if args.publish else None,
+                                  serve_region=region if args.serve_probes else None), file=sys.stderr, flush=True)
     source = canary.client_source(topology) if netguard.local_mode_enabled() else None
     aws = Clients() if (expect is None or args.publish) else None
     as_json = args.output == "json"
