@@ -11,6 +11,12 @@ reach. Local (``REGIONHA_LOCAL=1``, which ``regionha local exec`` sets): cloud a
 loopback, probes leave from the client site's loopback image and the socket guard refuses anything
 else; ``regionha local exec -- regionha canary run`` probes a running local runtime.
 
+``--interval S`` starts a round every S seconds of the environment's clock (the local runtime's
+emulated one under ``REGIONHA_CLOCK``), rounds overlapping when one is slow, each published stamped
+with its slot. The on-prem agent (agent/regionha-canary.service) adds ``--serve-probes`` (answer the
+drill's and the failover controller's probe requests: ``regionha.watch.agent_requests``) and
+``--wait-for-record`` (publish nothing until the build made the record).
+
 ``--output text`` (default) prints a table per run; ``--output json`` one JSON object per run, one per
 line, on stdout (what it will reach and what it published go to stderr).
 
