@@ -49,7 +49,9 @@ def test_the_agent_runs_a_command_the_cli_accepts(argv):
     assert Path(argv[0]).name == "regionha"
     args = build_parser().parse_args(argv[1:])
     if "canary" in argv:
-        assert (args.publish, args.interval, args.output) == (True, 60.0, "json")
+        # The deployment's 10-second rounds, the drill's and controller's probes, nothing before the build.
+        assert (args.publish, args.interval, args.output) == (True, 10.0, "json")
+        assert args.serve_probes and args.wait_for_record
         assert args.topology == "/etc/regionha/topology.yaml"
 
 
@@ -95,11 +97,51 @@ def _calls_of_one_agent_run(moto_aws) -> list[tuple[str, str, dict, str]]:
                                                                      canary.canary_targets(SITE)},
                                 node_addresses={n.name: ("127.0.0.1", 9) for n in SITE.nodes})
         metrics.put_metric_data(canary.metrics(run), aws.client("cloudwatch", STACK_REGION))
+        replies = _serve_one_probe_request(aws)
     finally:
         session.events.unregister("before-parameter-build.*.*", unique_id="agent-calls")
     assert truth.ip == str(SITE.primary.ip)
-    region = {"route53": "us-east-1", "cloudwatch": STACK_REGION}
+    assert replies == 1
+    region = {"route53": "us-east-1", "cloudwatch": STACK_REGION, "sqs": STACK_REGION, "dynamodb": STACK_REGION}
     return [(service, op, params, region[service]) for service, op, params in calls]
+
+
+def _serve_one_probe_request(aws) -> int:
+    """The stack's probe queue and reply table (template.yaml), one drill probe request, and the agent's
+    loop answering it; the test's own calls go through a session of their own (not recorded)."""
+    import threading
+    import time
+
+    from regionha.watch import agent_requests
+
+    own = boto3.session.Session(region_name=STACK_REGION)
+    sqs, dynamodb = own.client("sqs"), own.client("dynamodb")
+    url = sqs.create_queue(QueueName=agent_requests.queue_name(SITE.deployment))["QueueUrl"]
+    table = agent_requests.reply_table_name(SITE.deployment)
+    dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "request_id", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "request_id", "KeyType": "HASH"}])
+    # A node the agent's topology does not know: answered (as unknown) without a packet to the site's network.
+    request = agent_requests.ProbeRequest(request_id="req-0001", deployment=SITE.deployment, kind="check_nodes",
+                                          timeout_seconds=0.01, expires_at=time.time() + 60, nodes=["not-a-node"])
+    sqs.send_message(QueueUrl=url, MessageBody=request.model_dump_json())
+    stop = threading.Event()
+    serving = threading.Thread(target=agent_requests.serve_requests, args=(SITE, aws, STACK_REGION),
+                               kwargs={"source": None, "stop": stop, "long_poll": 1})
+    serving.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not dynamodb.scan(TableName=table)["Items"]:
+            time.sleep(0.05)
+        # The message is deleted once the reply is written.
+        while time.monotonic() < deadline and sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"][
+                "ApproximateNumberOfMessagesNotVisible"] != "0":
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        serving.join(10)
+    return len(dynamodb.scan(TableName=table)["Items"])
 
 
 def _refused(policy: dict, calls) -> list[str]:
@@ -113,11 +155,12 @@ def test_the_minimal_policy_allows_what_the_agent_does_and_each_part_is_needed(m
     calls = _calls_of_one_agent_run(moto_aws)
     assert {(s, op) for s, op, *_ in calls} == {
         ("route53", "ListHostedZonesByName"), ("route53", "ListTagsForResources"),
-        ("route53", "ListResourceRecordSets"), ("cloudwatch", "PutMetricData")}
+        ("route53", "ListResourceRecordSets"), ("cloudwatch", "PutMetricData"),
+        ("sqs", "GetQueueUrl"), ("sqs", "ReceiveMessage"), ("sqs", "DeleteMessage"), ("dynamodb", "PutItem")}
     assert _refused(POLICY, calls) == []
     for i, statement in enumerate(POLICY["Statement"]):
         without = {**POLICY, "Statement": POLICY["Statement"][:i] + POLICY["Statement"][i + 1:]}
         assert _refused(without, calls), f"statement {statement['Sid']} is not needed"
     other_namespace = copy.deepcopy(POLICY)
-    other_namespace["Statement"][-1]["Condition"]["StringEquals"]["cloudwatch:namespace"] = "elsewhere"
+    other_namespace["Statement"][2]["Condition"]["StringEquals"]["cloudwatch:namespace"] = "elsewhere"
     assert _refused(other_namespace, calls) == ["cloudwatch:PutMetricData on *"]

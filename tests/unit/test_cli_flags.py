@@ -19,8 +19,8 @@ import pytest
 from regionha.cli import build_parser, main
 from regionha.drill import DrillSettings
 
-# Commands that only check or print a file, or hand over to another program.
-NO_OUTPUT = {("topology", "validate"), ("topology", "show"), ("local", "exec")}
+# Commands that only check or print a file (a config), or hand over to another program.
+NO_OUTPUT = {("topology", "validate"), ("topology", "show"), ("local", "exec"), ("onprem", "named-conf")}
 
 
 def commands(parser: argparse.ArgumentParser,

@@ -44,8 +44,8 @@ def test_the_shipped_site_is_valid_with_no_client_vpc_and_no_warning():
     # Only the regions' BIND forwarder is regionha's to build: the on-prem DNS server is the user's.
     assert [s.name for s in site.bind_servers()] == ["osaka-bind"]
     assert str(site.canary_source()) == "10.62.10.20"
-    # One warning, and no other: what an on-prem site cannot do yet (docs/onprem.md).
-    assert [(w.field, "failovers are refused" in w.message) for w in topology_warnings(site)] == [("client.kind", True)]
+    # No warning: the drill's probes and the controller's node checks run in the on-prem agent.
+    assert topology_warnings(site) == []
 
 
 def test_a_file_without_client_kind_is_a_vpc_client_site_as_before():

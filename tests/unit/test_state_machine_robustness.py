@@ -124,4 +124,6 @@ def test_the_tables_and_the_reports_bucket_outlive_the_stack() -> None:
         for logical, res in template["Resources"].items()
         if res["Type"] in ("AWS::DynamoDB::Table", "AWS::S3::Bucket")
     }
-    assert kept == {name: ("Retain", "Retain") for name in ("StateTable", "IdempotencyTable", "ReportsBucket")}
+    assert kept == {**{name: ("Retain", "Retain") for name in ("StateTable", "IdempotencyTable", "ReportsBucket")},
+                    # Probe replies (an on-prem site's agent) live seconds: deleted with the stack, by name.
+                    "ProbeReplyTable": ("Delete", "Delete")}

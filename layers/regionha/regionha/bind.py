@@ -131,11 +131,8 @@ def _render(
         "    allow-recursion { clients; };",
         "    allow-transfer { none; };",
         "    notify no;",
-        # Names outside the cluster zone: the server's own VPC resolver, never the root servers.
-        "    forward only;",
-        f"    forwarders {{ {_forwarders(default_forwarders, addr, runtime.upstream_port)} }};",
-        # The zone is private: its answers carry no signatures to validate.
-        "    dnssec-validation no;",
+        *_default_forwarding(default_forwarders, addr, runtime.upstream_port),
+        *_validation(zone, own_upstream=bool(default_forwarders)),
         f"    max-cache-size {runtime.max_cache_size};",
         *_cache_bounds(record_ttl),
         "};",
@@ -150,6 +147,23 @@ def _render(
         "",
     ]
     return "\n".join(lines)
+
+
+def _validation(zone: str, *, own_upstream: bool) -> list[str]:
+    if own_upstream:
+        # The zone is private: its answers carry no signatures to validate.
+        return ["    dnssec-validation no;"]
+    # A user's server validates the internet's answers; only the private zone (no secure delegation
+    # from the root) is exempt, or its answers would be bogus (BIND 9 ARM, "validate-except").
+    return [f'    validate-except {{ "{zone}"; }};']
+
+
+def _default_forwarding(upstream: list[Address], addr: AddressMap, port: int) -> list[str]:
+    if not upstream:
+        # An on-prem site's server: its own options decide the rest (root hints, its own upstream).
+        return ["    // Names outside the cluster zone: your server's own upstream (not regionha's to decide)."]
+    # Names outside the cluster zone: the server's own VPC resolver, never the root servers.
+    return ["    forward only;", f"    forwarders {{ {_forwarders(upstream, addr, port)} }};"]
 
 
 def _cache_bounds(record_ttl: int) -> list[str]:
@@ -176,25 +190,38 @@ def _zone(topology: Topology) -> str:
     return topology.dns.zone_fqdn.rstrip(".")
 
 
-def render_onprem_conf(topology: Topology, *, addr: AddressMap = str, runtime: NamedRuntime = EC2) -> str:
+def render_onprem_conf(
+    topology: Topology,
+    *,
+    addr: AddressMap = str,
+    runtime: NamedRuntime = EC2,
+    upstream: Iterable[Address] | None = None,
+) -> str:
     """named.conf of the on-prem resolver (``topology.client.dns_server``).
 
     Recursive for the client network and the loopback address only; the cluster zone goes to every
     forwarder path (Resolver endpoint IPs and BIND forwarder IPs), forward only, so that losing one
-    path still leaves the other.
+    path still leaves the other; every cache bounded by the record TTL.
+
+    ``upstream``: where names outside the cluster zone go (forward only). A VPC client site's default
+    is its VPC's resolver (base + 2). A real on-prem site (``client.kind: onprem``) has no VPC: its
+    server's own upstream is the user's, so without ``upstream`` the render forwards only the cluster
+    zone and says so in a comment (``regionha onprem named-conf`` prints it: docs/onprem.md).
 
     The loopback address is written out instead of BIND's ``localhost`` ACL, which means every
     address of every interface: in the local runtime that is every other instance on loopback.
     """
     server = topology.client.dns_server
     forwarders = [a for path in topology.forwarder_paths for a in path.addresses()]
+    if upstream is None:
+        upstream = [] if topology.client_vpc is None else [topology.vpc(topology.client_vpc).resolver_ip()]
     return _render(
         comment=f"on-prem resolver {server.name} of deployment {topology.deployment}",
         listen=addr(server.ip),
         clients=[_network(topology.client.cidr, addr), "127.0.0.1"],
         zone=_zone(topology),
         zone_forwarders=forwarders,
-        default_forwarders=[topology.vpc(topology.client.vpc).resolver_ip()],
+        default_forwarders=list(upstream),
         addr=addr,
         runtime=runtime,
         record_ttl=topology.dns.record.ttl,

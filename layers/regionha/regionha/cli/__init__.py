@@ -24,6 +24,7 @@ from regionha.cli.build import register as register_build
 from regionha.cli.canary import register as register_canary
 from regionha.cli.drill import register as register_drill
 from regionha.cli.local import register_local
+from regionha.cli.onprem import register as register_onprem
 from regionha.local.prove import register_prove
 from regionha.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, _one_line, load_topology
 from regionha.topology.validation import topology_warnings
@@ -105,7 +106,7 @@ def register_topology(subparsers: Subparsers) -> None:
 
 COMMAND_GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     register_topology, register_build, register_canary, register_local, register_drill, register_audit,
-    register_prove,
+    register_prove, register_onprem,
 )
 
 

@@ -11,6 +11,12 @@ reach. Local (``REGIONHA_LOCAL=1``, which ``regionha local exec`` sets): cloud a
 loopback, probes leave from the client site's loopback image and the socket guard refuses anything
 else; ``regionha local exec -- regionha canary run`` probes a running local runtime.
 
+``--interval S`` starts a round every S seconds of the environment's clock (the local runtime's
+emulated one under ``REGIONHA_CLOCK``), rounds overlapping when one is slow, each published stamped
+with its slot. The on-prem agent (agent/regionha-canary.service) adds ``--serve-probes`` (answer the
+drill's and the failover controller's probe requests: ``regionha.watch.agent_requests``) and
+``--wait-for-record`` (publish nothing until the build made the record).
+
 ``--output text`` (default) prints a table per run; ``--output json`` one JSON object per run, one per
 line, on stdout (what it will reach and what it published go to stderr).
 
@@ -24,11 +30,17 @@ import argparse
 import ipaddress
 import json
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from regionha.cli.output import EXIT_FAILED, EXIT_INVALID, EXIT_OK, add_output_argument
+
+# Rounds of a slow run overlap (a silent path costs one probe timeout); more than this wait their turn.
+MAX_OVERLAPPING_ROUNDS = 6
 
 
 def _address(text: str, what: str) -> tuple[str, tuple[str, int]]:
@@ -84,7 +96,7 @@ def format_run(run: Any) -> str:
 
 def real_network_notice(
     topology: Any, servers: dict[str, tuple[str, int]], nodes: dict[str, tuple[str, int]], *,
-    read_record: bool, publish_region: str | None,
+    read_record: bool, publish_region: str | None, serve_region: str | None = None,
 ) -> str:
     """What a real-network run will reach, one line per destination, for stderr before the first probe."""
     from regionha.watch.canary import DNS_PORT, canary_targets
@@ -103,6 +115,8 @@ def real_network_notice(
         lines.append(f"  AWS Route 53 (ListResourceRecordSets): the record {topology.dns.record.name}")
     if publish_region:
         lines.append(f"  AWS CloudWatch (PutMetricData) in {publish_region}")
+    if serve_region:
+        lines.append(f"  AWS SQS (ReceiveMessage) and DynamoDB (PutItem) in {serve_region}: probe requests, replies")
     return "\n".join(lines)
 
 
@@ -136,7 +150,7 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
 
     netguard.install_socket_guard()  # in local mode, nothing but loopback; elsewhere a no-op
     region = args.region or (topology.region_of(topology.client_vpc) if topology.client_vpc else None)
-    if region is None and args.publish:
+    if region is None and (args.publish or args.serve_probes):
         try:  # a real on-prem site has no client VPC: the stack's region (AWS_REGION, the profile)
             region = stack_region()
         except ConfigurationError as e:
@@ -144,46 +158,113 @@ def cmd_canary_run(args: argparse.Namespace) -> int:
             return EXIT_INVALID
     if not netguard.local_mode_enabled():
         print(real_network_notice(topology, servers, nodes, read_record=expect is None,
-                                  publish_region=region if args.publish else None), file=sys.stderr, flush=True)
+                                  publish_region=region if args.publish else None,
+                                  serve_region=region if args.serve_probes else None), file=sys.stderr, flush=True)
     source = canary.client_source(topology) if netguard.local_mode_enabled() else None
     aws = Clients() if (expect is None or args.publish) else None
-    status = EXIT_OK
-    done = 0
     as_json = args.output == "json"
-    try:
-        while runs is None or done < runs:
-            started = time.monotonic()
-            try:
-                if expect is not None:
-                    truth = canary.truth_from_record(topology, {"ip": expect, "ttl": None})
-                else:
-                    truth = canary.read_truth(topology, aws)
-                run = canary.run_canary(topology, truth, timeout=args.timeout, source=source,
-                                        servers=servers, node_addresses=nodes)
-            except ConfigurationError as e:
-                print(f"regionha canary run: {e}", file=sys.stderr)
-                return EXIT_INVALID
-            except (BotoCoreError, ClientError) as e:
+    printing = threading.Lock()
+    armed = threading.Event()  # --wait-for-record: the record has been seen once
+    if not args.wait_for_record:
+        armed.set()
+
+    def one_round(slot: datetime) -> int:
+        """Read the truth, probe, print, publish (stamped with the round's slot). Exit status of the round."""
+        try:
+            if expect is not None:
+                truth = canary.truth_from_record(topology, {"ip": expect, "ttl": None})
+            else:
+                truth = canary.read_truth(topology, aws)
+            if not armed.is_set():
+                if truth.ip is None:
+                    with printing:
+                        print(f"regionha canary run: {topology.dns.record.name} does not exist yet (no build): "
+                              "waiting for it before publishing", file=sys.stderr, flush=True)
+                    return EXIT_OK
+                armed.set()
+            run = canary.run_canary(topology, truth, timeout=args.timeout, source=source,
+                                    servers=servers, node_addresses=nodes)
+        except ConfigurationError as e:
+            with printing:
+                print(f"regionha canary run: {e}", file=sys.stderr, flush=True)
+            return EXIT_INVALID
+        except (BotoCoreError, ClientError) as e:
+            with printing:
                 print(f"regionha canary run: cannot read the record from Route 53 ({e}); "
-                      "give the expected address with --expect IP", file=sys.stderr)
-                return EXIT_INVALID
+                      "give the expected address with --expect IP", file=sys.stderr, flush=True)
+            return EXIT_INVALID
+        status = EXIT_OK if run.all_succeeded else EXIT_FAILED
+        published = None
+        if args.publish:
+            try:
+                published = metrics.put_metric_data(canary.metrics(run), aws.client("cloudwatch", region),
+                                                    timestamp=slot)
+            except (BotoCoreError, ClientError) as e:
+                published = e
+                status = EXIT_FAILED
+        with printing:
             # json: one JSON object per run, one per line (a single run is a single document).
             print(json.dumps(run.to_json()) if as_json else format_run(run), flush=True)
-            if not run.all_succeeded:
-                status = EXIT_FAILED
-            if args.publish:
-                try:
-                    count = metrics.put_metric_data(canary.metrics(run), aws.client("cloudwatch", region))
-                    print(f"published {count} datapoints to CloudWatch in {region}",
-                          file=sys.stderr if as_json else sys.stdout, flush=True)
-                except (BotoCoreError, ClientError) as e:
-                    print(f"regionha canary run: publishing failed: {e}", file=sys.stderr)
-                    status = EXIT_FAILED
-            done += 1
-            if runs is None or done < runs:
-                time.sleep(max(0.0, (args.interval or 0.0) - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        pass
+            if isinstance(published, int):
+                print(f"published {published} datapoints to CloudWatch in {region}",
+                      file=sys.stderr if as_json else sys.stdout, flush=True)
+            elif published is not None:
+                print(f"regionha canary run: publishing failed: {published}", file=sys.stderr, flush=True)
+        return status
+
+    serving = threading.Event()
+    if args.serve_probes:
+        from regionha.watch.agent_requests import serve_requests
+
+        # The drill's probes and the controller's node checks, run here on the site (docs/onprem.md).
+        threading.Thread(target=serve_requests, args=(topology, aws or Clients(), region),
+                         kwargs={"source": source, "stop": serving}, name="probe-requests", daemon=True).start()
+    try:
+        return _run_rounds(one_round, runs, args.interval)
+    finally:
+        serving.set()
+
+
+def _run_rounds(one_round: Any, runs: int | None, interval: float | None) -> int:
+    """Run ``one_round(slot)`` ``runs`` times (None: until interrupted), a slot every ``interval``
+    seconds of the environment's clock (``metrics.now``/``metrics.sleep``: real time, or the local
+    runtime's emulated one). Like the canary function's rounds (``regionha.watch.rounds``) a slow round
+    (a silent path costs a probe timeout) does not delay the next: rounds overlap, in threads; a slot
+    already past is skipped. Without ``interval`` the runs follow each other. The worst exit status of
+    the rounds; a round that could not run (2) stops the loop."""
+    from regionha.watch import metrics
+
+    status = EXIT_OK
+    done = 0
+    pending: list[Future[int]] = []
+    start = metrics.now()
+    k = 0
+    with ThreadPoolExecutor(max_workers=MAX_OVERLAPPING_ROUNDS, thread_name_prefix="canary-round") as pool:
+        try:
+            while runs is None or done < runs:
+                slot = start + timedelta(seconds=(interval or 0.0) * k)
+                if interval is not None:
+                    wait = (slot - metrics.now()).total_seconds()
+                    if wait > 0:
+                        metrics.sleep(wait)
+                    elif -wait >= interval:  # overran: skip to the current slot
+                        k += int(-wait // interval)
+                        continue
+                future = pool.submit(one_round, slot if interval is not None else metrics.now())
+                pending.append(future)
+                if interval is None:
+                    future.result()
+                done += 1
+                k += 1
+                for f in [f for f in pending if f.done()]:
+                    pending.remove(f)
+                    status = max(status, f.result())
+                if status == EXIT_INVALID:
+                    break
+            for f in pending:
+                status = max(status, f.result())
+        except KeyboardInterrupt:
+            pass
     return status
 
 
@@ -218,6 +299,12 @@ def register(subparsers: Any) -> None:
                      help="bound of each probe (default: the topology's canary.timeout_seconds)")
     run.add_argument("--publish", action="store_true", help="put the metrics to CloudWatch (AWS credentials)")
     run.add_argument("--region", help="CloudWatch region for --publish (default: the client site's region)")
+    run.add_argument("--serve-probes", action="store_true",
+                     help="also answer the drill's and the failover controller's probe requests from the "
+                     "deployment's queue (an on-prem site's agent: docs/onprem.md)")
+    run.add_argument("--wait-for-record", action="store_true",
+                     help="publish nothing until the record exists once (an agent installed before the build "
+                     "must not feed the deployment's new alarms the failures of a half-built deployment)")
     add_output_argument(run)
     # Before --output existed: --json meant --output json; kept for old scripts, not shown.
     run.add_argument("--json", dest="output", action="store_const", const="json", help=argparse.SUPPRESS)

@@ -3,7 +3,8 @@ library, the record, the alarms), and ``observe``, the bounded loop every observ
 restore use. Judging is regionha.drill.judge's; this module only measures and records.
 
 IAM: ec2:DescribeInstances, cloudwatch:DescribeAlarms, lambda:InvokeFunction (the canary function,
-when ``PROBE_FUNCTION`` is set), route53 reads of the record (canary.read_truth).
+when ``PROBE_FUNCTION`` is set; on a real on-prem site sqs:GetQueueUrl, sqs:SendMessage and
+dynamodb:GetItem instead: the on-prem agent probes), route53 reads of the record (canary.read_truth).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from regionha.drill.proof import ALARM, alarm_path
 from regionha.drill.steps import PATH, DrillAborted, DrillStepFailed
 from regionha.drill.store import DrillBase
 from regionha.errors import TransientError
-from regionha.watch import canary
+from regionha.watch import agent_requests, canary
 
 _DESCRIBE_ALARMS_MAX = 100
 
@@ -66,11 +67,20 @@ class Prober(DrillBase):
 
         With ``PROBE_FUNCTION`` set (on AWS: the canary function, placed in the client network) the
         probes run there, invoked synchronously; this function itself stays outside any VPC, where
-        the AWS APIs it drives are. Without it, they run here (tests, hosts on the client network).
-        IAM: lambda:InvokeFunction on the canary function.
+        the AWS APIs it drives are. On a real on-prem site they run in the on-prem agent instead (a
+        probe request, ``regionha.watch.agent_requests``; ``AgentDidNotAnswer``, a TransientError,
+        when it does not answer in time). Without it, they run here (tests, hosts on the client network).
+        IAM: lambda:InvokeFunction on the canary function; on-prem: sqs:GetQueueUrl, sqs:SendMessage,
+        dynamodb:GetItem on the probe reply table.
         """
         topology = self.topology
         function = os.environ.get("PROBE_FUNCTION")
+        if function and topology.client.onprem:
+            # A real on-prem site: no function of ours runs there; its on-prem agent probes for us.
+            return agent_requests.ask_agent(
+                topology, agent_requests.CANARY, clients=self.clients, region=self.env.region,
+                timeout=self._probe_timeout() or topology.canary.timeout_seconds,
+                truth={"ip": truth.ip, "ttl": truth.ttl, "node": truth.node})
         if not function:
             return canary.run_canary(
                 topology, truth, timeout=self._probe_timeout(), source=canary.client_source(topology),

@@ -3,8 +3,10 @@ and, to tell a cut client link from a dead node, from its peer region.
 
 Every port check goes through ``regionha.failover.check_node`` and ``service_endpoint``, looked up on
 the package at call time: those are the seams tests and field cases replace. On AWS the client-network
-checks are a ``check_nodes`` request to the function placed in the client network (``CHECK_FUNCTION``):
-the controller itself stays outside any VPC, where the EC2, Route 53 and DynamoDB APIs are.
+checks are a ``check_nodes`` request to the function placed in the client network (``CHECK_FUNCTION``),
+or, on a real on-prem site where no function of ours runs, to the on-prem agent (a probe request on
+the deployment's queue): the controller itself stays outside any VPC, where the EC2, Route 53 and
+DynamoDB APIs are. The peer-region vantage point and the instance states need no client network.
 """
 
 from __future__ import annotations
@@ -192,6 +194,8 @@ def _client_checks(topology: Topology, names: list[str], timeout: float) -> dict
     there (``CHECK_NODES_FUNCTION``) on AWS, else by ``check_node`` from here."""
     if not names:
         return {}
+    if os.environ.get(CHECK_FUNCTION_ENV) and topology.client.onprem:
+        return _request_agent_check_nodes(topology, names, timeout)
     if os.environ.get(CHECK_FUNCTION_ENV):
         return _request_check_nodes(topology, names, timeout)
     with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="node-check") as pool:
@@ -289,3 +293,26 @@ def _request_check_nodes(topology: Topology, names: list[str], timeout: float) -
         return {n: NodeCheck(**nodes[n]) for n in names}
     except Exception as e:  # any failure to check leaves the node unknown, i.e. unhealthy
         return {n: NodeCheck(str(topology.node(n).ip), False, None, 0.0, f"check_nodes function: {e}") for n in names}
+
+
+# The region of the full stack's probe queue (template.yaml: the stack's own, or the peer's for a
+# controller stack).
+AGENT_REGION_ENV = "AGENT_REGION"
+
+
+def _request_agent_check_nodes(topology: Topology, names: list[str], timeout: float) -> dict[str, NodeCheck]:
+    """A real on-prem site: the client network's checks come from the on-prem agent (a check_nodes probe
+    request, ``regionha.watch.agent_requests``). As with the function, any failure to get an answer makes
+    every check fail with the reason, which refuses a failover rather than making a blind one.
+    IAM: sqs:GetQueueUrl, sqs:SendMessage, dynamodb:GetItem on the probe reply table."""
+    from regionha.aws import Clients, stack_region
+    from regionha.watch import agent_requests
+
+    region = os.environ.get(AGENT_REGION_ENV) or stack_region()
+    try:
+        body = agent_requests.ask_agent(topology, agent_requests.CHECK_NODES, clients=Clients(), region=region,
+                                        timeout=timeout, nodes=names)
+        nodes = body["nodes"]
+        return {n: NodeCheck(**nodes[n]) for n in names}
+    except Exception as e:  # any failure to check leaves the node unknown, i.e. unhealthy
+        return {n: NodeCheck(str(topology.node(n).ip), False, None, 0.0, f"on-prem agent: {e}") for n in names}

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[4]
 DEFAULT_TEMPLATE = REPO / "template.yaml"
 STACK_NAME = "regionha"
+ONPREM_STACK_REGION = "ap-southeast-1"
 
 Progress = Callable[[str], None]
 
@@ -107,6 +108,7 @@ class LocalRuntime:
         workdir: Path | None = None,
         progress: Progress = _quiet,
         reconcile_interval: float = 0.2,
+        region: str | None = None,
     ):
         self.topology = topology
         self.template = Path(template)
@@ -114,11 +116,11 @@ class LocalRuntime:
         self.workdir = Path(workdir) if workdir else Path("/tmp") / f"regionha-local-{os.getpid()}"
         self.progress = progress
         self.reconcile_interval = reconcile_interval
-        if topology.client_vpc is None:
-            # Its routing over given links, the user's DNS server and the on-prem agent are not emulated yet.
-            raise ConfigurationError("the local runtime does not run a real on-prem client site (client.kind: "
-                                     "onprem) yet: see docs/onprem.md, 'Not yet'")
-        self.region = topology.region_of(topology.client.vpc)
+        # The stack's region: the client VPC's for a VPC site; a real on-prem site has none, and its stack
+        # lives where the user deploys it (``region``; by default outside the cluster regions, as the
+        # reference's does).
+        self.region = region or (topology.region_of(topology.client_vpc) if topology.client_vpc
+                                 else ONPREM_STACK_REGION)
         self.aws: Any = None
         self.stack: Any = None
         # The second failover controller: a controller-only stack in another cluster region.
@@ -139,6 +141,7 @@ class LocalRuntime:
         self.emitter: Any = None
         self.alarms: Any = None
         self.agent: Any = None  # the on-prem agent's coverage check (local/host/agent.py)
+        self.site: Any = None  # a real on-prem site's DNS server and agent process (local/host/site.py)
         self.executions: list[Execution] = []
         self._saved_env: dict[str, str | None] = {}
         self._started = False
@@ -219,6 +222,13 @@ class LocalRuntime:
                 )
                 self.progress(f"a second failover controller in {self.controller_region} (controller-only stack)")
             self.clients = self.aws.clients()
+            if self.topology.client.onprem:
+                from regionha.local.host.site import given_links
+
+                # The user's side of the links exists before the build: their virtual private gateways.
+                self.topology = given_links(self.topology, self.clients)
+                self.progress("on-prem site: the links' virtual private gateways "
+                              + ", ".join(f"{lk.name}={lk.gateway_id}" for lk in self.topology.client.links))
             self.progress(
                 f"provisioned from {self.template.name}: {len(self.stack.functions)} functions, "
                 f"{len(self.stack.state_machines)} state machines, {len(self.stack.rules)} rules, "
@@ -270,7 +280,21 @@ class LocalRuntime:
                     self.alarms.put_composite_alarm(self.region, **props)
             from regionha.local.host.agent import OnPremAgent
 
-            self.agent = OnPremAgent(self.topology, self.fleet, self.clients.client("cloudwatch", self.region),
+            servers: Any = self.fleet
+            if self.topology.client.onprem:
+                from regionha.local.host.site import OnPremSite
+
+                # The user's hosts: their DNS server, and the agent installed with the topology file (it
+                # publishes once the build made the record: --wait-for-record).
+                self.site = OnPremSite(self.topology, self.workdir,
+                                       environment={**self.sandbox, "AWS_REGION": self.region,
+                                                    "AWS_DEFAULT_REGION": self.region})
+                self.site.start_dns_server()
+                self.site.start_agent()
+                servers = self.site
+                self.progress(f"on-prem site {self.topology.client.name}: its DNS server (named) and the on-prem "
+                              f"agent (regionha canary run --publish, log {self.site.agent_log})")
+            self.agent = OnPremAgent(self.topology, servers, self.clients.client("cloudwatch", self.region),
                                      self.clock)
             for ticker in (self.schedules, self.emitter, self.alarms, self.agent):
                 ticker.start()
@@ -295,6 +319,8 @@ class LocalRuntime:
         for ticker in (self.schedules, self.emitter, self.alarms, self.agent):
             if ticker is not None:
                 _safely(ticker.stop)
+        if self.site is not None:
+            _safely(self.site.stop)
         if self.fleet is not None:
             _safely(self.fleet.stop)
         if self.world is not None:

@@ -64,15 +64,17 @@ class DnsTarget:
 
 
 def dns_targets(topology: Topology) -> list[DnsTarget]:
-    """Forwarder path addresses (queried by the on-prem DNS server) and the on-prem DNS server itself
-    (queried by the client network)."""
+    """Forwarder path addresses (queried by the on-prem DNS server) and, on a VPC client site, the
+    on-prem DNS server itself (queried by the client network). A real on-prem site's DNS server sits on
+    the site's own network with its clients: nothing of AWS stands between them."""
     onprem = ipaddress.IPv4Network(f"{topology.client.dns_server.ip}/32")
     out = []
     for path in topology.forwarder_paths:
         for ip in path.addresses():
             out.append(DnsTarget(path.name, path.kind, path.vpc, str(ip), onprem))
-    server = topology.client.dns_server
-    out.append(DnsTarget(server.name, "dns_server", topology.client.vpc, str(server.ip), topology.client.cidr))
+    if topology.client_vpc is not None:
+        server = topology.client.dns_server
+        out.append(DnsTarget(server.name, "dns_server", topology.client_vpc, str(server.ip), topology.client.cidr))
     return out
 
 
@@ -287,6 +289,7 @@ class World:
     def local_addresses(self) -> list[str]:
         """Every loopback address the runtime serves: nodes, forwarder paths, the on-prem DNS server."""
         cloud = [n.ip for n in self.topology.nodes] + [t.address for t in dns_targets(self.topology)]
+        cloud.append(self.topology.client.dns_server.ip)
         return sorted({to_local(a) for a in cloud}, key=ipaddress.IPv4Address)
 
     def ensure_addresses(self) -> list[str]:

@@ -89,8 +89,7 @@ Network = ipaddress.IPv4Network
 def topology_warnings(topology: Topology) -> list[Problem]:
     """What works but is likely to hurt, for a topology ``check_topology`` accepts: each a ``Problem``
     naming its field, to be shown as a warning, never refused. Pure."""
-    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region, _warn_package_egress,
-              _warn_onprem_probes)
+    checks = (_warn_mdns_zone, _warn_ttl_over_budget, _warn_paths_in_one_region, _warn_package_egress)
     return list(chain.from_iterable(check(topology) for check in checks))
 
 
@@ -454,18 +453,6 @@ def _check_dns(t: Topology) -> Iterator[Problem]:
             yield Problem("dns.record.name", f"record {dns.record.name} is outside zone {dns.zone_fqdn}")
     if not 0 <= dns.record.ttl <= MAX_TTL:
         yield Problem("dns.record.ttl", f"TTL {dns.record.ttl} is outside Route 53's range 0..{MAX_TTL}")
-
-
-def _warn_onprem_probes(t: Topology) -> Iterator[Problem]:
-    # The on-prem agent runs the scheduled canary on the site; the failover controller's node checks
-    # and the drill's probes still go through the canary function, which has no way into a real site.
-    if t.client.onprem:
-        yield Problem(
-            "client.kind",
-            "on-prem site: the canary runs there as the on-prem agent (docs/onprem.md), but the failover "
-            "controller's node checks and the drill's probes still run in the canary function, outside the "
-            "site: until they run on the agent, failovers are refused and the acceptance drill fails there",
-        )
 
 
 def _warn_mdns_zone(t: Topology) -> Iterator[Problem]:

@@ -167,8 +167,11 @@ def client_source(topology: Topology) -> str:
     """The client-site address the local runtime probes from: the first free host of the client network.
 
     In AWS the canary's ENI has its own address; locally it needs a fixed one inside the client CIDR
-    so that security groups and network ACLs judge it as they would judge the client.
+    so that security groups and network ACLs judge it as they would judge the client. On a real on-prem
+    site it is the agent's host (``client.canary_ip``), where the canary runs.
     """
+    if topology.client.onprem:
+        return str(topology.client.canary_ip)
     used = {topology.client.dns_server.ip}
     hosts = topology.client.cidr.hosts()
     for ip in hosts:

@@ -246,6 +246,10 @@ class RequestBuilder:
             add("function", ":".join(arn.split(":")[:7]), None)
         elif prefix == "dynamodb" and "TableName" in params:
             add("table", self._fill(prefix, "table", region, params["TableName"]), None)
+        elif prefix == "sqs" and ("QueueUrl" in params or "QueueName" in params):
+            # A queue URL ends in <account>/<name>; the queue's ARN is its region's and account's.
+            name = str(params.get("QueueName") or params["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1]
+            add("queue", f"arn:{PARTITION}:sqs:{region}:{self.account}:{name}", None)
         elif prefix == "sns" and "TopicArn" in params:
             add("topic", params["TopicArn"], None)
         elif prefix == "s3" and "Bucket" in params:

@@ -49,6 +49,7 @@ _NAME_LIMITS = {
     "AWS::S3::Bucket": 63,
     "AWS::SSM::Parameter": 1011,
     "AWS::Logs::LogGroup": 512,
+    "AWS::SQS::Queue": 80,
 }
 
 
@@ -203,6 +204,7 @@ class _Provisioner:
             "AWS::S3::Bucket": self._bucket,
             "AWS::SSM::Parameter": self._ssm_parameter,
             "AWS::Logs::LogGroup": self._log_group,
+            "AWS::SQS::Queue": self._queue,
         }
 
     # ---- template plumbing
@@ -513,6 +515,21 @@ class _Provisioner:
                      "Subscription")
         self.stack.topics[name] = arn
         return _Created(arn, {"TopicArn": arn, "TopicName": name})
+
+    def _queue(self, logical_id: str, props: dict[str, Any]) -> _Created:
+        # Ref is the queue URL, GetAtt Arn / QueueName (AWS::SQS::Queue return values).
+        sqs = self._client("sqs")
+        name = props.get("QueueName") or self._default_name(logical_id, "AWS::SQS::Queue")
+        keys = ("DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds",
+                "VisibilityTimeout", "SqsManagedSseEnabled")
+        attributes = {k: str(props[k]).lower() if isinstance(props[k], bool) else str(props[k])
+                      for k in keys if k in props}
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        if props.get("Tags"):
+            sqs.tag_queue(QueueUrl=url, Tags={t["Key"]: t["Value"] for t in _tag_list(props["Tags"])})
+        self._ignore(logical_id, props, "QueueName", "Tags", *keys)
+        arn = self._arn("sqs", name)
+        return _Created(url, {"Arn": arn, "QueueName": name, "QueueUrl": url})
 
     def _subscription(self, logical_id: str, props: dict[str, Any]) -> _Created:
         attributes = {}

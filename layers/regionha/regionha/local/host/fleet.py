@@ -52,8 +52,9 @@ class BindFleet:
         for path in self.topology.forwarder_paths:
             if isinstance(path, BindPath):
                 out.append((path, path.vpc, bind.render_forwarder_conf(self.topology, path.name)))
-        server = self.topology.client.dns_server
-        out.append((server, self.topology.client.vpc, bind.render_onprem_conf(self.topology)))
+        if self.topology.client_vpc is not None:  # a real on-prem site's server is the user's (site.py)
+            server = self.topology.client.dns_server
+            out.append((server, self.topology.client_vpc, bind.render_onprem_conf(self.topology)))
         return out
 
     def _render_local(self, server: BindPath | DnsServer) -> Callable[[Any], str]:

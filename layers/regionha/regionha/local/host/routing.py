@@ -11,6 +11,10 @@ as the VPC router would (Amazon VPC user guide, "Route priority" and "Route tabl
   transitive routing) and only while it is ``active``; an internet gateway carries only traffic of an
   address with a public IP (and never to a private address); a NAT instance forwards only while it
   runs with the source/destination check off, and then its own subnet's routes apply;
+- an on-prem client site is a network of its own beyond its given links: its router sends each link's
+  ``routes`` over that link's virtual private gateway, which delivers only into the VPC it is attached
+  to; a VPC route to a virtual private gateway carries traffic only while the gateway is attached to
+  that VPC, and only to the site's network (a detached gateway's route is a blackhole);
 - a reply needs the same from the destination's subnet back to the source: both directions count.
 
 ``egress(src, service)`` answers the same for the regional endpoint of an AWS service (S3, where the
@@ -24,6 +28,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from regionha.aws import TAG_NAME, Clients, deployment_filter, tag_value
 from regionha.topology import Topology
@@ -65,6 +71,8 @@ class Routing:
     igws: dict[str, set[str]] = field(default_factory=dict)  # VpcId -> attached IGW ids
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # vpce id -> DescribeVpcEndpoints
     prefix_lists: dict[tuple[str, str], str] = field(default_factory=dict)  # (region, pl id) -> name
+    vpn_gateways: dict[str, dict[str, Any]] = field(default_factory=dict)  # vgw id -> DescribeVpnGateways
+    site: Site | None = None  # an on-prem client site: its network and given links (None: a VPC site)
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -104,6 +112,7 @@ class Routing:
                 snap.endpoints[ep["VpcEndpointId"]] = ep
             for pl in ec2.describe_prefix_lists()["PrefixLists"]:
                 snap.prefix_lists[(region, pl["PrefixListId"])] = pl["PrefixListName"]
+        read_site(snap, topology, clients)
         return snap
 
     # -- lookups ---------------------------------------------------------------------------------------
@@ -162,6 +171,8 @@ class Routing:
         if hops > MAX_HOPS:
             return "routing loop"
         subnet = self.subnet_of(src)
+        if subnet is None and self.site is not None and src in self.site.cidr:
+            return from_site(self, src, dst)
         if subnet is None:
             return f"{src} is in no subnet of the deployment"
         table = self.table_of(subnet)
@@ -189,6 +200,8 @@ class Routing:
             return OPEN if dst in ipaddress.IPv4Network(vpc.get("cidr", dest)) else f"{where}: {dst} not in the VPC"
         if route.get("VpcPeeringConnectionId"):
             return self._via_peering(route["VpcPeeringConnectionId"], subnet, dst, where)
+        if gateway.startswith("vgw-"):
+            return via_vpn_gateway(self, gateway, subnet, dst, where)
         if gateway.startswith("igw-"):
             if gateway not in self.igws.get(subnet["VpcId"], set()):
                 return f"{where}: internet gateway {gateway} is not attached"
@@ -273,3 +286,92 @@ def fix_moto_endpoint_routes() -> None:
 
     modify._regionha = True  # type: ignore[attr-defined]
     VPCEndPoint.modify = modify  # type: ignore[method-assign]
+
+
+# --- an on-prem client site: its network and the given links (VPN / Direct Connect on a VGW) ------------
+#
+# AWS docs followed: Site-to-Site VPN User Guide "Virtual private gateway" (one VPC at a time; traffic
+# from the link enters the attached VPC and is delivered by its local route), VPC User Guide "Route
+# tables" (a route to a detached gateway is a blackhole). The site's own router is the user's: it sends
+# each link's ``routes`` over that link (static routes or what BGP learnt), longest prefix first.
+
+
+@dataclass(frozen=True)
+class SiteLink:
+    name: str
+    gateway_id: str
+    routes: tuple[ipaddress.IPv4Network, ...]
+
+
+@dataclass(frozen=True)
+class Site:
+    """An on-prem client site as the VPC router sees it: a network beyond the links, not a subnet."""
+
+    cidr: ipaddress.IPv4Network
+    links: tuple[SiteLink, ...]
+
+
+def read_site(snap: Routing, topology: Topology, clients: Clients) -> None:
+    """Add an on-prem site and its links' gateways to ``snap`` (nothing for a VPC site).
+    IAM: ec2:DescribeVpnGateways."""
+    if not topology.client.onprem:
+        return
+    links = topology.client.links
+    snap.site = Site(topology.client.cidr,
+                     tuple(SiteLink(lk.name, lk.gateway_id, tuple(lk.routes)) for lk in links))
+    for region in dict.fromkeys(topology.region_of(lk.vpc) for lk in links):
+        ids = [lk.gateway_id for lk in links if topology.region_of(lk.vpc) == region]
+        for gateway_id in ids:
+            # One at a time: a gateway the user deleted must not hide the others (NotFound is per call).
+            try:
+                found = clients.ec2(region).describe_vpn_gateways(VpnGatewayIds=[gateway_id])["VpnGateways"]
+            except ClientError as e:  # the link leads nowhere: its routes drop
+                if e.response["Error"]["Code"] != "InvalidVpnGatewayID.NotFound":
+                    raise
+                found = []
+            for gateway in found:
+                if gateway.get("State") not in ("deleting", "deleted"):
+                    snap.vpn_gateways[gateway["VpnGatewayId"]] = {**gateway, "Region": region}
+
+
+def _attached_vpc(snap: Routing, gateway_id: str) -> str | None:
+    gateway = snap.vpn_gateways.get(gateway_id)
+    if gateway is None:
+        return None
+    return next((a["VpcId"] for a in gateway.get("VpcAttachments", []) if a.get("State") == "attached"), None)
+
+
+def from_site(snap: Routing, src: Address, dst: Address) -> str:
+    """One direction from the on-prem site: its router's longest matching link route, then that link's
+    gateway, which delivers only into the VPC it is attached to."""
+    assert snap.site is not None
+    best: tuple[int, SiteLink] | None = None
+    for link in snap.site.links:
+        for net in link.routes:
+            if dst in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, link)
+    if best is None:
+        return f"on-prem router: no link route holds {dst}"
+    link = best[1]
+    vpc_id = _attached_vpc(snap, link.gateway_id)
+    if vpc_id is None:
+        return f"link {link.name}: virtual private gateway {link.gateway_id} is not attached to a VPC"
+    vpc = snap.vpcs.get(vpc_id)
+    if vpc is None or dst not in ipaddress.IPv4Network(vpc["cidr"]):
+        name = (vpc or {}).get("name") or vpc_id
+        return f"link {link.name}: {dst} is not in VPC {name}, where its gateway {link.gateway_id} is attached"
+    return OPEN
+
+
+def via_vpn_gateway(snap: Routing, gateway_id: str, subnet: Mapping[str, Any], dst: Address, where: str) -> str:
+    """A route to a virtual private gateway: carried only while the gateway is attached to this subnet's
+    VPC (else the route is a blackhole), and only to the on-prem network beyond it."""
+    if _attached_vpc(snap, gateway_id) != subnet["VpcId"]:
+        return f"{where}: virtual private gateway {gateway_id} is not attached to this VPC (blackhole)"
+    site = snap.site
+    link = next((lk for lk in site.links if lk.gateway_id == gateway_id), None) if site is not None else None
+    if site is None or link is None:
+        return f"{where}: virtual private gateway {gateway_id} carries no link of the client site"
+    if dst not in site.cidr:
+        return f"{where}: {dst} is beyond link {link.name} (the on-prem network is {site.cidr})"
+    return OPEN
