@@ -46,6 +46,7 @@ from regionha.failover.health import (
 )
 from regionha.failover.resource import THROTTLING_CODES, RecordStatus, activate, deactivate, monitor
 from regionha.failover.settings import ControllerSettings, RetryPolicy
+from regionha.failover.standdown import controller_tables, resume_controllers, stand_down_controllers
 from regionha.watch.canary import NodeCheck, check_node
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "check_node",
     "claim_fence",
     "controller_inventory",
+    "controller_tables",
     "deactivate",
     "decide",
     "instance_node_map",
@@ -81,9 +83,11 @@ __all__ = [
     "node_named",
     "peer_source",
     "read_fence",
+    "resume_controllers",
     "run_controller",
     "screen",
     "service_endpoint",
+    "stand_down_controllers",
     "trigger_from_event",
     "watch",
 ]
