@@ -241,14 +241,13 @@ def endpoint_addresses(
                 attached |= {a["Ip"] for p in pages for a in p["IpAddresses"] if a.get("Status") == "ATTACHED"}
         if not attached:
             return frozenset()
-        held = {
-            address["PrivateIpAddress"]
-            for page in ec2.get_paginator("describe_network_interfaces").paginate(
-                Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
-                         {"Name": "addresses.private-ip-address", "Values": sorted(attached)}])
-            for eni in page["NetworkInterfaces"]
-            for address in eni.get("PrivateIpAddresses") or []
-        }
+        held: set[str] = set()
+        pages = ec2.get_paginator("describe_network_interfaces").paginate(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])
+        for page in pages:
+            for eni in page["NetworkInterfaces"]:
+                held.add(eni.get("PrivateIpAddress"))
+                held |= {a.get("PrivateIpAddress") for a in eni.get("PrivateIpAddresses") or []}
         return frozenset(to_local(ip) for ip in attached & held)
 
     return lookup
@@ -356,8 +355,8 @@ class VpcResolver:
     ``listen`` holds (host, port) pairs; each gets a UDP and a TCP socket on the same port, port 0
     picking a free one. ``start()`` returns the bound (host, port) pairs, also in ``addresses``.
     ``endpoint_hosts``: the listen hosts that are inbound endpoint addresses; each answers only while
-    ``live_hosts()`` (``endpoint_addresses``, read at most once per ``cache_seconds``) names it, and
-    drops the query otherwise.
+    ``live_hosts()`` (``endpoint_addresses``, re-read in the background once the view is older than
+    ``cache_seconds``; ``refresh_live`` reads it now) names it, and drops the query otherwise.
     IAM (through ``route53_client``): route53:ListHostedZonesByVPC, route53:ListResourceRecordSets.
     """
 
@@ -399,6 +398,8 @@ class VpcResolver:
         self._live_hosts = live_hosts
         self._live: frozenset[str] | None = None
         self._live_at = 0.0
+        self._live_lock = threading.Lock()  # one endpoint read at a time
+        self._refreshing = threading.Event()
 
     # -- lifecycle
 
@@ -482,19 +483,34 @@ class VpcResolver:
 
     def answers_on(self, host: str) -> bool:
         """Does something hold ``host`` now? The VPC's base+2 always; an endpoint address only while its
-        endpoint serves it (read at most once per ``cache_seconds``; unreadable: the last answer stands)."""
+        endpoint serves it. Never waits on AWS but for the very first read: a stale view (older than
+        ``cache_seconds``) is refreshed in the background, so a slow API under load delays noticing a
+        change by a refresh, never a query (which would time out every address at once)."""
         if host not in self._endpoint_hosts or self._live_hosts is None:
             return True
-        with self._lock:
-            now = self._clock()
-            if self._live is None or now - self._live_at >= self.cache_seconds:
-                try:
-                    self._live = self._live_hosts()
-                except (ClientError, BotoCoreError) as e:
-                    log.warning("resolver %s cannot read its endpoint addresses: %s", self.name, e)
-                    self._live = self._live if self._live is not None else self._endpoint_hosts
-                self._live_at = now
-            return host in self._live
+        if self._live is None:
+            self.refresh_live()
+        elif self._clock() - self._live_at >= self.cache_seconds and not self._refreshing.is_set():
+            self._refreshing.set()
+            threading.Thread(target=self.refresh_live, name=f"vpcdns-live-{self.name}", daemon=True).start()
+        return host in (self._live or frozenset())
+
+    def refresh_live(self) -> frozenset[str]:
+        """Read which endpoint addresses are held now (``endpoint_addresses``) and keep it; an unreadable
+        state keeps the last view (the endpoint addresses all answer before the first successful read)."""
+        try:
+            if self._live_hosts is not None:
+                with self._live_lock:
+                    live = self._live_hosts()
+                    self._live, self._live_at = live, self._clock()
+        except (ClientError, BotoCoreError) as e:
+            log.warning("resolver %s cannot read its endpoint addresses: %s", self.name, e)
+            if self._live is None:
+                self._live = self._endpoint_hosts
+            self._live_at = self._clock()
+        finally:
+            self._refreshing.clear()
+        return self._live or frozenset()
 
     def _read_zones(self) -> tuple[Zone, ...] | Unavailable:
         # A failure is cached like data, so an absent VPC or a broken Route 53 is not asked per query.
