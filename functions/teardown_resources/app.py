@@ -12,7 +12,7 @@ from regionha.converge.dns import teardown_dns
 from regionha.converge.instances import teardown_instances
 from regionha.converge.network import teardown_vpc
 from regionha.converge.peering import teardown_peerings
-from regionha.failover import controller_tables, stand_down_controllers
+from regionha.failover import controller_tables, stand_down_controllers, stand_down_polls
 from regionha.inventory import delete_inventory
 from regionha.payload import StandDownControllers, TeardownTask, TeardownVpc, clients, parse_task, stack_region
 from regionha.watch import metrics
@@ -38,7 +38,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
         return stand_down_controllers(
             aws, tables, topology.deployment, reason=f"teardown {task.run_id}", now=metrics.now().timestamp(),
-            attempt=task.input.attempt, max_polls=topology.waits.max_polls,
+            attempt=task.input.attempt, max_polls=stand_down_polls(topology),
         )
     if isinstance(task.input, TeardownVpc):
         return report(teardown_vpc(topology, task.input.vpc, aws))

@@ -180,3 +180,13 @@ def test_the_stand_down_wait_is_bounded(moto_world):
     permit_write(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, DEP, writer="x", until=T0 + 30)
     with pytest.raises(WaitTimeoutError, match="write permit"):
         _stand_down(moto_world, T0, attempt=4, max_polls=5)
+
+
+def test_the_wait_outlasts_a_write_permit_whatever_the_topologys_waits(topology):
+    from regionha.failover import stand_down_polls
+    from regionha.topology.model import Waits
+
+    for poll, polls in ((5, 60), (0, 1), (1, 3), (10, 2)):
+        t = topology.model_copy(update={"waits": Waits(poll_seconds=poll, max_polls=polls)})
+        assert stand_down_polls(t) * max(poll, 1) > WRITE_PERMIT_SECONDS
+        assert stand_down_polls(t) >= polls

@@ -46,7 +46,12 @@ from regionha.failover.health import (
 )
 from regionha.failover.resource import THROTTLING_CODES, RecordStatus, activate, deactivate, monitor
 from regionha.failover.settings import ControllerSettings, RetryPolicy
-from regionha.failover.standdown import controller_tables, resume_controllers, stand_down_controllers
+from regionha.failover.standdown import (
+    controller_tables,
+    resume_controllers,
+    stand_down_controllers,
+    stand_down_polls,
+)
 from regionha.watch.canary import NodeCheck, check_node
 
 __all__ = [
@@ -88,6 +93,7 @@ __all__ = [
     "screen",
     "service_endpoint",
     "stand_down_controllers",
+    "stand_down_polls",
     "trigger_from_event",
     "watch",
 ]

@@ -11,13 +11,21 @@ the mark is data in the tables the controllers already read (docs/failover.md, "
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from regionha.failover.fence import resume, stand_down
+from regionha.failover.fence import WRITE_PERMIT_SECONDS, resume, stand_down
 from regionha.waits import check_ready
 
 if TYPE_CHECKING:
     from regionha.aws import Clients
+    from regionha.topology import Topology
+
+
+def stand_down_polls(topology: Topology) -> int:
+    """Polls of ``waits.poll_seconds`` that outlast one write permit (at least ``waits.max_polls``)."""
+    return max(topology.waits.max_polls,
+               math.ceil(WRITE_PERMIT_SECONDS / max(topology.waits.poll_seconds, 1)) + 1)
 
 
 def stand_down_controllers(
