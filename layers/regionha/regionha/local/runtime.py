@@ -164,7 +164,7 @@ class LocalRuntime:
         from regionha.local.aws.alarms import AlarmEvaluator
         from regionha.local.aws.events import Ec2StateChangeEmitter, EventBus, ScheduleRunner
         from regionha.local.aws.server import LocalAws
-        from regionha.local.aws.vpcdns import VpcResolver, endpoint_addresses, vpc_id_by_tags
+        from regionha.local.aws.vpcdns import VpcResolver, vpc_id_by_tags
         from regionha.local.clock import CompressedClock, real_ttl
         from regionha.local.host.netns import Namespace
         from regionha.local.host.network import LocalNetwork
@@ -237,27 +237,17 @@ class LocalRuntime:
             route53 = self.clients.route53()
             for vpc in self.topology.vpcs:
                 listen = [(netguard.to_local(vpc.resolver_ip()), DNS_PORT)]
-                endpoint_hosts = [
-                    netguard.to_local(ip)
-                    for path in self.topology.forwarder_paths
-                    if path.kind == "resolver_endpoint" and path.vpc == vpc.name
-                    for ip in path.addresses()
-                ]
-                listen += [(host, DNS_PORT) for host in endpoint_hosts]
-                vpc_id = vpc_id_by_tags(self.clients.ec2(vpc.region), self.topology.deployment, vpc.name)
+                for path in self.topology.forwarder_paths:
+                    if path.kind == "resolver_endpoint" and path.vpc == vpc.name:
+                        listen += [(netguard.to_local(ip), DNS_PORT) for ip in path.addresses()]
                 resolver = VpcResolver(
                     vpc.region,
-                    vpc_id,
+                    vpc_id_by_tags(self.clients.ec2(vpc.region), self.topology.deployment, vpc.name),
                     route53,
                     listen,
                     name=vpc.name,
                     # One clock: DNS caches expire on the emulated time the alarms run on.
                     ttl=functools.partial(real_ttl, self.clock),
-                    # An endpoint address answers only while its endpoint and interface are there.
-                    endpoint_hosts=endpoint_hosts,
-                    live_hosts=endpoint_addresses(
-                        self.clients.route53resolver(vpc.region), self.clients.ec2(vpc.region), vpc_id,
-                        netguard.to_local),
                 )
                 resolver.start()
                 self.resolvers.append(resolver)

@@ -18,11 +18,6 @@ What it answers, per query:
 - while the VPC does not exist (the build has not created it yet) or Route 53 cannot be read: SERVFAIL,
   which makes a forwarding BIND try its other forwarder, as it would with a broken path.
 
-An inbound endpoint's address (``endpoint_hosts``) answers only while an INBOUND Resolver endpoint of the
-VPC in a serving status lists it ATTACHED and a network interface of the VPC holds it
-(``endpoint_addresses``). Otherwise nothing holds that address in AWS: a packet to it is dropped, so the
-query gets no reply at all (a timeout), over UDP and TCP: the endpoint deleted, or its interface gone.
-
 Zone data is read through the boto3 Route 53 client it is given and kept for ``cache_seconds`` (0.5 s by
 default): an UPSERT becomes visible almost at once without a Route 53 call per query. Downstream caches
 honour the record's TTL, because that is the TTL answered.
@@ -75,11 +70,6 @@ _DEFAULT_SOA_TTL = 900
 _DEFAULT_SOA = "ns-2048.awsdns-64.com. awsdns-hostmaster.amazon.com. 1 7200 900 1209600 86400"
 
 VpcIdLookup = Callable[[], "str | None"]
-# The endpoint addresses (local listen hosts) that answer now; see ``endpoint_addresses``.
-LiveHostsLookup = Callable[[], "frozenset[str]"]
-# Resolver endpoint statuses in which its addresses answer (Route 53 Resolver API Reference,
-# ResolverEndpoint Status: CREATING and DELETING/ACTION_NEEDED endpoints do not serve).
-SERVING_STATUSES = ("OPERATIONAL", "UPDATING", "AUTO_RECOVERING")
 
 
 class Unavailable(Exception):
@@ -213,46 +203,6 @@ def vpc_id_by_tags(ec2: Any, deployment: str, name: str) -> VpcIdLookup:
     return lookup
 
 
-def endpoint_addresses(
-    resolver_client: Any, ec2: Any, vpc_id_lookup: VpcIdLookup, to_local: Callable[[str], str] = str
-) -> LiveHostsLookup:
-    """A lookup of the VPC's inbound endpoint addresses that answer now, as local hosts (``to_local``):
-    those an INBOUND endpoint of the VPC in a SERVING_STATUSES status lists ATTACHED, and that a network
-    interface of the VPC still holds (deleting the interface by hand leaves Resolver listing the
-    address ATTACHED; nothing answers there on AWS).
-
-    IAM: route53resolver:ListResolverEndpoints, route53resolver:ListResolverEndpointIpAddresses,
-    ec2:DescribeNetworkInterfaces, ec2:DescribeVpcs (through ``vpc_id_lookup``).
-    """
-
-    def lookup() -> frozenset[str]:
-        vpc_id = vpc_id_lookup()
-        if vpc_id is None:
-            return frozenset()
-        attached: set[str] = set()
-        for page in resolver_client.get_paginator("list_resolver_endpoints").paginate():
-            for ep in page["ResolverEndpoints"]:
-                if ep.get("HostVPCId") != vpc_id or ep.get("Direction") != "INBOUND":
-                    continue
-                if ep.get("Status") not in SERVING_STATUSES:
-                    continue
-                pages = resolver_client.get_paginator("list_resolver_endpoint_ip_addresses").paginate(
-                    ResolverEndpointId=ep["Id"])
-                attached |= {a["Ip"] for p in pages for a in p["IpAddresses"] if a.get("Status") == "ATTACHED"}
-        if not attached:
-            return frozenset()
-        held: set[str] = set()
-        pages = ec2.get_paginator("describe_network_interfaces").paginate(
-            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])
-        for page in pages:
-            for eni in page["NetworkInterfaces"]:
-                held.add(eni.get("PrivateIpAddress"))
-                held |= {a.get("PrivateIpAddress") for a in eni.get("PrivateIpAddresses") or []}
-        return frozenset(to_local(ip) for ip in attached & held)
-
-    return lookup
-
-
 # -- answering ---------------------------------------------------------------------------------------
 
 
@@ -354,9 +304,6 @@ class VpcResolver:
 
     ``listen`` holds (host, port) pairs; each gets a UDP and a TCP socket on the same port, port 0
     picking a free one. ``start()`` returns the bound (host, port) pairs, also in ``addresses``.
-    ``endpoint_hosts``: the listen hosts that are inbound endpoint addresses; each answers only while
-    ``live_hosts()`` (``endpoint_addresses``, re-read in the background once the view is older than
-    ``cache_seconds``; ``refresh_live`` reads it now) names it, and drops the query otherwise.
     IAM (through ``route53_client``): route53:ListHostedZonesByVPC, route53:ListResourceRecordSets.
     """
 
@@ -371,8 +318,6 @@ class VpcResolver:
         name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         ttl: Callable[[int], int] | None = None,
-        endpoint_hosts: Iterable[str] = (),
-        live_hosts: LiveHostsLookup | None = None,
     ) -> None:
         if not listen:
             raise ValueError("VpcResolver needs at least one (host, port) to listen on")
@@ -392,14 +337,6 @@ class VpcResolver:
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
         self.addresses: list[tuple[str, int]] = []
-        self._endpoint_hosts = frozenset(endpoint_hosts)
-        if self._endpoint_hosts and live_hosts is None:
-            raise ValueError("VpcResolver: endpoint_hosts need a live_hosts lookup")
-        self._live_hosts = live_hosts
-        self._live: frozenset[str] | None = None
-        self._live_at = 0.0
-        self._live_lock = threading.Lock()  # one endpoint read at a time
-        self._refreshing = threading.Event()
 
     # -- lifecycle
 
@@ -480,37 +417,6 @@ class VpcResolver:
             if isinstance(self._cached, Unavailable):
                 raise self._cached
             return self._cached
-
-    def answers_on(self, host: str) -> bool:
-        """Does something hold ``host`` now? The VPC's base+2 always; an endpoint address only while its
-        endpoint serves it. Never waits on AWS but for the very first read: a stale view (older than
-        ``cache_seconds``) is refreshed in the background, so a slow API under load delays noticing a
-        change by a refresh, never a query (which would time out every address at once)."""
-        if host not in self._endpoint_hosts or self._live_hosts is None:
-            return True
-        if self._live is None:
-            self.refresh_live()
-        elif self._clock() - self._live_at >= self.cache_seconds and not self._refreshing.is_set():
-            self._refreshing.set()
-            threading.Thread(target=self.refresh_live, name=f"vpcdns-live-{self.name}", daemon=True).start()
-        return host in (self._live or frozenset())
-
-    def refresh_live(self) -> frozenset[str]:
-        """Read which endpoint addresses are held now (``endpoint_addresses``) and keep it; an unreadable
-        state keeps the last view (the endpoint addresses all answer before the first successful read)."""
-        try:
-            if self._live_hosts is not None:
-                with self._live_lock:
-                    live = self._live_hosts()
-                    self._live, self._live_at = live, self._clock()
-        except (ClientError, BotoCoreError) as e:
-            log.warning("resolver %s cannot read its endpoint addresses: %s", self.name, e)
-            if self._live is None:
-                self._live = self._endpoint_hosts
-            self._live_at = self._clock()
-        finally:
-            self._refreshing.clear()
-        return self._live or frozenset()
 
     def _read_zones(self) -> tuple[Zone, ...] | Unavailable:
         # A failure is cached like data, so an absent VPC or a broken Route 53 is not asked per query.
@@ -610,8 +516,6 @@ class _TcpServer(socketserver.ThreadingTCPServer):
 class _UdpHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         wire, sock = self.request
-        if not self.server.resolver.answers_on(self.server.server_address[0]):  # type: ignore[attr-defined]
-            return  # nothing holds the address: the packet is dropped
         reply = self.server.resolver.reply(wire, tcp=False)  # type: ignore[attr-defined]
         if reply is not None:
             try:
@@ -624,11 +528,6 @@ class _TcpHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         conn: socket.socket = self.request
         conn.settimeout(_TCP_IDLE_SECONDS)
-        if not self.server.resolver.answers_on(self.server.server_address[0]):  # type: ignore[attr-defined]
-            # Nothing holds the address: AWS drops the SYN. The kernel accepted already, so say nothing
-            # until the client gives up, as a dropped connection looks from its side.
-            _recv_exact_or_timeout(conn)
-            return
         try:
             while True:
                 header = _recv_exact(conn, 2)
@@ -653,12 +552,3 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
             return None
         data += chunk
     return data
-
-
-def _recv_exact_or_timeout(conn: socket.socket) -> None:
-    """Read and discard until the peer closes or the idle timeout passes; never reply."""
-    try:
-        while conn.recv(4096):
-            pass
-    except OSError:
-        pass
