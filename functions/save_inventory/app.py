@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 
+from regionha.failover import controller_tables, resume_controllers
 from regionha.inventory import collect_inventory, save_inventory
 from regionha.payload import NoParams, clients, parse_task, stack_region
 
@@ -25,10 +26,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     aws = clients()
     inventory = collect_inventory(task.topology, aws)
     written = save_inventory(aws, os.environ["STATE_TABLE"], stack_region(), inventory)
+    # A teardown stood the failover controllers down; this build, now that they have an inventory to
+    # work from, lets them resume.
+    tables = controller_tables(
+        os.environ["STATE_TABLE"], stack_region(), os.environ.get("PEER_STATE_TABLE", ""),
+        os.environ.get("PEER_REGION", ""),
+    )
+    resumed = resume_controllers(aws, tables, inventory["deployment"])
+    if resumed:
+        logger.info("failover controllers resumed", extra={"tables": resumed})
     return {
         "summary": {"updated" if written else "unchanged": 1},
         "deployment": inventory["deployment"],
         "vpcs": {n: v["id"] for n, v in inventory["vpcs"].items()},
         "instances": {n: i["state"] for n, i in inventory["instances"].items()},
         "record": inventory["record"],
+        "controllers_resumed": resumed,
     }

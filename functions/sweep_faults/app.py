@@ -4,7 +4,8 @@ remove drill entries that no fault item records.
 Scheduled by EventBridge. A drill execution stopped from the console runs no restore; its faults
 stay recorded in the state table, and this puts them back within one schedule period. A drill's
 NACL deny entry whose fault item is gone (deleted by hand, a restore that forgot it) is removed too,
-once no drill holds the deployment's lock.
+once no drill holds the deployment's lock. Whatever was put back is a warning and the metric
+DrillFaultSwept (per deployment and kind), so a drill that leaves a cut behind does not go unnoticed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from botocore.exceptions import ClientError
 from regionha import drill
 from regionha.drill import sweeper
 from regionha.payload import clients, stack_region
+from regionha.watch import metrics
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -54,7 +56,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     for entry in orphans:
         logger.warning("orphaned drill entry removed", extra=entry)
     for item in swept:
-        (logger.info if item["restored"] else logger.error)("fault swept", extra=item)
+        # A drill left this broken until now: say so, as loudly as the orphaned entries.
+        (logger.warning if item["restored"] else logger.error)("drill fault swept", extra=item)
+    metrics.emit(sweeper.swept_datapoints(swept, orphans), region=region, cloudwatch=aws.client("cloudwatch", region))
     if os.environ.get("NOTICES_TOPIC") and any(not s["restored"] for s in swept):
         aws.client("sns", region).publish(
             TopicArn=os.environ["NOTICES_TOPIC"], Subject="CRITICAL: regionha fault sweeper could not restore",

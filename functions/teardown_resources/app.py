@@ -12,8 +12,10 @@ from regionha.converge.dns import teardown_dns
 from regionha.converge.instances import teardown_instances
 from regionha.converge.network import teardown_vpc
 from regionha.converge.peering import teardown_peerings
+from regionha.failover import controller_tables, stand_down_controllers, stand_down_polls
 from regionha.inventory import delete_inventory
-from regionha.payload import TeardownTask, TeardownVpc, clients, parse_task, stack_region
+from regionha.payload import StandDownControllers, TeardownTask, TeardownVpc, clients, parse_task, stack_region
+from regionha.watch import metrics
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,6 +30,16 @@ tracer = Tracer()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = parse_task(event, TeardownTask, "TeardownResources")
     family, topology, aws = task.input.family, task.topology, clients()
+    if isinstance(task.input, StandDownControllers):
+        # Before the record and the zone go: no controller may write the record back meanwhile.
+        tables = controller_tables(
+            os.environ["STATE_TABLE"], stack_region(), os.environ.get("PEER_STATE_TABLE", ""),
+            os.environ.get("PEER_REGION", ""),
+        )
+        return stand_down_controllers(
+            aws, tables, topology.deployment, reason=f"teardown {task.run_id}", now=metrics.now().timestamp(),
+            attempt=task.input.attempt, max_polls=stand_down_polls(topology),
+        )
     if isinstance(task.input, TeardownVpc):
         return report(teardown_vpc(topology, task.input.vpc, aws))
     if family == "dns":

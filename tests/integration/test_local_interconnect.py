@@ -74,6 +74,44 @@ def test_a_clean_run_has_no_interconnect_alarm(runtime):
     assert not [t for t in runtime.alarm_transitions() if "interconnect" in t["alarm"] and t["new"] == "ALARM"]
 
 
+def test_deleting_only_the_node_subnets_routes_cuts_the_interconnect(runtime):
+    """The nodes' subnets (A2, B2) lose their peering routes; their default route leads to their NAT
+    instance, whose subnet still routes over the peering. The NAT masquerades, and the peer's reply, sent
+    through the peer's own NAT, comes back masqueraded again and matches no connection: on AWS the
+    heartbeat times out, and so does the relay's dial here (it was "answered" before the twin's router
+    followed the reply to the NAT), and the alarms fire."""
+    topology = runtime.topology
+    node_tables = {t["RouteTableId"] for t in _node_tables(runtime)}
+    routes = [r for r in peering_routes(runtime) if r[1] in node_tables]
+    assert len(routes) == 2
+    for ec2, table, destination, _ in routes:
+        ec2.delete_route(RouteTableId=table, DestinationCidrBlock=destination)
+    try:
+        runtime.settle()
+        verdicts = runtime.world.last["interconnect"]
+        assert all("arrives masqueraded, matching no connection" in v for v in verdicts.values()), verdicts
+        assert [(r.source, r.target, r.outcome) for r in probe_interconnect(topology, timeout=1.0)] == [
+            ("Server-A", "Server-B", "timeout"), ("Server-B", "Server-A", "timeout")]
+        for name in alarms(runtime).values():
+            assert runtime.wait_alarm(name, "ALARM", minutes=6), runtime.alarm_states().get(name)
+    finally:
+        for ec2, table, destination, pcx in routes:
+            ec2.create_route(RouteTableId=table, DestinationCidrBlock=destination, VpcPeeringConnectionId=pcx)
+        runtime.settle()
+    assert runtime.world.last["interconnect"] == {"Server-A->Server-B": "open", "Server-B->Server-A": "open"}
+
+
+def _node_tables(runtime) -> list[dict]:
+    """The route tables of the cluster nodes' subnets."""
+    topology = runtime.topology
+    out = []
+    for node in topology.nodes:
+        table = next(t for t in topology.vpc(node.vpc).route_tables if node.subnet in t.subnets)
+        ec2 = runtime.clients.ec2(topology.region_of(node.vpc))
+        out += ec2.describe_route_tables(Filters=deployment_filter(topology.deployment, table.name))["RouteTables"]
+    return out
+
+
 def test_deleting_the_peering_routes_fires_the_alarm_of_both_directions(runtime):
     routes = peering_routes(runtime)
     # A1/A2/A3 in Tokyo and B1/B2/B3 in Osaka each carry one route over the cluster peering.

@@ -118,6 +118,29 @@ def test_a_cut_path_drops_silently_and_the_other_path_still_resolves(runtime):
     assert ask(osaka, source=src) == ["10.0.110.10"]
 
 
+def test_a_network_acl_deny_between_the_client_and_a_node_fails_the_canarys_node_check(runtime, monkeypatch):
+    """The canary's node checks leave from the client site, as its DNS probes do: a cut between the client
+    network and the primary's subnet fails the primary's node check (NodeUp 0), the standby's stays up."""
+    from regionha.watch import canary
+
+    monkeypatch.setenv(netguard.LOCAL_ENV, "1")  # as the canary function runs in the twin
+    topology = runtime.topology
+    primary, standby = topology.primary, next(n for n in topology.nodes if n.name != topology.primary.name)
+    truth = canary.read_truth(topology, runtime.clients)
+
+    def nodes_up() -> dict[str, bool]:
+        run = canary.run_canary(topology, truth, timeout=1.0, source=canary.client_source(topology))
+        return {name: check.reachable for name, check in run.nodes.items()}
+
+    assert nodes_up() == {primary.name: True, standby.name: True}
+    _deny_client(runtime, primary.vpc, primary.subnet, deny=True)
+    try:
+        assert nodes_up() == {primary.name: False, standby.name: True}
+    finally:
+        _deny_client(runtime, primary.vpc, primary.subnet, deny=False)
+    assert until(lambda: nodes_up() == {primary.name: True, standby.name: True}, 10)
+
+
 def _client_route_table(runtime) -> tuple[object, dict]:
     topology = runtime.topology
     ec2 = runtime.clients.ec2(topology.region_of(topology.client.vpc))

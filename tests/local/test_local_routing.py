@@ -125,3 +125,29 @@ def test_a_blackhole_route_drops() -> None:
     snap = snapshot(app_routes=[r("10.0.0.0/16", GatewayId="local"),
                                 {**r("10.1.0.0/16", VpcPeeringConnectionId="pcx-1"), "State": "blackhole"}])
     assert snap.path("10.0.2.10", "10.1.1.5") == "route table rt-app: route 10.1.0.0/16 is a blackhole"
+
+
+def test_a_deleted_peering_route_is_not_bridged_by_the_nat_instances_default_route() -> None:
+    """The cluster nodes' subnets lost their peering routes; their default route leads to their VPC's NAT
+    instance, whose own subnet still routes to the peer. The NAT masquerades: the reply goes to the NAT's
+    address, and the peer, routing it through its own NAT instance, masquerades it again: the first NAT
+    drops it (no connection matches). On AWS the sender times out; so does the twin."""
+    routes_gone = [r("10.0.0.0/16", GatewayId="local"), r("0.0.0.0/0", NetworkInterfaceId="eni-nat")]
+    snap = snapshot(nat_sdc=True, app_routes=routes_gone)
+    snap.tables[0]["Routes"].append(r("10.1.0.0/16", VpcPeeringConnectionId="pcx-1"))  # the NAT's subnet
+    # vpc-b: its node subnet lost its route too, and defaults to its own NAT instance.
+    snap.subnets.append({"SubnetId": "sub-b-pub", "VpcId": "vpc-b", "CidrBlock": "10.1.9.0/24", "Region": "r1"})
+    snap.tables[2]["Routes"] = [r("10.1.0.0/16", GatewayId="local"), r("0.0.0.0/0", NetworkInterfaceId="eni-nat-b")]
+    snap.tables.append({"RouteTableId": "rt-pub-b", "VpcId": "vpc-b", "Region": "r1",
+                        "Associations": [{"SubnetId": "sub-b-pub"}],
+                        "Routes": [r("10.1.0.0/16", GatewayId="local"),
+                                   r("10.0.0.0/16", VpcPeeringConnectionId="pcx-1")]})
+    snap.instances.append({"InstanceId": "i-nat-b", "State": {"Name": "running"}, "SourceDestCheck": False,
+                           "PrivateIpAddress": "10.1.9.10", "NetworkInterfaces": [{"NetworkInterfaceId": "eni-nat-b"}]})
+
+    assert snap.path("10.0.2.10", "10.1.1.5") == (
+        "no way back to NAT instance 10.0.1.10 (it masqueraded the flow): route table rt-main-b: a reply "
+        "through NAT instance i-nat-b arrives masqueraded, matching no connection")
+    # With the peer's route still there, the reply reaches the NAT straight over the peering: it works.
+    snap.tables[2]["Routes"].append(r("10.0.0.0/16", VpcPeeringConnectionId="pcx-1"))
+    assert snap.path("10.0.2.10", "10.1.1.5") == OPEN

@@ -380,6 +380,24 @@ def test_a_stopped_bind_forwarder_and_a_deleted_endpoint_cut_their_paths(world, 
     assert applied["paths"]["onprem-dns"]["10.2.10.10"] == {"udp": "open", "tcp": "open"}
 
 
+def test_an_endpoint_address_whose_interface_is_gone_is_cut_alone(world, topology) -> None:
+    """Resolver still lists the address ATTACHED, but nothing holds it: AWS drops what is sent there, so
+    the twin cuts that address (a silent drop: the client times out) and leaves the endpoint's other one."""
+    w, network, _ = world
+    tokyo = ec2(topology, "tokyo")
+    eni = tokyo.describe_network_interfaces(
+        Filters=[{"Name": "addresses.private-ip-address", "Values": ["10.0.111.101"]}])["NetworkInterfaces"][0]
+    tokyo.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
+    applied = w.reconcile()
+    gone = "endpoint address's network interface gone"
+    assert applied["paths"]["tokyo-resolver"]["10.0.111.101"] == {"udp": gone, "tcp": gone}
+    assert applied["paths"]["tokyo-resolver"]["10.0.111.100"] == {"udp": "open", "tcp": "open"}
+    assert {f.dst for f in network.blocked} == {"127.0.111.101"}
+    tokyo.create_network_interface(SubnetId=eni["SubnetId"], PrivateIpAddress="10.0.111.101")
+    assert w.reconcile()["paths"]["tokyo-resolver"]["10.0.111.101"] == {"udp": "open", "tcp": "open"}
+    assert network.blocked == frozenset()
+
+
 def test_nothing_built_means_everything_is_cut(moto_aws: None, topology) -> None:
     network = RecordingNetwork()
     applied = World(topology, Clients(), network, {}).reconcile()

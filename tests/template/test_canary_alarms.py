@@ -257,7 +257,9 @@ def test_build_makes_the_watch_after_placing_the_canary_and_teardown_removes_it_
     assert build["ConvergeWatch"]["Parameters"]["action"] == "converge"
     # The canary check comes first: teardown refuses before deleting anything while the canary is placed.
     assert teardown["ValidateTopology"]["Next"] == "UnplaceCanary"
-    assert teardown["UnplaceCanary"]["Next"] == "TeardownWatch"
+    # Then the failover controllers stand down (docs/failover.md, "Teardown"), then the watch goes.
+    assert teardown["UnplaceCanary"]["Next"] == "InitControllersWait"
+    assert teardown["ControllersStoodDown"]["Choices"][0]["Next"] == "TeardownWatch"
     assert teardown["TeardownWatch"]["Parameters"]["action"] == "teardown"
     for state in (build["ConvergeWatch"], teardown["TeardownWatch"]):
         assert state["Resource"] == "${ConvergeWatchFunctionArn}"

@@ -318,7 +318,8 @@ def test_the_cli_prints_one_line_per_finding_and_exits_1(built, capsys):
     from regionha.cli import main
 
     table = built[2]
-    args = ["audit", "--region", STACK_REGION, "--table", table, "--deployment", DEP]
+    controller = built[0].physical_id("FailoverControllerFunction")
+    args = ["audit", "--region", STACK_REGION, "--table", table, "--deployment", DEP, "--controller", controller]
     assert main(args) == 0
     assert capsys.readouterr().out == ""
 
@@ -341,12 +342,32 @@ def test_the_cli_finds_table_and_deployment_in_the_stack(built, capsys):
     cloudformation.create_stack(StackName="audit-test", TemplateBody=json.dumps({
         "Parameters": {"Deployment": {"Type": "String", "Default": DEP}},
         "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-        "Outputs": {"StateTableName": {"Value": built[2]}}}))
+        "Outputs": {"StateTableName": {"Value": built[2]},
+                    "FailoverControllerFunctionName": {"Value": built[0].physical_id("FailoverControllerFunction")}}}))
 
     assert main(["audit", "--region", STACK_REGION, "--stack-name", "audit-test", "--output", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"deployment": DEP, "findings": []}
+    # The stack's controller is checked like the scheduled audit checks it.
+    undo = controller_switched_off(built)()
+    try:
+        code = main(["audit", "--region", STACK_REGION, "--stack-name", "audit-test"])
+    finally:
+        undo()
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1 and [line.split()[0] for line in lines] == ["controller-disabled"], lines
     assert main(["audit", "--region", STACK_REGION, "--stack-name", "no-such-stack"]) == 2
     assert "cannot read stack no-such-stack" in capsys.readouterr().err
+
+
+def test_the_cli_reports_a_missing_controller_and_says_when_it_cannot_check_one(built, capsys):
+    from regionha.cli import main
+
+    args = ["audit", "--region", STACK_REGION, "--table", built[2], "--deployment", DEP]
+    assert main([*args, "--controller", "regionha-no-such-controller"]) == 1
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["controller-missing"]
+    # No stack to read its output from: the rest is audited, and the notice says the controller is not.
+    assert main([*args, "--stack-name", "no-such-stack"]) == 0
+    assert "the failover controller is not checked" in capsys.readouterr().err
 
 
 def test_the_cli_audits_a_local_runtime_from_its_state_file(built, capsys, tmp_path, monkeypatch):
@@ -375,9 +396,18 @@ def test_the_cli_audits_a_local_runtime_from_its_state_file(built, capsys, tmp_p
     finally:
         undo()
 
-    assert code == 1 and endpoints == ["http://127.0.0.1:45123"]
+    assert code == 1 and endpoints[:1] == ["http://127.0.0.1:45123"] and set(endpoints) == {endpoints[0]}
     assert capsys.readouterr().out.splitlines() == [
         "record-ttl record sample.cluster.local.: TTL 120 s, expected 60 s"]
+    # The controller is found by its template name, as the table is, and checked.
+    assert built[0].physical_id("FailoverControllerFunction").endswith(cli_audit.LOCAL_CONTROLLER_SUFFIX)
+    undo = controller_switched_off(built)()
+    try:
+        code = main(["audit", "--local-state", str(state)])
+    finally:
+        undo()
+    assert code == 1 and [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
+        "controller-disabled"]
     state.write_text(json.dumps({"endpoint_url": "http://10.0.0.5:4566", "region": STACK_REGION,
                                  "state_machines": {}}))
     assert main(["audit", "--local-state", str(state)]) == 2

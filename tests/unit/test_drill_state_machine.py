@@ -376,8 +376,26 @@ def test_a_failure_at_any_step_is_restored_completely(deployment, world, monkeyp
         assert read_record(world.topology, world.clients)["ip"] == str(world.topology.primary.ip), failing
 
 
-def test_the_sweeper_restores_the_faults_of_a_finished_execution(deployment, world):
+def swept_metric(deployment: str = DEP) -> dict[str, float]:
+    """DrillFaultSwept summed per Kind, as the sweeper published it (PutMetricData sink)."""
+    cw = boto3.client("cloudwatch", region_name=STACK_REGION)
+    sums = {}
+    for metric in cw.list_metrics(Namespace="regionha", MetricName="DrillFaultSwept")["Metrics"]:
+        dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+        assert set(dims) == {"Deployment", "Kind"}
+        if dims["Deployment"] != deployment:
+            continue
+        points = cw.get_metric_statistics(Namespace="regionha", MetricName="DrillFaultSwept",
+                                          Dimensions=metric["Dimensions"], StartTime=time.time() - 3600,
+                                          EndTime=time.time() + 600, Period=60, Statistics=["Sum"])["Datapoints"]
+        sums[dims["Kind"]] = sum(p["Sum"] for p in points)
+    return sums
+
+
+def test_the_sweeper_restores_the_faults_of_a_finished_execution(deployment, world, monkeypatch):
     stack = deployment[0]
+    monkeypatch.setenv("REGIONHA_METRICS_SINK", "cloudwatch")  # the twin's sink: the metric is read back
+    before = swept_metric()
     # A finished drill execution (bad input fails at once): the sweeper's role may describe only those.
     finished = drill_run(stack, scenario="chaos")[0]["executionArn"]
     store = drill_faults.FaultStore(world.clients, world.table, STACK_REGION, DEP)
@@ -395,6 +413,9 @@ def test_the_sweeper_restores_the_faults_of_a_finished_execution(deployment, wor
     assert sorted(s["reason"] for s in swept) == ["execution failed", "execution failed"]
     time.sleep(0.2)
     assert leftovers(stack, world) == []
+    # Not silently: one DrillFaultSwept per kind put back (docs/runbook.md, "A drill fault was swept").
+    after = swept_metric()
+    assert {k: after[k] - before.get(k, 0) for k in after} == {"path": 1.0, "node": 1.0}
 
 
 def orphan_cut(world, path="osaka-bind", execution="lost"):
@@ -404,8 +425,10 @@ def orphan_cut(world, path="osaka-bind", execution="lost"):
     return fault
 
 
-def test_the_sweeper_removes_drill_entries_that_no_fault_item_records(deployment, world):
+def test_the_sweeper_removes_drill_entries_that_no_fault_item_records(deployment, world, monkeypatch):
     stack = deployment[0]
+    monkeypatch.setenv("REGIONHA_METRICS_SINK", "cloudwatch")
+    before = swept_metric().get("orphaned-entry", 0)
     fault = orphan_cut(world)
     nacl = fault["entries"][0]["nacl"]
     osaka = world.clients.ec2("ap-northeast-3")
@@ -434,6 +457,7 @@ def test_the_sweeper_removes_drill_entries_that_no_fault_item_records(deployment
         assert leftovers(stack, world) == [f"{tokyo_nacl} rule 91", f"{nacl} rule 90"]
         acl = osaka.describe_network_acls(NetworkAclIds=[nacl])["NetworkAcls"][0]
         assert not any(t["Key"] == drill_faults.DRILL_TAG for t in acl.get("Tags", []))
+        assert swept_metric()["orphaned-entry"] - before == 2  # the two entries removed, none while held
     finally:
         drill.release_lock(world.clients, env, DEP, "running-drill")
         osaka.delete_network_acl_entry(NetworkAclId=nacl, RuleNumber=90, Egress=False)

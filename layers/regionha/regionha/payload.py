@@ -125,7 +125,13 @@ class TeardownVpc(Params):
     vpc: Name
 
 
-TeardownTask = Annotated[TeardownFamily | TeardownVpc, Field(discriminator="family")]
+class StandDownControllers(Attempt):
+    """StandDownControllers: mark the failover fences, then poll until no write permit is running."""
+
+    family: Literal["controllers"]
+
+
+TeardownTask = Annotated[TeardownFamily | TeardownVpc | StandDownControllers, Field(discriminator="family")]
 
 class ScheduledRun(BaseModel):
     """AuditDeployment's input: EventBridge's "Scheduled Event" (its ``time``: when the schedule

@@ -8,6 +8,10 @@ from the CloudFormation stack's output ``StateTableName`` and parameter ``Deploy
 ``--deployment``), or a running local runtime (``--local-state FILE``, written by ``regionha local up``).
 The flags mean what they mean in ``regionha build``/``drill`` (``regionha.cli.target``, ``regionha.cli.output``).
 
+The failover controller (its ``controller-missing``/``controller-disabled`` kinds) is the one the scheduled
+audit checks: ``--controller FUNCTION``, else the stack's output ``FailoverControllerFunctionName`` (locally:
+the emulator's one ``*-FailoverControllerFunction`` in the region).
+
 Exit codes: 0 no finding, 1 findings, 2 the audit could not run (bad arguments, no stack, no build).
 """
 
@@ -23,6 +27,8 @@ from regionha.cli.target import Target, add_target_arguments, describe_stack, ta
 EXIT_CLEAN, EXIT_FINDINGS = 0, 1
 # The local runtime names a template resource <stack>-<logical id> (regionha.local.aws.provision).
 LOCAL_TABLE_SUFFIX = "-StateTable"
+LOCAL_CONTROLLER_SUFFIX = "-FailoverControllerFunction"
+CONTROLLER_OUTPUT = "FailoverControllerFunctionName"
 
 
 def _table_and_deployment(target: Target, args: argparse.Namespace) -> tuple[str, str]:
@@ -53,9 +59,33 @@ def _table_and_deployment(target: Target, args: argparse.Namespace) -> tuple[str
     return table, deployment
 
 
+def _controller(target: Target, args: argparse.Namespace) -> str:
+    """The failover controller's function: ``--controller``, else the stack's output (locally: the emulator's
+    one function named ``*-FailoverControllerFunction`` in the region).
+
+    IAM: cloudformation:DescribeStacks (AWS, without --controller); locally lambda:ListFunctions.
+    """
+    if args.controller:
+        return args.controller
+    if target.local:
+        pages = target.clients.client("lambda", target.region).get_paginator("list_functions").paginate()
+        names = [f["FunctionName"] for page in pages for f in page["Functions"]]
+        found = [n for n in names if n.endswith(LOCAL_CONTROLLER_SUFFIX)]
+        if len(found) != 1:
+            raise CommandError(f"{target.where}: expected one *{LOCAL_CONTROLLER_SUFFIX} function, found "
+                               f"{found}; give --controller")
+        return found[0]
+    function = describe_stack(target, args.stack_name).outputs.get(CONTROLLER_OUTPUT)
+    if not function:
+        raise CommandError(f"stack {args.stack_name} has no {CONTROLLER_OUTPUT} output (deployed before it "
+                           "existed? `sam deploy` again); give --controller")
+    return function
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    """IAM: those of ``regionha.watch.audit.describe_world``, dynamodb:GetItem, and cloudformation:DescribeStacks
-    without --table/--deployment."""
+    """IAM: those of ``regionha.watch.audit.describe_world`` (with its controller's: lambda:GetFunction,
+    events:ListRuleNamesByTarget, events:DescribeRule), dynamodb:GetItem, and cloudformation:DescribeStacks
+    without --table/--deployment or --controller (locally lambda:ListFunctions)."""
     out = Out(args.output)
     found: dict[str, Target] = {}
 
@@ -69,7 +99,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
             topology = canary.deployment_topology(target.clients, table, target.region, deployment)
         except ConfigurationError as e:
             raise CommandError(str(e)) from None
-        world = audit.describe_world(topology, target.clients, table=table, table_region=target.region)
+        # The stack's failover controller, as the scheduled audit checks it (controller-missing/-disabled).
+        try:
+            controller: str | None = _controller(target, args)
+        except CommandError as e:
+            if target.local or not (args.table and args.deployment):
+                raise
+            # Table and deployment given by hand, no stack to read: audit the rest, and say what is not.
+            out.errors.print(f"the failover controller is not checked ({e})")
+            controller = None
+        world = audit.describe_world(topology, target.clients, table=table, table_region=target.region,
+                                     controller=controller)
         findings = audit.audit(topology, world)
         out.result({"deployment": deployment, "findings": [f.to_json() for f in findings]})
         for finding in findings:
@@ -89,4 +129,7 @@ def register(subparsers: Any) -> None:
     add_target_arguments(parser)
     parser.add_argument("--table", help="the state table (default: the stack's StateTableName output)")
     parser.add_argument("--deployment", help="the deployment (default: the stack's Deployment parameter)")
+    parser.add_argument("--controller", metavar="FUNCTION",
+                        help="the failover controller's function name or ARN (default: the stack's "
+                        f"{CONTROLLER_OUTPUT} output)")
     parser.set_defaults(handler=cmd_audit)

@@ -4,6 +4,11 @@ entry whose fault item is gone), and the reserved-range entries a refused prefli
 (``left_in_reserved_range``). Reads only the state table and the NACLs; restores through
 regionha.drill.faults, so the drill's own restore and the sweeper may both run, in any order.
 
+Nothing is put back silently: ``swept_datapoints`` turns what was restored or removed into the metric
+``DrillFaultSwept`` (dimensions Deployment, Kind: ``path``, ``node`` or ``orphaned-entry``), published
+by the scheduled function through ``regionha.watch.metrics`` beside a warning per item: a drill left
+something broken until the sweeper came (docs/runbook.md, "A drill fault was swept").
+
 IAM: dynamodb:Scan/Query/DeleteItem on the state table, ec2:DescribeVpcs, ec2:DescribeNetworkAcls,
 ec2:DeleteNetworkAclEntry, ec2:DeleteTags, and what restoring a fault needs (regionha.drill.faults).
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +37,10 @@ from regionha.drill.faults import (
 )
 from regionha.drill.steps import NODE, PATH
 from regionha.errors import TransientError
+from regionha.watch.metrics import Datapoint
+
+SWEPT_METRIC = "DrillFaultSwept"
+ORPHANED_ENTRY = "orphaned-entry"  # the Kind of a drill's NACL entry no fault item recorded
 
 if TYPE_CHECKING:
     from regionha.aws import Clients
@@ -229,8 +239,21 @@ def sweep(
             outcome = restore_fault(clients, fault, stop_wait_seconds=0) if fault["kind"] == NODE else (
                 restore_fault(clients, fault))
         except (ClientError, TransientError) as e:
-            results.append({"fault": fault["sk"], "reason": why, "restored": False, "error": str(e)})
+            results.append({"fault": fault["sk"], "deployment": fault["deployment"], "kind": fault["kind"],
+                            "reason": why, "restored": False, "error": str(e)})
             continue
         store.forget(fault)
-        results.append({"fault": fault["sk"], "reason": why, "restored": True, "outcome": outcome})
+        results.append({"fault": fault["sk"], "deployment": fault["deployment"], "kind": fault["kind"],
+                        "reason": why, "restored": True, "outcome": outcome})
     return results
+
+
+def swept_datapoints(swept: Iterable[dict[str, Any]], orphans: Iterable[dict[str, Any]] = ()) -> list[Datapoint]:
+    """``DrillFaultSwept`` per deployment and kind: the faults ``sweep`` restored (kind ``path`` or ``node``;
+    a failed restore is not counted, it pages through the notices topic) and the orphaned entries
+    ``sweep_orphans`` removed (kind ``orphaned-entry``). Count, standard resolution; none when nothing
+    was swept (no datapoint rather than a zero: the metric's alarm, if any, treats missing as not breaching)."""
+    counts = Counter((s["deployment"], s["kind"]) for s in swept if s.get("restored"))
+    counts.update((o["deployment"], ORPHANED_ENTRY) for o in orphans)
+    return [Datapoint(SWEPT_METRIC, float(n), "Count", {"Deployment": deployment, "Kind": kind})
+            for (deployment, kind), n in sorted(counts.items())]

@@ -46,6 +46,12 @@ from regionha.failover.health import (
 )
 from regionha.failover.resource import THROTTLING_CODES, RecordStatus, activate, deactivate, monitor
 from regionha.failover.settings import ControllerSettings, RetryPolicy
+from regionha.failover.standdown import (
+    controller_tables,
+    resume_controllers,
+    stand_down_controllers,
+    stand_down_polls,
+)
 from regionha.watch.canary import NodeCheck, check_node
 
 __all__ = [
@@ -71,6 +77,7 @@ __all__ = [
     "check_node",
     "claim_fence",
     "controller_inventory",
+    "controller_tables",
     "deactivate",
     "decide",
     "instance_node_map",
@@ -81,9 +88,12 @@ __all__ = [
     "node_named",
     "peer_source",
     "read_fence",
+    "resume_controllers",
     "run_controller",
     "screen",
     "service_endpoint",
+    "stand_down_controllers",
+    "stand_down_polls",
     "trigger_from_event",
     "watch",
 ]

@@ -15,9 +15,18 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from regionha import record
-from regionha.errors import TransientError
+from regionha.errors import ConfigurationError, TransientError
 from regionha.failover.decide import Decision, Trigger, decide, node_by_name, node_named, screen
-from regionha.failover.fence import Fence, newest, read_fence_or_none, record_change
+from regionha.failover.fence import (
+    SEND_MARGIN_SECONDS,
+    WRITE_PERMIT_SECONDS,
+    Fence,
+    StoodDown,
+    newest,
+    permit_write,
+    read_fence_or_none,
+    record_change,
+)
 from regionha.failover.health import BOUNDED, instance_node_map, node_health, node_instances
 from regionha.failover.resource import throttled
 from regionha.failover.settings import ControllerSettings
@@ -82,17 +91,26 @@ def run_controller(
     throttling or failing past the retries), ClientLinkDown when the active node answers its peer
     region but not the client network.
 
-    Raises TransientError when Route 53 throttles or fails past the retries (nothing was written: the
-    retry starts afresh; Powertools idempotency does not keep a failed run), ConfigurationError for a
+    Stand-down (teardown, ``regionha.failover.standdown``): a fence carrying a stand-down mark ends the
+    evaluation at once, and every Route 53 write needs a write permit taken just before it
+    (``fence.permit_write``, in the own table and each readable peer table), sent only while the
+    permit lasts: a write the controller decided on before the mark is refused if the mark came first.
+
+    Raises TransientError when Route 53 throttles or fails past the retries or past the write permit
+    (nothing was written: the retry starts afresh; Powertools idempotency does not keep a failed run),
+    or when the own table refuses the permit for another reason than the mark; ConfigurationError for a
     missing zone.
 
-    IAM: dynamodb:GetItem, dynamodb:PutItem (state table), ec2:DescribeInstances, route53:
+    IAM: dynamodb:GetItem, dynamodb:UpdateItem (state table; GetItem and UpdateItem on the peer tables),
+    ec2:DescribeInstances, route53:
     ListHostedZonesByName, ListTagsForResources, ListResourceRecordSets, ChangeResourceRecordSets
     (CREATE, DELETE), GetChange; cloudwatch:PutMetricData (PutMetricData sink only).
     """
     dynamodb = clients.client("dynamodb", table_region)
     deployment = topology.deployment
     fence = _fence(clients, dynamodb, table, deployment, settings)
+    if fence.stand_down:
+        return _stood_down(fence.stand_down, fence.generation)
     instances = node_instances(topology, clients)
     instance_nodes = instance_node_map(instances)
     early = screen(trigger, fence, instance_nodes)
@@ -128,9 +146,13 @@ def run_controller(
     if decision.action != "failover" or decision.target is None:
         return ControllerResult(decision, fence.generation, record_ip=record_ip, health=health)
 
+    try:
+        until = _permit(clients, dynamodb, table, deployment, settings, writer=table_region)
+    except StoodDown as e:
+        return _stood_down(str(e), fence.generation, record_ip)
     _emit([metrics.Datapoint("FailoverStarted", 1.0, "Count", dims)], settings, table_region)
     try:
-        swap = _swap(topology, clients, record_ip, decision.target, decision.reason, settings, zone)
+        swap = _swap(topology, clients, record_ip, decision.target, decision.reason, settings, zone, until)
         if swap.change is None:  # it already names the target: somebody else made this very move
             raise record.RecordChanged(f"record already names {decision.target}")
     except record.RecordChanged as e:
@@ -220,15 +242,50 @@ def _swap(
     reason: str,
     settings: ControllerSettings,
     zone: str | None = None,
+    until: float | None = None,
 ) -> Any:
+    """The compare-and-swap, throttling retried; each attempt sent only while the write permit running
+    until ``until`` has SEND_MARGIN_SECONDS left (a teardown waits the permit out, not longer)."""
     ip = str(node_by_name(topology, target).ip)
     comment = f"regionha {topology.deployment}: {reason}"[:256]
-    return throttled(
-        topology,
-        lambda: record.swap_record(topology, clients, expected_ip, ip, comment=comment, zone=zone),
-        settings.retry,
-        settings.sleep,
-    )
+
+    def attempt() -> Any:
+        if until is not None and settings.now() > until - SEND_MARGIN_SECONDS:
+            raise TransientError(f"write permit ran out before the record could be moved to {target}")
+        return record.swap_record(topology, clients, expected_ip, ip, comment=comment, zone=zone)
+
+    return throttled(topology, attempt, settings.retry, settings.sleep)
+
+
+def _permit(
+    clients: Clients, dynamodb: Any, table: str, deployment: str, settings: ControllerSettings, *, writer: str
+) -> float:
+    """Take the write permit in our table and in every peer table that can be written; the permit's end.
+
+    Raises StoodDown when any table carries the mark, TransientError when our own table cannot be
+    written (a teardown could be marking it). A peer table that cannot be reached is skipped: its region
+    may be the one that is down, the very case a second controller is for; a teardown there cannot run
+    either.
+    """
+    until = settings.now() + WRITE_PERMIT_SECONDS
+    try:
+        permit_write(dynamodb, table, deployment, writer=writer, until=until)
+    except (ClientError, BotoCoreError) as e:
+        raise TransientError(f"write permit not taken in {table}: {e}") from e
+    for peer_table, region in settings.peer_tables:
+        try:
+            permit_write(
+                clients.client("dynamodb", region, config=BOUNDED), peer_table, deployment, writer=writer, until=until
+            )
+        except (ClientError, BotoCoreError) as e:
+            logger.warning("write permit not taken in peer table %s in %s (skipped): %s", peer_table, region, e)
+    return until
+
+
+def _stood_down(why: str, generation: int, record_ip: str | None = None) -> ControllerResult:
+    decision = Decision("ignore", f"stood down for a teardown ({why}); the next build resumes the controller")
+    logger.info("%s", decision.reason)
+    return ControllerResult(decision, generation, record_ip=record_ip)
 
 
 def _wait(topology: Topology, clients: Clients, swap: Any, settings: ControllerSettings) -> None:
@@ -257,8 +314,9 @@ def manual_switch(
     """An operator's move (the manual failback): the same compare-and-swap as the controller's, no
     health checks; recorded in the fence as a newer generation after Route 53 accepted it.
 
-    Raises TransientError when the record changed between reading and writing (try again).
-    IAM: dynamodb:GetItem, dynamodb:PutItem (state table), the Route 53 actions of ``run_controller``.
+    Raises TransientError when the record changed between reading and writing (try again),
+    ConfigurationError when a teardown stood the controllers down (until the next build).
+    IAM: dynamodb:GetItem, dynamodb:UpdateItem (state table), the Route 53 actions of ``run_controller``.
     """
     node_by_name(topology, node)
     dynamodb = clients.client("dynamodb", table_region)
@@ -268,7 +326,11 @@ def manual_switch(
     expected = current["ip"] if current else None
     decision = Decision("failover", f"{reason}: to {node}", node_named(topology, expected), node)
     try:
-        swap = _swap(topology, clients, expected, node, decision.reason, settings)
+        until = _permit(clients, dynamodb, table, topology.deployment, settings, writer="manual")
+    except StoodDown as e:
+        raise ConfigurationError(f"{e}: a teardown stood the controllers down; build again first") from e
+    try:
+        swap = _swap(topology, clients, expected, node, decision.reason, settings, until=until)
     except record.RecordChanged as e:
         raise TransientError(f"the record changed meanwhile; try again ({e})") from e
     if swap.change is None:  # it names the node already: no change to record

@@ -276,8 +276,9 @@ DEFECTS: list[Defect] = [
     Defect("record-moved", "record moved to the standby behind the controller's back", record_moved,
            findings=("record-value",)),
     Defect("record-ttl-drifted", "record TTL drifted (5 minutes)", record_ttl_drifted, findings=("record-ttl",)),
+    # The twin, like AWS, stops answering on the address whose interface is gone: its path alarm fires too.
     Defect("endpoint-address-gone", "one Resolver endpoint address's interface gone", endpoint_address_gone,
-           findings=("resolver-endpoint-ip",)),
+           alarms=("*-path-down-tokyo-resolver-10.0.111.101",), findings=("resolver-endpoint-ip",)),
     Defect("onprem-forwarders-drifted", "on-prem forwarder list drifted (one region's path gone)",
            onprem_forwarders_drifted, alarms=("*-onprem-coverage-osaka-bind",), drill="FAILED"),
     # The fault sweeper (every 5 minutes) removes the entries; the audit (every 5 minutes) reports them

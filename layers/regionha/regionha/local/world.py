@@ -103,7 +103,7 @@ class World:
     runtime serves DNS on for a topology (cloud) address; the default is 53.
 
     IAM (against moto): ec2:DescribeVpcs, ec2:DescribeInstances, ec2:DescribeSecurityGroups,
-    ec2:DescribeNetworkAcls, route53resolver:ListResolverEndpoints,
+    ec2:DescribeNetworkAcls, ec2:DescribeNetworkInterfaces, route53resolver:ListResolverEndpoints,
     route53resolver:ListResolverEndpointIpAddresses.
     """
 
@@ -177,6 +177,13 @@ class World:
                         return endpoint, ip
         return None
 
+    def _interface_holds(self, vpc: str, vpc_id: str, address: str) -> bool:
+        """Does a network interface of the VPC hold ``address``? IAM: ec2:DescribeNetworkInterfaces."""
+        found = self._ec2(vpc).describe_network_interfaces(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                     {"Name": "addresses.private-ip-address", "Values": [address]}])["NetworkInterfaces"]
+        return bool(found)
+
     def _permissions(self, vpc: str, group_ids: list[str]) -> list[dict[str, Any]]:
         if not group_ids:
             return []
@@ -220,6 +227,10 @@ class World:
             endpoint, ip = found
             if endpoint.get("Status") not in _ANSWERING_ENDPOINT:
                 return _cut_everywhere(f"endpoint {endpoint.get('Status', '').lower()}")
+            # Resolver keeps listing an address ATTACHED after its network interface is deleted by hand;
+            # nothing holds the address then, and AWS drops what is sent to it.
+            if not self._interface_holds(target.vpc, vpc_id, target.address):
+                return _cut_everywhere("endpoint address's network interface gone")
             group_ids, subnet_id = list(endpoint.get("SecurityGroupIds", [])), ip["SubnetId"]
         else:
             instance = self._server_instance(target, vpc_id)

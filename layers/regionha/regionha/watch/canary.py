@@ -284,9 +284,10 @@ def run_canary(
 
     ``timeout`` bounds each probe and each node check as a whole (default: the topology's
     ``canary.timeout_seconds``). ``source`` (a cloud address of the client site) is only used in local
-    mode, where the loopback image of the client must be the sender for ACLs and security groups to
-    apply. ``servers`` (path label -> host, port) and ``node_addresses`` (node name -> host, port)
-    redirect probes, e.g. to a port-forward from an on-prem host; hosts still pass the network guard.
+    mode, where the loopback image of the client must be the sender, of the DNS probes and of the node
+    checks alike, for routes, ACLs and security groups to apply (in AWS the canary's ENI is the sender).
+    ``servers`` (path label -> host, port) and ``node_addresses`` (node name -> host, port) redirect
+    probes, e.g. to a port-forward from an on-prem host; hosts still pass the network guard.
     An answer that is not a node's address is never dialled: it cannot be the node the record names.
     """
     bound = timeout or topology.canary.timeout_seconds
@@ -314,7 +315,10 @@ def run_canary(
         for n in topology.nodes:
             host, node_port = node_of.get(n.name, (None, n.port))
             connect_to = netguard.resolve_target(host) if host else None
-            node_futures[n.name] = pool.submit(check_node, str(n.ip), node_port, bound, connect_to=connect_to)
+            # From the client site, like the DNS probes: a security group, ACL or route cut between the
+            # client network and a node must fail the node check too (check_node maps the cloud source).
+            node_futures[n.name] = pool.submit(check_node, str(n.ip), node_port, bound, connect_to=connect_to,
+                                               source=source if src else None)
         results: dict[str, ProbeResult] = probe_many(configs)
         nodes = {name: f.result() for name, f in node_futures.items()}
     name_of_ip = {str(n.ip): n.name for n in topology.nodes}

@@ -155,19 +155,33 @@ class Routing:
     # -- decisions -------------------------------------------------------------------------------------
 
     def path(self, src: Address | str, dst: Address | str) -> str:
-        """``"open"`` when packets from ``src`` reach ``dst`` and replies come back; else why not."""
+        """``"open"`` when packets from ``src`` reach ``dst`` and replies come back; else why not.
+
+        A flow that a NAT instance forwarded arrives from the NAT's address (it masquerades), so the reply
+        goes to the NAT, which alone can hand it back to ``src`` (its connection tracking). A reply that
+        reaches it through another NAT instance arrives from that NAT's address, matches no connection
+        and is dropped: the cluster nodes' default route through their NAT does not stand in for a
+        deleted peering route (the sender times out)."""
         src, dst = Address(src), Address(dst)
-        there = self.forward(src, dst)
+        nats: list[Address] = []
+        there = self.forward(src, dst, nats=nats)
         if there != OPEN:
             return there
+        if nats:
+            nat = nats[-1]
+            back = self.forward(dst, nat, reply=True)
+            return OPEN if back == OPEN else f"no way back to NAT instance {nat} (it masqueraded the flow): {back}"
         back = self.forward(dst, src)
         return OPEN if back == OPEN else f"no way back: {back}"
 
     def forward(self, src: Address, dst: Address, *, public: bool | None = None, hops: int = 0,
-                prefix_list_service: str | None = None) -> str:
+                prefix_list_service: str | None = None, nats: list[Address] | None = None,
+                reply: bool = False) -> str:
         """One direction: ``"open"`` or the reason the VPC router drops it. ``public``: the sender has a
         public IP (looked up when None); ``prefix_list_service``: the destination belongs to that
-        service's prefix list (a gateway endpoint's route then applies)."""
+        service's prefix list (a gateway endpoint's route then applies). ``nats`` collects the NAT
+        instances that masqueraded the packet; ``reply``: the packet answers a masqueraded flow, and a
+        NAT instance on its way would masquerade it again and so lose it."""
         if hops > MAX_HOPS:
             return "routing loop"
         subnet = self.subnet_of(src)
@@ -220,9 +234,13 @@ class Routing:
                 return f"{where}: {label} is {nat['State']['Name']}"
             if nat.get("SourceDestCheck", True):
                 return f"{where}: {label} has its source/destination check on"
+            if reply:
+                return f"{where}: a reply through {label} arrives masqueraded, matching no connection"
             # It masquerades: from here on the packet is the NAT instance's own.
+            if nats is not None:
+                nats.append(Address(nat["PrivateIpAddress"]))
             return self.forward(Address(nat["PrivateIpAddress"]), dst, hops=hops + 1,
-                                prefix_list_service=prefix_list_service)
+                                prefix_list_service=prefix_list_service, nats=nats)
         target = next((k for k in route if k.endswith("Id") and k != "DestinationPrefixListId"), "target")
         return f"{where}: route {dest} via {target} is not modelled locally"
 
