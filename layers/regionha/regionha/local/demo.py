@@ -105,9 +105,11 @@ class Demo:
             return False, {"status": execution.status, "error": execution.error, "cause": execution.cause}
         self.runtime.settle()
         summary = outcome_counts(execution.output)
+        first = first_round_text((execution.output or {}).get("first_canary_round"))
         self._said = ", ".join(f"{v} {k}" for k, v in sorted(summary.items()) if v) + (
-            f"; {len(paused)} schedules held until the inventory was saved" if paused else "")
-        return True, {"status": execution.status, "execution": execution.name, "summary": summary}
+            f"; {len(paused)} schedules held until the inventory was saved" if paused else "") + f"; {first}"
+        return True, {"status": execution.status, "execution": execution.name, "summary": summary,
+                      "first_canary_round": first}
 
     def resolve(self) -> tuple[bool, dict[str, Any]]:
         """Every path, probed from the client site's address, must answer the primary node's IP and
@@ -407,6 +409,20 @@ def _alarm_proof_text(report: dict[str, Any]) -> str:
         return "no alarm checked"
     return (f"alarms of the cut paths ({', '.join(cut) or 'none'}) ALARM then {'OK' if cleared else 'NOT OK'}, "
             f"critical {'FIRED: ' + ', '.join(critical) if critical else 'stayed OK'}")
+
+
+def first_round_text(result: Any) -> str:
+    """The build's FirstCanaryRound in a phrase: how many rounds until everything answered, or that it
+    never did (the alarms warm up either way; a path or node still down pages once its window fills)."""
+    if not isinstance(result, dict):
+        return "no first canary round"
+    if result.get("Error"):
+        return f"first canary round failed: {result['Error']}"
+    rounds = result.get("rounds", 0)
+    if result.get("all_succeeded"):
+        return f"every path and node answered the first canary round ({rounds} round{'s' * (rounds != 1)})"
+    down = sorted(p for p, ok in (result.get("paths") or {}).items() if not ok)
+    return f"first canary round: {', '.join(down) or 'a node'} still failing after {rounds} rounds"
 
 
 def _why(detail: dict[str, Any]) -> str:
