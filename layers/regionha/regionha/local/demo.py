@@ -339,7 +339,7 @@ WARM_UP_GRACE_MINUTES = 2
 # own times from the history, so a later read changes no figure).
 HISTORY_SECONDS = 1.0
 # How often the drill's status is read between history reads: each read is a request the emulator
-# serves in this process, beside the drill's own Lambdas (0.25 s cost about 4 % of a core under load).
+# serves in this process, competing with the drill's own Lambdas for the two cores.
 STATUS_SECONDS = 0.5
 
 
