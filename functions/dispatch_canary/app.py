@@ -8,9 +8,10 @@ slow round never delays the next: each round reads the truth from Route 53 and i
 synchronously with both and the round's slot time; the canary only probes and emits EMF metrics
 stamped with that time (high resolution, for the 10-second alarms).
 
-The build invokes it once with ``{"rounds": 6, "until_all_succeed": true}`` before it makes the alarms
-(``statemachines/build.asl.json``, FirstCanaryRound): rounds every 10 s until one finds every path and
-node answering, for at most a minute, because the nodes' services may still be starting (on AWS their
+The build invokes it once with ``{"rounds": 12, "until_all_succeed": true, "interval_seconds": P}``
+before it makes the alarms (``statemachines/build.asl.json``, FirstCanaryRound): rounds every P seconds
+(the topology's ``waits.poll_seconds``, as every bounded wait of the build; 0: one round) until one finds
+every path and node answering, for at most a minute, because the nodes' services may still be starting (on AWS their
 user-data takes about a minute). The build's summary reports it (``all_succeeded``, ``rounds``); the
 alarms' warm-up (``regionha.watch.alarms``) covers the rest.
 """
@@ -74,8 +75,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     count = event.get("rounds") if isinstance(event, dict) else None
     span = min(interval * count, rounds.SPAN_SECONDS) if isinstance(count, int) and count > 0 else rounds.SPAN_SECONDS
     if isinstance(event, dict) and event.get("until_all_succeed"):
+        given = event.get("interval_seconds")
+        wait = float(given) if isinstance(given, int | float) and not isinstance(given, bool) else interval
+        every = wait if wait > 0 else interval
+        # At most `count` rounds within a minute; 0 (a topology whose build does not wait): one round.
+        bound = min(every * count, rounds.SPAN_SECONDS) if wait > 0 and isinstance(count, int) and count > 0 else every
         done = [r.result for r in rounds.run_rounds(start, round_once, now=metrics.now, sleep=metrics.sleep,
-                                                      interval=interval, span=span,
+                                                      interval=every, span=bound,
                                                       until=lambda r: r["all_succeeded"])]
         return {**(done[-1] if done else {}), "rounds": len(done)}
     # Each round starts at its slot even while an earlier one still waits for a silent path, so every
