@@ -33,9 +33,10 @@ Why the counts are what they are:
 
 Warm-up (CloudWatch user guide, "Alarm warm-up periods"; PutMetricAlarm ``WarmUpConfiguration``):
 every alarm is created with a warm-up period (``AlarmIntent.warm_up_minutes``), during which it stays
-INSUFFICIENT_DATA and runs no action. A fresh build makes its alarms right after one canary round
-(FirstCanaryRound) that may well fail (the nodes' services are still starting: on AWS the user-data
-takes a minute), and the schedule's first run comes up to a minute later: without a warm-up, the
+INSUFFICIENT_DATA and runs no action. A fresh build makes its alarms right after its first canary
+rounds (FirstCanaryRound: until every path and node answers, a minute at most), which may still have
+failed (the nodes' services starting: on AWS the user-data takes about a minute), and the schedule's
+first run comes up to a minute later: without a warm-up, the
 evaluation range holds that failing datapoint and missing periods, and every path, node and
 canary-silent alarm pages after every fresh build. The warm-up ends early (the default,
 ``OnlyStartEvaluatingAfterWarmUpPeriodEnds`` false) once the data fills the evaluation window
