@@ -1,12 +1,16 @@
 """Benchmark: the local demo's wall time and each phase's time (and, once the drill runs in the demo,
 its recovery seconds per path). Prints figures; asserts nothing. Needs root, like the demo.
 
-    python benchmarks/demo_time.py [--runs N] [--compression X]
+    python benchmarks/demo_time.py [--runs N] [--compression X] [--save FILE] [--baseline FILE]
+
+``--save`` writes the medians (JSON); ``--baseline`` prints them side by side with a saved run's, with
+the ratio after/before per phase.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -25,6 +29,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--compression", type=float, default=20.0)
+    parser.add_argument("--save", type=Path, help="write the medians here (JSON)")
+    parser.add_argument("--baseline", type=Path, help="medians saved by an earlier --save, to compare with")
     args = parser.parse_args()
     totals, phases, recovery = [], {}, {}
     for i in range(args.runs):
@@ -48,6 +54,17 @@ def main() -> int:
         print(f"  {name:<48} median {statistics.median(values):6.2f} s  max {max(values):6.2f} s")
     for path, values in recovery.items():
         print(f"  recovery {path:<39} median {statistics.median(values):6.2f} s  max {max(values):6.2f} s")
+    medians = {"total": statistics.median(totals), "compression": args.compression,
+               **{name: statistics.median(values) for name, values in phases.items()}}
+    if args.save:
+        args.save.write_text(json.dumps(medians, indent=1) + "\n")
+    if args.baseline:
+        before = json.loads(args.baseline.read_text())
+        print(f"\n{'median seconds':<54} {'before':>7} {'after':>7} {'after/before':>12}")
+        for name, value in medians.items():
+            if name != "compression" and isinstance(before.get(name), int | float):
+                ratio = value / before[name] if before[name] else float("nan")
+                print(f"  {name:<52} {before[name]:7.2f} {value:7.2f} {ratio:12.2f}")
     return 0
 
 

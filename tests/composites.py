@@ -1,10 +1,12 @@
-"""Composite alarms under ``mock_aws``: moto 5.2.5 has no PutCompositeAlarm, so, as the local runtime's
-middleware does (local/server.py), the calls go to an AlarmEvaluator that holds them; here through
-botocore's events of one session instead of the server.
+"""Composite alarms and warm-ups under ``mock_aws``: moto 5.2.5 has no PutCompositeAlarm and ignores
+PutMetricAlarm's WarmUpConfiguration, so, as the local runtime's middleware does (local/server.py), the
+calls go to an AlarmEvaluator that holds them; here through botocore's events of one session instead of
+the server.
 
 PutCompositeAlarm defines it there; DeleteAlarms deletes its composites there (one per call, as
 CloudWatch) and passes the other names on to moto; DescribeAlarms asked for composites gets them added,
-filtered by AlarmNames/AlarmNamePrefix.
+filtered by AlarmNames/AlarmNamePrefix. PutMetricAlarm's warm-up is recorded there, and DescribeAlarms'
+metric alarms get their WarmUpConfiguration/EvaluationState from there.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ def install(session: Any, regions: tuple[str, ...]) -> tuple[AlarmEvaluator, Cal
 
     def before(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> Any:
         body = json.loads(params["body"] or b"{}")
+        if model.name == "PutMetricAlarm":
+            store.put_metric_alarm(region_of(context), **body)
+            return None
         if model.name == "PutCompositeAlarm":
             store.put_composite_alarm(region_of(context), **body)
             return AWSResponse(params["url"], 200, {}, None), {}
         rest = store.delete_composite_alarms(region_of(context), body.get("AlarmNames") or [])
+        store.delete_metric_alarms(region_of(context), rest)
         if not rest:
             return AWSResponse(params["url"], 200, {}, None), {}
         params["body"] = json.dumps({**body, "AlarmNames": rest}).encode()
@@ -46,6 +52,8 @@ def install(session: Any, regions: tuple[str, ...]) -> tuple[AlarmEvaluator, Cal
             context["composite_filter"] = (params.get("AlarmNames"), params.get("AlarmNamePrefix"))
 
     def after(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        for alarm in parsed.get("MetricAlarms", []):
+            alarm.update(store.metric_alarm_extras(region_of(context), alarm["AlarmName"]))
         if "composite_filter" not in context:
             return
         names, prefix = context["composite_filter"]
@@ -54,6 +62,7 @@ def install(session: Any, regions: tuple[str, ...]) -> tuple[AlarmEvaluator, Cal
             if (not names or c["AlarmName"] in names) and (not prefix or c["AlarmName"].startswith(prefix))]]
 
     hooks = [("before-call.cloudwatch.PutCompositeAlarm", before), ("before-call.cloudwatch.DeleteAlarms", before),
+             ("before-call.cloudwatch.PutMetricAlarm", before),
              ("before-parameter-build.cloudwatch.DescribeAlarms", remember),
              ("after-call.cloudwatch.DescribeAlarms", after)]
     for name, fn in hooks:

@@ -8,8 +8,12 @@ slow round never delays the next: each round reads the truth from Route 53 and i
 synchronously with both and the round's slot time; the canary only probes and emits EMF metrics
 stamped with that time (high resolution, for the 10-second alarms).
 
-The build invokes it once with ``{"rounds": 1}`` (one round, now) before it makes the alarms, so the
-canary-silent alarm starts with a real heartbeat (``statemachines/build.asl.json``, FirstCanaryRound).
+The build invokes it once with ``{"rounds": 12, "until_all_succeed": true, "interval_seconds": P}``
+before it makes the alarms (``statemachines/build.asl.json``, FirstCanaryRound): rounds every P seconds
+(the topology's ``waits.poll_seconds``, as every bounded wait of the build; 0: one round) until one finds
+every path and node answering, for at most a minute, because the nodes' services may still be starting (on AWS their
+user-data takes about a minute). The build's summary reports it (``all_succeeded``, ``rounds``); the
+alarms' warm-up (``regionha.watch.alarms``) covers the rest.
 """
 
 from __future__ import annotations
@@ -62,12 +66,24 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.info("canary round", extra={"slot": payload["time"], "truth": payload["truth"],
                                            "all_succeeded": body.get("all_succeeded")})
         return {"truth": payload["truth"], "duration_ms": body.get("duration_ms"),
+                "all_succeeded": bool(body.get("all_succeeded")),
                 "paths": {p["path"]: p.get("success") for p in body.get("paths", [])}}
 
     start = rounds.event_time(event) or metrics.now()
-    # {"rounds": n} (the build's first round): n rounds instead of a whole minute's.
+    # {"rounds": n} (the build's first rounds): n rounds instead of a whole minute's; with
+    # "until_all_succeed", one at a time, stopping at the first that finds everything answering.
     count = event.get("rounds") if isinstance(event, dict) else None
     span = min(interval * count, rounds.SPAN_SECONDS) if isinstance(count, int) and count > 0 else rounds.SPAN_SECONDS
+    if isinstance(event, dict) and event.get("until_all_succeed"):
+        given = event.get("interval_seconds")
+        wait = float(given) if isinstance(given, int | float) and not isinstance(given, bool) else interval
+        every = wait if wait > 0 else interval
+        # At most `count` rounds within a minute; 0 (a topology whose build does not wait): one round.
+        bound = min(every * count, rounds.SPAN_SECONDS) if wait > 0 and isinstance(count, int) and count > 0 else every
+        done = [r.result for r in rounds.run_rounds(start, round_once, now=metrics.now, sleep=metrics.sleep,
+                                                      interval=every, span=bound,
+                                                      until=lambda r: r["all_succeeded"])]
+        return {**(done[-1] if done else {}), "rounds": len(done)}
     # Each round starts at its slot even while an earlier one still waits for a silent path, so every
     # 10-second period gets its datapoints (stamped with the slot) however long a probe takes.
     with ThreadPoolExecutor(max_workers=rounds.slots(interval, span), thread_name_prefix="canary-round") as pool:

@@ -30,6 +30,9 @@ def test_the_demo_passes_with_an_acceptance_drill_report(tmp_path):
 
     report = Demo(runtime, lines.append, out_dir=tmp_path).run()
 
+    print("\n" + "\n".join(lines[1:3]))  # the figures of this run (phases, the build's first canary round)
+    print(" | ".join(f"{p['name'].split(' (')[0].split(':')[0]} {p['seconds']:.1f} s" for p in report["phases"])
+          + f" | total {report['seconds']:.1f} s")
     assert report["ok"], json.dumps(report.get("phases"), indent=1)
     assert [p["name"] for p in report["phases"]] == [
         "start the local runtime",

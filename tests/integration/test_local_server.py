@@ -165,3 +165,30 @@ def test_repository_template_provisions(local_aws: LocalAws) -> None:
         local = local_aws.function(function.arn)
         assert local is not None, function.name
         assert callable(local.load()), function.name  # the handler imports in the local runtime
+
+
+def test_metric_alarm_warm_up_goes_through_the_api_as_cloudwatchs(local_aws: LocalAws) -> None:
+    # moto ignores WarmUpConfiguration: the CloudWatch middleware checks it, records it in the runtime's
+    # evaluator and adds it (and EvaluationState IN_WARM_UP) to DescribeAlarms, as CloudWatch does.
+    from datetime import UTC, datetime
+
+    from regionha.local.aws.alarms import AlarmEvaluator
+    from regionha.local.clock import ManualClock
+
+    local_aws.composite_alarms = AlarmEvaluator(local_aws.clients(), [REGION],
+                                                ManualClock(datetime(2026, 1, 5, tzinfo=UTC)))
+    cw = local_aws.clients().client("cloudwatch", REGION)
+    alarm = {"AlarmName": "warm", "Namespace": "Test", "MetricName": "Up", "Statistic": "Minimum", "Period": 60,
+             "EvaluationPeriods": 1, "Threshold": 1.0, "ComparisonOperator": "LessThanThreshold"}
+    with pytest.raises(ClientError, match="1 to 2880") as refused:
+        cw.put_metric_alarm(**alarm, WarmUpConfiguration={"WarmUpPeriodDurationInMinutes": 2881})
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+    assert cw.describe_alarms(AlarmNames=["warm"])["MetricAlarms"] == []  # refused before moto stored it
+
+    cw.put_metric_alarm(**alarm, WarmUpConfiguration={"WarmUpPeriodDurationInMinutes": 4})
+    (described,) = cw.describe_alarms(AlarmNamePrefix="wa")["MetricAlarms"]
+    assert described["WarmUpConfiguration"] == {"WarmUpPeriodDurationInMinutes": 4,
+                                                "OnlyStartEvaluatingAfterWarmUpPeriodEnds": False}
+    assert described["EvaluationState"] == "IN_WARM_UP"
+    cw.delete_alarms(AlarmNames=["warm"])
+    assert not local_aws.composite_alarms.in_warm_up(REGION, "warm")

@@ -248,11 +248,15 @@ def test_build_makes_the_watch_after_placing_the_canary_and_teardown_removes_it_
     build = json.loads((root / "build.asl.json").read_text())["States"]
     teardown = json.loads((root / "teardown.asl.json").read_text())["States"]
     assert build["PlaceCanary"]["Next"] == "SaveInventory" and build["SaveInventory"]["Next"] == "FirstCanaryRound"
-    # One real round (it reads the saved inventory) before the alarms: a new canary-silent alarm finds a
-    # heartbeat instead of an empty range that, missing data breaching, would page right after the build.
+    # Real rounds (they read the saved inventory), every poll_seconds of the build's waits, until every path
+    # and node answers, a minute at most, before the alarms: the nodes' services may still be starting. Its
+    # outcome, or its error, goes to the build's summary.
     assert build["FirstCanaryRound"]["Resource"] == "${DispatchCanaryFunctionArn}"
-    assert build["FirstCanaryRound"]["Parameters"] == {"rounds": 1}
+    assert build["FirstCanaryRound"]["Parameters"] == {"rounds": 12, "until_all_succeed": True,
+                                                       "interval_seconds.$": "$.plan.waits.poll_seconds"}
     assert build["FirstCanaryRound"]["Next"] == "ConvergeWatch" == build["FirstCanaryRound"]["Catch"][0]["Next"]
+    assert build["FirstCanaryRound"]["Catch"][0]["ResultPath"] == build["FirstCanaryRound"]["ResultPath"]
+    assert build["SummarizeBuild"]["Parameters"]["first_canary_round.$"] == build["FirstCanaryRound"]["ResultPath"]
     assert build["ConvergeWatch"]["Next"] == "SummarizeBuild"
     assert build["ConvergeWatch"]["Parameters"]["action"] == "converge"
     # The canary check comes first: teardown refuses before deleting anything while the canary is placed.

@@ -51,6 +51,20 @@ def test_a_slow_round_skips_the_slots_it_overran_instead_of_bunching():
     assert offsets(done) == [0, 10, 30, 40, 50]
 
 
+def test_the_builds_first_rounds_stop_at_the_first_that_finds_everything_answering():
+    # The nodes' services answer from the third round on (they were starting): three rounds, not six.
+    clock = Clock(T0)
+    up_at = T0 + timedelta(seconds=20)
+    done = run_rounds(T0, lambda slot: {"all_succeeded": slot >= up_at}, now=clock.now, sleep=clock.sleep,
+                      until=lambda r: r["all_succeeded"])
+    assert offsets(done) == [0, 10, 20]
+    # Never up: the bound (one minute of rounds), each at its slot.
+    clock = Clock(T0)
+    never = run_rounds(T0, lambda slot: {"all_succeeded": False}, now=clock.now, sleep=clock.sleep,
+                       until=lambda r: r["all_succeeded"])
+    assert len(never) == 6
+
+
 def test_a_late_start_runs_only_the_slots_left():
     clock = Clock(T0 + timedelta(seconds=42))
     done = run_rounds(T0, lambda slot: None, now=clock.now, sleep=clock.sleep)

@@ -17,7 +17,12 @@ AWS behaviour followed (CloudWatch API reference): PutMetricAlarm/PutCompositeAl
 existing alarm's definition and keep its state, and ignore ``Tags`` on an update (so tags are given
 on creation); a composite's rule may only name existing alarms, so the metric alarms go first;
 DeleteAlarms takes at most 100 names of which at most one composite, and a composite goes before the
-alarms its rule names; dashboard names allow only A-Z, a-z, 0-9, "-" and "_".
+alarms its rule names; dashboard names allow only A-Z, a-z, 0-9, "-" and "_". Every metric alarm has
+a ``WarmUpConfiguration`` (user guide, "Alarm warm-up periods"; why and how long:
+``regionha.watch.alarms``), which DescribeAlarms returns and is compared like the rest: CloudWatch
+warms an alarm up once, at creation, so a put that changes nothing would not restart it, and none is
+made. PutMetricAlarm's ``WarmUpConfiguration`` needs botocore 1.44.8 or later: older ones refuse it
+before sending (the Lambda runtime's boto3 is older, so the layer bundles its own).
 
 IAM (the ConvergeWatch function): cloudwatch:DescribeAlarms; cloudwatch:PutMetricAlarm,
 PutCompositeAlarm, DeleteAlarms, TagResource on ``alarm:regionha-<deployment>-*``;
@@ -112,6 +117,7 @@ def metric_alarm_params(topology: Topology, intent: AlarmIntent, settings: Watch
         "Threshold": intent.threshold,
         "ComparisonOperator": intent.comparison,
         "TreatMissingData": intent.treat_missing_data,
+        "WarmUpConfiguration": intent.warm_up_configuration(),
     }
 
 
@@ -291,6 +297,10 @@ def _normal(params: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("AlarmActions", "OKActions"):
         if key in out:
             out[key] = sorted(out[key])
+    if out.get("WarmUpConfiguration"):
+        # The flag's default (false) may be left out of an answer: the same configuration either way.
+        out["WarmUpConfiguration"] = {"OnlyStartEvaluatingAfterWarmUpPeriodEnds": False,
+                                      **out["WarmUpConfiguration"]}
     return out
 
 

@@ -30,17 +30,33 @@ Why the counts are what they are:
   only when the range holds fewer real datapoints than N, so with N = 1 it alarms once the whole
   range is empty, and a single skipped minute (schedule jitter) is not silence. (3 of 3 would need
   5 silent minutes for the same reason.)
-  A new alarm's range is empty too, so the build runs one real canary round (FirstCanaryRound)
-  before ConvergeWatch makes it: the alarm starts OK on that heartbeat instead of paging right after
-  the build, and the schedule (held during the build, first run a minute after it starts) takes over
-  well within the range's 3 minutes.
+
+Warm-up (CloudWatch user guide, "Alarm warm-up periods"; PutMetricAlarm ``WarmUpConfiguration``):
+every alarm is created with a warm-up period (``AlarmIntent.warm_up_minutes``), during which it stays
+INSUFFICIENT_DATA and runs no action. A fresh build makes its alarms right after its first canary
+rounds (FirstCanaryRound: until every path and node answers, a minute at most), which may still have
+failed (the nodes' services starting: on AWS the user-data takes about a minute), and the schedule's
+first run comes up to a minute later: without a warm-up, the
+evaluation range holds that failing datapoint and missing periods, and every path, node and
+canary-silent alarm pages after every fresh build. The warm-up ends early (the default,
+``OnlyStartEvaluatingAfterWarmUpPeriodEnds`` false) once the data fills the evaluation window
+(``Period`` x ``EvaluationPeriods``): its newest period holds a datapoint and the metric was published
+before the window began. So a healthy deployment's alarms start evaluating, OK, within about a window
+of the schedule's first run, and a dead path's alarm fires as soon as its failing datapoints fill the
+window. The duration only bounds the wait when no data comes: it is sized per alarm
+(``warm_up_for``): the schedule's first run, the window plus the period before it, and a round's
+datapoints arriving late. A silent canary is therefore paged at most that long after a build.
+CloudWatch applies a warm-up once, at creation: an update (a rebuild that changes nothing puts nothing)
+never starts another one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from regionha.errors import ConfigurationError
 from regionha.topology import ONPREM, Topology
@@ -53,6 +69,12 @@ PERIOD = 60
 FAST_PERIOD = 10
 FAST_EVALUATION_PERIODS = 6
 LESS_THAN = "LessThanThreshold"
+# Warm-up sizing (``warm_up_for``): the held schedule first runs up to a minute after the build, and a
+# round's datapoints may arrive up to a minute late (see above).
+SCHEDULE_SECONDS = 60
+LATE_SECONDS = 60
+# PutMetricAlarm's range for WarmUpPeriodDurationInMinutes.
+WARM_UP_MINUTES_RANGE = (1, 2880)
 PREFIX = "regionha"
 # The one composite alarm of a deployment: ALARM when any critical alarm is in ALARM.
 CRITICAL_COMPOSITE = "critical"
@@ -63,7 +85,8 @@ class AlarmIntent:
     """One metric alarm: a statistic of one metric, below 1 for M of N one-minute periods.
 
     ``suffix`` names it within its deployment (``alarm_name``); ``path``/``node`` are the Path/Node
-    dimension besides Deployment (None for deployment-wide metrics)."""
+    dimension besides Deployment (None for deployment-wide metrics). ``warm_up_minutes``: its warm-up
+    (1..2880 minutes); None (the default) sizes it from the alarm's window (``warm_up_for``)."""
 
     suffix: str
     metric: str
@@ -81,6 +104,19 @@ class AlarmIntent:
     namespace: str = NAMESPACE
     # Fires while a drill cuts its path and is OK after restore (the drill's alarm proof checks it).
     drilled: bool = True
+    warm_up_minutes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.warm_up_minutes is None:
+            object.__setattr__(self, "warm_up_minutes", warm_up_for(self.period, self.evaluation_periods))
+        low, high = WARM_UP_MINUTES_RANGE
+        if not low <= self.warm_up_minutes <= high:  # type: ignore[operator]
+            raise ConfigurationError(f"alarm {self.suffix}: warm-up {self.warm_up_minutes} min is not in {low}..{high}")
+
+    def warm_up_configuration(self) -> dict[str, Any]:
+        """PutMetricAlarm's ``WarmUpConfiguration``: end early once the data fills the window."""
+        return {"WarmUpPeriodDurationInMinutes": self.warm_up_minutes,
+                "OnlyStartEvaluatingAfterWarmUpPeriodEnds": False}
 
     def dimension_names(self) -> list[str]:
         return ["Deployment"] + (["Path"] if self.path is not None else []) + (["Node"] if self.node else [])
@@ -93,6 +129,16 @@ class AlarmIntent:
         if self.node is not None:
             dims.append({"Name": "Node", "Value": self.node})
         return dims
+
+
+def warm_up_for(period: int, evaluation_periods: int) -> int:
+    """Minutes of warm-up for an alarm of ``evaluation_periods`` periods of ``period`` seconds: the
+    schedule's first run after the build, the evaluation window and the period before it (the window is
+    full only once the metric was published before it began), and a round's datapoints arriving late.
+
+    e.g. 4 for the 10-second alarms (6 periods), 4 for canary-silent (1 minute), 6 for 3 one-minute
+    periods."""
+    return math.ceil((SCHEDULE_SECONDS + period * (evaluation_periods + 1) + LATE_SECONDS) / 60)
 
 
 def alarm_prefix(deployment: str) -> str:

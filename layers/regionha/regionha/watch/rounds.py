@@ -53,8 +53,10 @@ def run_rounds(
     sleep: Callable[[float], None],
     interval: float = ROUND_SECONDS,
     span: float = SPAN_SECONDS,
+    until: Callable[[Any], bool] | None = None,
 ) -> list[RoundResult]:
-    """Call ``round_once(slot)`` once per free slot ``start + k * interval`` below ``start + span``.
+    """Call ``round_once(slot)`` once per free slot ``start + k * interval`` below ``start + span``
+    (with ``until``: and stop after the first round whose result satisfies it).
 
     Waits (``sleep``, seconds of the ``now`` clock) until each slot; a slot already past when the
     previous round ends is skipped. Returns the rounds run, in order. An exception of ``round_once``
@@ -77,6 +79,8 @@ def run_rounds(
             k += int(-wait // interval)
             continue
         rounds.append(RoundResult(slot, round_once(slot)))
+        if until is not None and until(rounds[-1].result):
+            break
         k += 1
     return rounds
 

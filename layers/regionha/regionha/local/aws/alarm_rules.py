@@ -1,7 +1,8 @@
 """CloudWatch's alarm rules as pure functions: how a metric alarm reads its evaluation range (M out
-of N, missing data, "avoiding premature transitions") and how a composite alarm's ``AlarmRule`` is
-parsed and evaluated (CloudWatch user guide, "Configuring how CloudWatch alarms treat missing data"
-and "Creating a composite alarm"). The evaluator (:mod:`.alarms`) applies them on its clock."""
+of N, missing data, "avoiding premature transitions"), when its warm-up ends, and how a composite
+alarm's ``AlarmRule`` is parsed and evaluated (CloudWatch user guide, "Configuring how CloudWatch
+alarms treat missing data", "Alarm warm-up periods" and "Creating a composite alarm"). The evaluator
+(:mod:`.alarms`) applies them on its clock."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from regionha.errors import ConfigurationError
 
@@ -81,6 +84,75 @@ def evaluate_range(
         # immediately into ALARM"; nothing says OK either, so the state waits for more data.
         return RangeEvaluation(current_state, used, filled, b_real)
     return RangeEvaluation(OK, used, filled, b_real)
+
+
+# --- warm-up ----------------------------------------------------------------------------------
+
+WARM_UP_MINUTES = (1, 2880)
+IN_WARM_UP = "IN_WARM_UP"  # DescribeAlarms' EvaluationState during warm-up (user guide)
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """PutMetricAlarm's ``WarmUpConfiguration`` (user guide, "Alarm warm-up periods")."""
+
+    minutes: int
+    only_after_end: bool = False  # OnlyStartEvaluatingAfterWarmUpPeriodEnds
+
+    @classmethod
+    def from_api(cls, config: Any) -> WarmUp | None:
+        """None when absent; ConfigurationError (CloudWatch's ValidationError) when malformed: the
+        duration is required, an integer of 1..2880 minutes, the flag a boolean."""
+        if config is None:
+            return None
+        if not isinstance(config, dict):
+            raise ConfigurationError(f"WarmUpConfiguration must be a structure, got {config!r}")
+        unknown = sorted(set(config) - {"WarmUpPeriodDurationInMinutes", "OnlyStartEvaluatingAfterWarmUpPeriodEnds"})
+        if unknown:
+            raise ConfigurationError(f"WarmUpConfiguration: unknown field(s) {', '.join(unknown)}")
+        minutes = config.get("WarmUpPeriodDurationInMinutes")
+        low, high = WARM_UP_MINUTES
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not low <= minutes <= high:
+            raise ConfigurationError(
+                f"WarmUpConfiguration.WarmUpPeriodDurationInMinutes must be an integer of {low} to {high}, "
+                f"got {minutes!r}")
+        flag = config.get("OnlyStartEvaluatingAfterWarmUpPeriodEnds", False)
+        if not isinstance(flag, bool):
+            raise ConfigurationError(
+                f"WarmUpConfiguration.OnlyStartEvaluatingAfterWarmUpPeriodEnds must be a boolean, got {flag!r}")
+        return cls(minutes, flag)
+
+    def to_api(self) -> dict[str, Any]:
+        return {"WarmUpPeriodDurationInMinutes": self.minutes,
+                "OnlyStartEvaluatingAfterWarmUpPeriodEnds": self.only_after_end}
+
+    def ends_at(self, created: datetime) -> datetime:
+        return created + timedelta(minutes=self.minutes)
+
+
+def window_filled(has_data: Sequence[bool], evaluation_periods: int) -> bool:
+    """Whether the data fills the evaluation window, for an early end of warm-up.
+
+    ``has_data``: one flag per period of the evaluation range, oldest first; the window is its newest
+    ``evaluation_periods`` periods (``Period`` x ``EvaluationPeriods``), the older ones lie before it.
+    The user guide: the window "is full when a datapoint exists for the most recent period", and one
+    that starts publishing 4 minutes after creation fills its 15-minute window only at about 19
+    minutes, i.e. once the whole window lies after the first datapoint. Read on whole periods: the
+    newest period holds a datapoint and some period before the window does (the metric was published
+    before the window began). Missing periods inside the window do not matter; ``DatapointsToAlarm``
+    does not either (the guide says so). At most one period later than CloudWatch, never earlier.
+    """
+    n = evaluation_periods
+    if n < 1 or len(has_data) <= n:
+        raise ConfigurationError(f"window_filled needs more than {n} periods, got {len(has_data)}")
+    return bool(has_data[-1]) and any(has_data[:-n])
+
+
+def warm_up_over(warm_up: WarmUp, created: datetime, now: datetime, filled: bool) -> bool:
+    """Whether an alarm created at ``created`` with ``warm_up`` evaluates at ``now``: after its whole
+    duration always; earlier only once the window is ``filled`` and OnlyStartEvaluatingAfterWarmUpPeriodEnds
+    is false (the default)."""
+    return now >= warm_up.ends_at(created) or (filled and not warm_up.only_after_end)
 
 
 # --- composite alarm rules --------------------------------------------------------------------

@@ -17,6 +17,15 @@ is at least ``DatapointsToAlarm`` periods old and nothing in range contradicts i
 premature transitions"; until then the state is kept: our reading, the guide names no state).
 ``evaluate_range`` is that rule as a pure function, tested against the guide's tables.
 
+Warm-up (user guide, "Alarm warm-up periods"): an alarm created with a ``WarmUpConfiguration`` stays
+INSUFFICIENT_DATA, runs no action and reports ``EvaluationState`` IN_WARM_UP until its duration has
+passed (emulated time, from its creation) or, unless OnlyStartEvaluatingAfterWarmUpPeriodEnds, until
+the data fills its evaluation window (``alarm_rules.window_filled``: the newest period holds a
+datapoint and a period before the window does). The guide: the warm-up applies once, at creation; an
+update during it may change it (or, without one, end it), an update after it never starts another.
+moto ignores the parameter, so the server's CloudWatch middleware hands PutMetricAlarm, DeleteAlarms
+and DescribeAlarms' metric alarms to ``put_metric_alarm``/``delete_metric_alarms``/``metric_alarm_extras``.
+
 moto gaps worked around here:
 - a new alarm is OK/"Unchecked" in moto but INSUFFICIENT_DATA in AWS: the evaluator moves it to
   INSUFFICIENT_DATA first, so its first evaluation is a real transition that runs its actions;
@@ -53,10 +62,14 @@ from regionha.local.aws.alarm_rules import (
     ALARM,
     COMPARISON_OPERATORS,
     EXTRA_RANGE_PERIODS,
+    IN_WARM_UP,
     INSUFFICIENT_DATA,
     OK,
     AlarmRule,
+    WarmUp,
     evaluate_range,
+    warm_up_over,
+    window_filled,
 )
 from regionha.local.clock import Clock, Ticker
 
@@ -93,6 +106,15 @@ class _Composite:
     updated: datetime | None = None
 
 
+@dataclass
+class _MetricAlarmRecord:
+    """What moto does not keep of a metric alarm: its warm-up and when it was created (emulated)."""
+
+    created: datetime
+    warm_up: WarmUp | None
+    warming: bool  # in its warm-up now
+
+
 class AlarmEvaluator(Ticker):
     """Evaluates the metric and composite alarms of ``regions`` on each ``tick``.
 
@@ -122,6 +144,10 @@ class AlarmEvaluator(Ticker):
         self._composites: dict[tuple[str, str], _Composite] = {}
         self._skipped: set[tuple[str, str]] = set()
         self._lock = threading.RLock()  # tick() from the thread and put_composite_alarm from callers
+        # Warm-ups, by (region, name). A lock of their own, never held across a call to moto: tick()
+        # holds _lock while its own requests pass the server's middleware, which reads these.
+        self._metric: dict[tuple[str, str], _MetricAlarmRecord] = {}
+        self._metric_lock = threading.Lock()
 
     # -- public API --
 
@@ -209,6 +235,43 @@ class AlarmEvaluator(Ticker):
                              {"type": "Delete"})
         return [n for n in names if n not in mine]
 
+    def put_metric_alarm(self, region: str, **params: Any) -> None:
+        """PutMetricAlarm's part moto ignores: ``WarmUpConfiguration``. ConfigurationError when it is
+        malformed (CloudWatch's ValidationError; call this before moto stores the alarm).
+
+        A new name starts its warm-up now (emulated time); an update during the warm-up replaces it
+        (none: it ends), an update afterwards only records the configuration."""
+        warm_up = WarmUp.from_api(params.get("WarmUpConfiguration"))
+        key, now = (region, params["AlarmName"]), self.clock.now()
+        with self._metric_lock:
+            record = self._metric.get(key)
+            if record is None:
+                self._metric[key] = _MetricAlarmRecord(now, warm_up, warming=warm_up is not None)
+                return
+            record.warm_up = warm_up
+            record.warming = record.warming and warm_up is not None
+
+    def delete_metric_alarms(self, region: str, names: Iterable[str]) -> None:
+        """DeleteAlarms: forget these alarms (a new alarm of the same name warms up again)."""
+        with self._metric_lock:
+            for name in names:
+                self._metric.pop((region, name), None)
+
+    def metric_alarm_extras(self, region: str, name: str) -> dict[str, Any]:
+        """DescribeAlarms' fields of a metric alarm that moto lacks: ``WarmUpConfiguration`` (when it has
+        one) and ``EvaluationState`` IN_WARM_UP (during its warm-up)."""
+        with self._metric_lock:
+            record = self._metric.get((region, name))
+            if record is None or record.warm_up is None:
+                return {}
+            return {"WarmUpConfiguration": record.warm_up.to_api(),
+                    **({"EvaluationState": IN_WARM_UP} if record.warming else {})}
+
+    def in_warm_up(self, region: str, name: str) -> bool:
+        with self._metric_lock:
+            record = self._metric.get((region, name))
+            return record is not None and record.warming
+
     def tick(self, now: datetime | None = None) -> list[StateChange]:
         now = now or self.clock.now()
         changes: list[StateChange] = []
@@ -284,6 +347,8 @@ class AlarmEvaluator(Ticker):
         m = int(alarm.get("DatapointsToAlarm") or n)
         treat = alarm.get("TreatMissingData") or "missing"
         period, values, start = self._datapoints(cw, alarm, n + EXTRA_RANGE_PERIODS, now)
+        if self._still_warming(region, name, n, values, now):
+            return None  # INSUFFICIENT_DATA, no action (the alignment above made it so)
         compare, words = COMPARISON_OPERATORS[alarm["ComparisonOperator"]]
         threshold = float(alarm["Threshold"])
         range_ = [None if v is None else compare(v, threshold) for v in values]
@@ -312,6 +377,21 @@ class AlarmEvaluator(Ticker):
         change = StateChange(region, name, "MetricAlarm", current, result.state, reason, now)
         self._after_change(alarm, change, reason_data)
         return change
+
+    def _still_warming(self, region: str, name: str, n: int, values: list[float | None], now: datetime) -> bool:
+        """Whether the alarm is in its warm-up at ``now``; ends it (once and for all) when it is over."""
+        with self._metric_lock:
+            record = self._metric.get((region, name))
+            if record is None or not record.warming or record.warm_up is None:
+                return False
+            filled = window_filled([v is not None for v in values], n)
+            if not warm_up_over(record.warm_up, record.created, now, filled):
+                return True
+            record.warming = False
+        why = "its evaluation window filled" if now < record.warm_up.ends_at(record.created) else (
+            f"{record.warm_up.minutes} min passed")
+        logger.debug("alarm %s in %s: warm-up over (%s)", name, region, why)
+        return False
 
     def _datapoints(
         self, cw: Any, alarm: dict[str, Any], periods: int, now: datetime

@@ -34,6 +34,7 @@ from werkzeug.wrappers import Request, Response
 
 from regionha.aws import Clients
 from regionha.errors import ConfigurationError
+from regionha.local.aws.alarm_rules import WarmUp
 from regionha.local.aws.iam import LocalIam
 from regionha.local.aws.lambdas import HandlerRegistry, InvocationOutcome, LocalFunction
 from regionha.local.aws.provision import DEFAULT_REGION, Stack, provision
@@ -341,17 +342,27 @@ class _InvokeMiddleware:
 
 
 _CLOUDWATCH_TARGET = "GraniteServiceVersion20100801."
+
+
+def _cloudwatch_error(code: str, message: str) -> Response:
+    """A CloudWatch error in its JSON protocol (query compatible): the code in ``__type`` and in
+    ``x-amzn-query-error``, where botocore reads it."""
+    return Response(json.dumps({"__type": code, "message": message}), status=400,
+                    headers={"x-amzn-query-error": f"{code};Sender"}, content_type="application/x-amz-json-1.0")
 _ALARM_REGION = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[a-z0-9-]+)/monitoring/")
 
 
 class _CompositeAlarmMiddleware:
-    """CloudWatch composite alarms through the same API (moto 5.2.5 has no PutCompositeAlarm).
+    """CloudWatch alarms through the same API where moto 5.2.5 falls short: composite alarms (it has no
+    PutCompositeAlarm) and metric alarms' warm-up (it ignores ``WarmUpConfiguration``).
 
-    PutCompositeAlarm defines the alarm in the runtime's evaluator; DeleteAlarms deletes its composites
-    there (as CloudWatch: one composite per call) and passes the other names on to moto; DescribeAlarms
-    asked for composite alarms gets the evaluator's added to moto's answer, filtered by AlarmNames or
-    AlarmNamePrefix. Only the JSON protocol boto3 uses (``X-Amz-Target``) is handled; the query
-    protocol goes to moto unchanged.
+    PutCompositeAlarm defines the alarm in the runtime's evaluator; PutMetricAlarm's warm-up is checked
+    (a malformed one is CloudWatch's ValidationError) and, once moto has stored the alarm, recorded there;
+    DeleteAlarms deletes its composites there (as CloudWatch: one composite per call), forgets the
+    metric alarms' warm-ups, and passes the other names on to moto; DescribeAlarms gets each metric
+    alarm's ``WarmUpConfiguration`` and ``EvaluationState`` added, and, asked for composite alarms, the
+    evaluator's added to moto's answer, filtered by AlarmNames or AlarmNamePrefix. Only the JSON protocol
+    boto3 uses (``X-Amz-Target``) is handled; the query protocol goes to moto unchanged.
     """
 
     def __init__(self, app: Any, aws: LocalAws):
@@ -361,38 +372,41 @@ class _CompositeAlarmMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         operation = target[len(_CLOUDWATCH_TARGET):] if target.startswith(_CLOUDWATCH_TARGET) else None
-        if operation not in ("PutCompositeAlarm", "DeleteAlarms", "DescribeAlarms"):
-            return self._app(environ, start_response)
         store = self._aws.composite_alarms
+        if operation not in ("PutCompositeAlarm", "PutMetricAlarm", "DeleteAlarms", "DescribeAlarms") or (
+                store is None and operation != "PutCompositeAlarm"):
+            return self._app(environ, start_response)
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         params = json.loads(body or b"{}")
         credential = _ALARM_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = credential.group("region") if credential else DEFAULT_REGION
         if operation == "PutCompositeAlarm":
             if store is None:
-                response = _json_error(400, "InvalidAction", "composite alarms need the local runtime's evaluator")
+                response = _cloudwatch_error("InvalidAction", "composite alarms need the local runtime's evaluator")
             else:
                 try:
                     store.put_composite_alarm(region, **params)
                     response = Response(b"{}", status=200, content_type="application/x-amz-json-1.0")
                 except (ConfigurationError, KeyError) as e:
-                    response = _json_error(400, "ValidationError", str(e))
+                    response = _cloudwatch_error("ValidationError", str(e))
             return response(environ, start_response)
-        if operation == "DeleteAlarms" and store is not None:
+        environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+        if operation == "PutMetricAlarm":
+            return self._put_metric_alarm(environ, start_response, store, region, params)
+        if operation == "DeleteAlarms":
             try:
                 rest = store.delete_composite_alarms(region, params.get("AlarmNames") or [])
             except ConfigurationError as e:
-                return _json_error(400, "ValidationError", str(e))(environ, start_response)
+                return _cloudwatch_error("ValidationError", str(e))(environ, start_response)
+            store.delete_metric_alarms(region, rest)
             if not rest:
                 return Response(b"{}", status=200, content_type="application/x-amz-json-1.0")(environ, start_response)
             body = json.dumps({**params, "AlarmNames": rest}).encode()
-        environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
-        if operation != "DescribeAlarms" or store is None or "CompositeAlarm" not in (params.get("AlarmTypes") or []):
+            environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
             return self._app(environ, start_response)
-        return self._describe_with_composites(environ, start_response, store, region, params)
+        return self._describe(environ, start_response, store, region, params)
 
-    def _describe_with_composites(self, environ: dict[str, Any], start_response: Any, store: Any, region: str,
-                                  params: dict[str, Any]) -> Iterable[bytes]:
+    def _moto(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -400,19 +414,39 @@ class _CompositeAlarmMiddleware:
             return lambda _: None
 
         raw = b"".join(self._app(environ, capture))
-        if not captured.get("status", "").startswith("200"):
-            start_response(captured["status"], captured["headers"])
+        return captured.get("status", "500 INTERNAL SERVER ERROR"), captured.get("headers", []), raw
+
+    def _put_metric_alarm(self, environ: dict[str, Any], start_response: Any, store: Any, region: str,
+                          params: dict[str, Any]) -> Iterable[bytes]:
+        try:
+            WarmUp.from_api(params.get("WarmUpConfiguration"))
+        except ConfigurationError as e:
+            return _cloudwatch_error("ValidationError", str(e))(environ, start_response)
+        status, headers, raw = self._moto(environ)
+        if status.startswith("200"):
+            store.put_metric_alarm(region, **params)
+        start_response(status, headers)
+        return [raw]
+
+    def _describe(self, environ: dict[str, Any], start_response: Any, store: Any, region: str,
+                  params: dict[str, Any]) -> Iterable[bytes]:
+        status, headers, raw = self._moto(environ)
+        if not status.startswith("200"):
+            start_response(status, headers)
             return [raw]
         answer = json.loads(raw or b"{}")
-        names, prefix = params.get("AlarmNames"), params.get("AlarmNamePrefix")
-        composites = [
-            {k: (v.timestamp() if hasattr(v, "timestamp") else v) for k, v in c.items()}
-            for c in store.describe_composite_alarms(region)
-            if (not names or c["AlarmName"] in names) and (not prefix or c["AlarmName"].startswith(prefix))
-            and (not params.get("StateValue") or c["StateValue"] == params["StateValue"])
-        ]
-        answer["CompositeAlarms"] = [*answer.get("CompositeAlarms", []), *composites]
+        answer["MetricAlarms"] = [{**a, **store.metric_alarm_extras(region, a["AlarmName"])}
+                                  for a in answer.get("MetricAlarms", [])]
+        if "CompositeAlarm" in (params.get("AlarmTypes") or []):
+            names, prefix = params.get("AlarmNames"), params.get("AlarmNamePrefix")
+            composites = [
+                {k: (v.timestamp() if hasattr(v, "timestamp") else v) for k, v in c.items()}
+                for c in store.describe_composite_alarms(region)
+                if (not names or c["AlarmName"] in names) and (not prefix or c["AlarmName"].startswith(prefix))
+                and (not params.get("StateValue") or c["StateValue"] == params["StateValue"])
+            ]
+            answer["CompositeAlarms"] = [*answer.get("CompositeAlarms", []), *composites]
         out = json.dumps(answer).encode()
-        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
-        start_response(captured["status"], [*headers, ("Content-Length", str(len(out)))])
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(out)))])
         return [out]
