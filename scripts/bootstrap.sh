@@ -44,6 +44,18 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   touch "$stamp"
 fi
 
+# The SAM CLI in an environment of its own: aws-sam-cli pins an exact boto3 older than the one
+# regionha needs (PutMetricAlarm's WarmUpConfiguration), so one environment cannot hold both.
+# Linked into $VENV/bin, where the tests and `make` look for `sam`.
+SAM_VENV=${SAM_VENV:-.venv-sam}
+if [[ ! -x $SAM_VENV/bin/sam ]]; then
+  echo "bootstrap: pip install aws-sam-cli into $SAM_VENV"
+  "$PYTHON" -m venv "$SAM_VENV"
+  "$SAM_VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$SAM_VENV/bin/python" -m pip install --quiet 'aws-sam-cli>=1.120'
+fi
+ln -sf "$(cd "$SAM_VENV" && pwd)/bin/sam" "$VENV/bin/sam"
+
 # The wheels the Lambda layer is built from (python3.13, manylinux2014_x86_64, as PYVER and PLATFORM
 # in layers/regionha/Makefile), so that `sam build` (and its test) need no registry after setup.
 WHEELHOUSE=${WHEELHOUSE:-.wheelhouse}

@@ -45,7 +45,7 @@ def template() -> dict:
 def _tool(name: str) -> str:
     path = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(path).exists():
-        pytest.fail(f"{name} is not installed (pip install -e '.[dev]')")
+        pytest.fail(f"{name} is not installed (make setup)")
     return path
 
 
