@@ -83,6 +83,9 @@ def _check_port(port: int, what: str) -> None:
         raise ConfigurationError(f"{what} must be a port number 1-65535, not {port}")
 
 
+_BUILT_BY = "// Rendered by regionha.bind; edits are overwritten by the next build."
+
+
 def _render(
     *,
     comment: str,
@@ -101,7 +104,7 @@ def _render(
         raise ConfigurationError(f"zone {zone}: no forwarder addresses")
     lines = [
         f"// {comment}",
-        "// Rendered by regionha.bind; edits are overwritten by the next build.",
+        _BUILT_BY,
         "",
         f"acl clients {{ {_address_list(clients)} }};",
         "",
@@ -215,7 +218,7 @@ def render_onprem_conf(
     forwarders = [a for path in topology.forwarder_paths for a in path.addresses()]
     if upstream is None:
         upstream = [] if topology.client_vpc is None else [topology.vpc(topology.client_vpc).resolver_ip()]
-    return _render(
+    conf = _render(
         comment=f"on-prem resolver {server.name} of deployment {topology.deployment}",
         listen=addr(server.ip),
         clients=[_network(topology.client.cidr, addr), "127.0.0.1"],
@@ -226,6 +229,11 @@ def render_onprem_conf(
         runtime=runtime,
         record_ttl=topology.dns.record.ttl,
     )
+    if topology.client_vpc is None:
+        # A real site's server is the user's: regionha renders this stanza for them and never builds it.
+        conf = conf.replace(_BUILT_BY, "// Rendered by `regionha onprem named-conf` for your own server: regionha "
+                                       "never edits it; re-render after a topology change.", 1)
+    return conf
 
 
 def render_forwarder_conf(

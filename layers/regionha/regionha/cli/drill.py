@@ -58,6 +58,8 @@ _HELP = {
     "lock_ttl": "seconds after which a drill lock left behind is released (default 7200)",
     "cut": "how a path is cut: dns (deny UDP+TCP 53 from the client network, default) or all traffic",
     "cluster_action": "external mode: JSON (or @FILE) {document, commands, restore_commands} run by SSM",
+    "detection_seconds": "seconds the failover may take to notice a failed node, for the recovery budget "
+                         "(default 60)",
 }
 
 

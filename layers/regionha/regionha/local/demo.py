@@ -124,7 +124,8 @@ class Demo:
         self.report["resolve"] = run.to_json()
         ok = truth.node == topology.primary.name and all(p.success for p in run.paths)
         good = sum(p.success for p in run.paths)
-        self._said = f"{good} of {len(run.paths)} paths answer {truth.node} ({truth.ip}), which answers"
+        self._said = (f"{good} of {len(run.paths)} probe targets (each forwarder path address, the on-prem "
+                      f"resolver) answer {truth.node} ({truth.ip}), and its service port answers")
         return ok, {"truth": truth.ip, "node": truth.node, "paths": {p.path: p.success for p in run.paths}}
 
     def canary(self) -> tuple[bool, dict[str, Any]]:
@@ -164,7 +165,7 @@ class Demo:
         self.report["canary"] = detail
         self._said = (f"{runs} runs, {len(fired)} alarms fired, {len(drilled) - len(detail['drilled_alarms_not_ok'])}"
                       f" of {len(drilled)} path and node alarms out of warm-up and OK; the build made {len(made)} "
-                      f"alarms for {len(canary_targets(topology))} paths and {len(topology.nodes)} nodes, and the "
+                      f"alarms ({len(canary_targets(topology))} probe targets, {len(topology.nodes)} nodes) and the "
                       f"dashboard {dashboard_name(topology.deployment)}")
         return (runs >= CLEAN_RUNS and not fired and made == wanted
                 and not detail["drilled_alarms_not_ok"]), detail
@@ -307,8 +308,10 @@ class Demo:
         signals as interruptions there, so that stopping is never cut short)."""
         started = time.time()
         topology: Topology = self.runtime.topology
+        addresses = len(canary_targets(topology)) - 1  # every target but the on-prem resolver
         self.say(f"regionha local demo: deployment {topology.deployment}, {len(topology.forwarder_paths)} forwarder "
-                 f"paths, record TTL {topology.dns.record.ttl} s; about a minute")
+                 f"paths ({addresses} addresses) and the on-prem resolver, record TTL {topology.dns.record.ttl} s; "
+                 f"about a minute")
         self.phase("start the local runtime", self.start)
         try:
             if self.phases[-1].ok and self.phase("build (build state machine)", self.build):
