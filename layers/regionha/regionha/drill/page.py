@@ -104,13 +104,14 @@ def _steps_table(report: dict[str, Any], t0: float | None) -> str:
     steps = _dicts(report.get("steps"))
     if not steps:
         return '<p class="empty">No steps ran.</p>'
-    rows = ["<table><thead><tr><th>#</th><th>step</th><th>result</th><th>start</th><th>end</th>"
+    # No row number: the step names carry the article's own numbers ("1 ensure…"; preflight has none).
+    rows = ["<table><thead><tr><th>step</th><th>result</th><th>start</th><th>end</th>"
             "<th>took</th><th>detail</th></tr></thead><tbody>"]
-    for i, s in enumerate(steps, 1):
+    for s in steps:
         start, end = _num(s.get("start")), _num(s.get("end"))
         took = _seconds(end - start) if start is not None and end is not None else "-"
         result = '<span class="ok">ok</span>' if s.get("ok") is True else '<span class="bad">FAILED</span>'
-        rows.append(f'<tr><td class="num">{i}</td><td class="step">{_e(s.get("name") or "?")}</td><td>{result}</td>'
+        rows.append(f'<tr><td class="step">{_e(s.get("name") or "?")}</td><td>{result}</td>'
                     f'<td class="num">{_rel(start, t0)} s</td><td class="num">{_rel(end, t0)} s</td>'
                     f'<td class="num">{took}</td><td class="detail">{_detail_html(s.get("detail"), t0)}</td></tr>')
     rows.append("</tbody></table>")
