@@ -42,6 +42,7 @@ from inprocess import (  # noqa: E402
     run_execution,
     stack_in_process,
 )
+from polling import until  # noqa: E402
 
 DEP = "regionha-ref"
 FAST = {"poll_interval": 0.05, "step_timeout": 6, "alarm_timeout": 3, "alarm_ok_timeout": 3,
@@ -469,7 +470,8 @@ def test_a_refused_preflight_names_the_drill_entries_left_behind(deployment, wor
     stack = deployment[0]
     fault = orphan_cut(world)
     nacl = fault["entries"][0]["nacl"]
-    time.sleep(0.2)  # the world sees the cut
+    # The world (reconciled every 50 ms, longer under load) must see the cut before the preflight probes.
+    assert until(lambda: not world.open["osaka-bind"], timeout=30, interval=0.05)
     try:
         desc, report = drill_run(stack, scenario="cut-path", region_path="tokyo-resolver")
     finally:
