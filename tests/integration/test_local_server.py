@@ -103,6 +103,7 @@ def test_invoke_request_response_event_and_unknown(local_aws: LocalAws, mini: St
     assert local_aws.wait_for_events(timeout=30)
     assert "async" in items_of_run(local_aws, mini, "direct")
     assert [i.invocation_type for i in local_aws.invocations] == ["RequestResponse", "RequestResponse", "Event"]
+    assert local_aws.invoked_functions() >= {"mini-RecordStepFunction", "mini-RefuseStepFunction"}
 
     with pytest.raises(ClientError) as refused:
         lambda_.invoke(FunctionName="mini-NoSuchFunction", Payload=b"{}")
@@ -121,6 +122,7 @@ def test_handlers_do_not_run_without_the_local_endpoint(local_aws: LocalAws, min
         lambda_.invoke(FunctionName=mini.functions["RecordStepFunction"].name,
                        Payload=json.dumps({"run": "x", "step": "y"}))
     assert local_aws.invocations == []
+    assert local_aws.invoked_functions() == set()
 
 
 def test_deploying_twice_into_the_server_duplicates_nothing(local_aws: LocalAws, mini: Stack) -> None:

@@ -116,6 +116,9 @@ class LocalAws:
         self.iam = LocalIam()
         self._lock = threading.Lock()
         self._invocations: list[Invocation] = []
+        # Names of functions whose invocation has begun: a nested one (a Lambda invoking another) can
+        # publish and move state before its record lands, so "was it invoked" is answered from here.
+        self._started: set[str] = set()
         self._event_threads: list[threading.Thread] = []
         # Holds composite alarms (moto has no PutCompositeAlarm): the runtime sets its AlarmEvaluator.
         self.composite_alarms: Any = None
@@ -251,6 +254,12 @@ class LocalAws:
         with self._lock:
             return list(self._invocations)
 
+    def invoked_functions(self) -> set[str]:
+        """The names of the functions invoked so far, running or done (``invocations`` lists only the
+        finished ones)."""
+        with self._lock:
+            return set(self._started)
+
     def wait_for_events(self, timeout: float = 30.0) -> bool:
         """Wait for running Event (asynchronous) invocations; True if none is left running."""
         with self._lock:
@@ -301,6 +310,8 @@ class LocalAws:
 
     def _run(self, function: LocalFunction, payload: bytes, invocation_type: str, request_id: str,
              invoked_arn: str | None) -> InvocationOutcome:
+        with self._lock:
+            self._started.add(function.name)
         outcome = function.invoke(payload, request_id=request_id, invoked_function_arn=invoked_arn)
         record = Invocation(function.name, function.region, request_id, invocation_type, outcome.started,
                             outcome.ended, outcome.error_type, outcome.error_message, outcome.timed_out)
