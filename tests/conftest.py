@@ -10,32 +10,17 @@ from typing import Any
 import boto3
 import pytest
 
+from regionha.local.aws.models import share_botocore_models
+
 # Test speed, not behaviour. moto loads every region's default AMIs (thousands) into each new EC2
 # backend, and resets them after every test; regionha never uses them (it runs the AMI the SSM
 # public parameter names, which moto serves from its own defaults).
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
 
-def _share_botocore_models() -> None:
-    """Parse each of botocore's JSON model files once per process instead of once per session:
-    moto starts every test with a new boto3 session, whose loader would re-read and re-parse the
-    same static files (about a tenth of a second per client). botocore only reads what it loads."""
-    from botocore.loaders import JSONFileLoader
-
-    if getattr(JSONFileLoader.load_file, "shared", False):
-        return
-    load, parsed = JSONFileLoader.load_file, {}
-
-    def load_file(self: JSONFileLoader, file_path: str) -> Any:
-        if file_path not in parsed:
-            parsed[file_path] = load(self, file_path)
-        return parsed[file_path]
-
-    load_file.shared = True  # type: ignore[attr-defined]
-    JSONFileLoader.load_file = load_file  # type: ignore[method-assign]
-
-
-_share_botocore_models()
+# Test speed, not behaviour: botocore's JSON models parsed once per process, not once per session
+# (moto starts every test with a new boto3 session).
+share_botocore_models()
 
 REGIONS = ("ap-northeast-1", "ap-northeast-3", "ap-southeast-1")
 READ_PREFIXES = ("Describe", "Get", "List", "Search", "Lookup")

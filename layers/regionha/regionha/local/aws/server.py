@@ -37,6 +37,7 @@ from regionha.errors import ConfigurationError
 from regionha.local.aws.alarm_rules import WarmUp
 from regionha.local.aws.iam import LocalIam
 from regionha.local.aws.lambdas import HandlerRegistry, InvocationOutcome, LocalFunction
+from regionha.local.aws.models import share_botocore_models
 from regionha.local.aws.provision import DEFAULT_REGION, Stack, provision
 from regionha.netguard import NoLookupServerMixin
 
@@ -156,6 +157,7 @@ class LocalAws:
             if _active is not None:
                 raise RuntimeError("a LocalAws is already running in this process (moto's state is global)")
             _active = self
+        share_botocore_models()  # the server and the handlers of this process create clients all the time
         try:
             self._config_patch = mock.patch.dict(default_user_config, _MOTO_CONFIG)
             self._config_patch.start()
