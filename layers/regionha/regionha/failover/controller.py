@@ -131,7 +131,7 @@ def run_controller(
         trigger=trigger,
         instance_nodes=instance_nodes,
     )
-    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients)
+    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients, settings.sleep)
     logger.info("decision %s: %s", decision.action, decision.reason)
     dims = {"Deployment": deployment}
     points = []
