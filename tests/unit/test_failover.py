@@ -725,6 +725,38 @@ def test_a_region_whose_ec2_api_is_down_is_judged_by_its_ports(moto_world, node_
     assert read_record(moto_world.topology, moto_world.clients)["ip"] == (A_IP if serves else B_IP)
 
 
+@pytest.mark.parametrize("serves", [False, True], ids=["node down", "node serves"])
+def test_a_state_change_event_while_its_regions_ec2_api_blips_is_judged_by_the_ports(
+    moto_world, node_services, serves
+):
+    """The EventBridge event of a node's instance arrives while DescribeInstances in its region fails
+    (throttled past botocore's retries, a timeout): the instance cannot be matched to a node, but that is
+    no sign it is foreign. The event is not dropped; the node's port checks decide, threshold and all."""
+    from botocore.exceptions import ReadTimeoutError
+
+    from regionha.failover.health import BOUNDED
+
+    tokyo = moto_world.clients.client("ec2", "ap-northeast-1", config=BOUNDED)
+
+    def blip(**kwargs):
+        raise ReadTimeoutError(endpoint_url="https://ec2.ap-northeast-1.amazonaws.com")
+
+    if not serves:
+        stop_node(moto_world, node_services, "Server-A")
+    tokyo.meta.events.register("before-call.ec2.DescribeInstances", blip)
+    try:
+        event = Trigger("instance_state", "ev-a", T0, "ap-northeast-1", moto_world.instances["Server-A"],
+                        "running" if serves else "stopped")
+        result = run(moto_world, event)
+    finally:
+        tokyo.meta.events.unregister("before-call.ec2.DescribeInstances", blip)
+    assert result.decision.action == ("nothing" if serves else "failover"), result.decision.reason
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == (A_IP if serves else B_IP)
+    # A truly foreign instance is still ignored when every region answered.
+    foreign = Trigger("instance_state", "ev-x", T0 + 1, "ap-northeast-1", "i-0123456789abcdef0", "stopped")
+    assert run(moto_world, foreign).decision.reason.endswith("is not a cluster node")
+
+
 # --- a write Route 53 applied but whose answer was lost (read timeout, dropped connection) --------------
 # The move happened, so it is recorded like any other (fence generation, event id, hold-down); else the
 # next evaluation sees the new record as nobody's change and an automatic failback flips it back unheld.

@@ -9,14 +9,22 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from regionha import record
 from regionha.errors import ConfigurationError, TransientError
-from regionha.failover.decide import Decision, Trigger, decide, node_by_name, node_named, screen
+from regionha.failover.decide import (
+    UNKNOWN_STATE,
+    Decision,
+    Trigger,
+    decide,
+    node_by_name,
+    node_named,
+    screen,
+)
 from regionha.failover.fence import (
     SEND_MARGIN_SECONDS,
     WRITE_PERMIT_SECONDS,
@@ -113,6 +121,11 @@ def run_controller(
         return _stood_down(fence.stand_down, fence.generation)
     instances = node_instances(topology, clients)
     instance_nodes = instance_node_map(instances)
+    if trigger.kind == "instance_state" and trigger.instance_id not in instance_nodes and _unanswered(instances):
+        # An instance we cannot match while some region's EC2 API did not answer may well be a node of
+        # ours: judge the live state (the port checks) as a health check would, rather than drop it.
+        logger.warning("instance %s not matched (EC2 did not answer): judged as a health check", trigger.instance_id)
+        trigger = replace(trigger, kind="health_check")
     early = screen(trigger, fence, instance_nodes)
     if early is not None:
         logger.info("ignored: %s", early.reason)
@@ -287,6 +300,11 @@ def _permit(
         except (ClientError, BotoCoreError) as e:
             logger.warning("write permit not taken in peer table %s in %s (skipped): %s", peer_table, region, e)
     return until
+
+
+def _unanswered(instances: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether some node's instances are unknown because its region's EC2 API did not answer."""
+    return any(found and found[0]["state"] == UNKNOWN_STATE for found in instances.values())
 
 
 def _answer_lost(error: BaseException | None) -> bool:
