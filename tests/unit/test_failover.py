@@ -608,6 +608,22 @@ def test_swap_refuses_a_record_someone_else_changed(moto_world, call_counter):
     assert read_record(topo, clients)["ip"] == A_IP
 
 
+def test_a_record_given_an_extra_value_still_fails_over(moto_world, node_services, metrics_to_cloudwatch):
+    # An operator or a tool added a second address to the record: it still names the failed node first
+    # (half the clients use it). The compare-and-swap deletes the set exactly as read and creates the
+    # single-value record, instead of taking the set for another controller's move and doing nothing.
+    topo = moto_world.topology
+    zone = helper("route53").list_hosted_zones()["HostedZones"][0]["Id"]
+    both = [{"Value": A_IP}, {"Value": "10.0.110.99"}]
+    helper("route53").change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{
+        "Action": "UPSERT",
+        "ResourceRecordSet": {"Name": topo.dns.record.name, "Type": "A", "TTL": 60, "ResourceRecords": both}}]})
+    stop_node(moto_world, node_services, "Server-A")
+    result = run(moto_world, stopped_event(moto_world, "Server-A", T0))
+    assert result.decision.action == "failover" and result.moved, result.decision.reason
+    assert record.values(record.record_set(moto_world.clients.route53(), zone, topo.dns.record.name)) == [B_IP]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
