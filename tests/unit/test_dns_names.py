@@ -44,6 +44,7 @@ def with_names(zone: str, record: str):
         ("a\\056b.cluster.local.", "a\\056b.cluster.local."),  # a dot inside a label stays escaped
         ("a\\040b.cluster.local.", "a\\040b.cluster.local."),  # so does a space
         ("", "."),
+        (" Sample.Cluster.Local \t", "sample.cluster.local."),  # quoted YAML with a pasted space
     ],
 )
 def test_canonical_name(given: str, canonical: str) -> None:
@@ -53,6 +54,28 @@ def test_canonical_name(given: str, canonical: str) -> None:
 def test_same_name_ignores_case_trailing_dot_and_escapes() -> None:
     assert same_name("\\052.Cluster.Local", "*.cluster.local.")
     assert not same_name("sample.cluster.local.", "sample.cluster.example.")
+
+
+def test_surrounding_whitespace_is_dropped_not_refused() -> None:
+    topology = with_names(" Cluster.Local. ", "sample.cluster.local\t")
+    assert (topology.dns.zone, topology.dns.record.name) == ("cluster.local.", "sample.cluster.local.")
+
+
+@pytest.mark.parametrize(
+    ("field", "zone", "record", "hint"),
+    [
+        ("dns.record.name", "cluster.local", "sämple.cluster.local", "as IDNA writes it: xn--smple-gra)"),
+        ("dns.zone", "clüster.local", "a.clüster.local", "as IDNA writes it: xn--clster-4ya)"),
+        ("dns.zone", "ＣＬＵＳＴＥＲ.local", "a.ＣＬＵＳＴＥＲ.local", "as IDNA writes it: cluster)"),  # full-width
+    ],
+)
+def test_a_non_ascii_name_is_refused_with_its_ascii_spelling(field, zone, record, hint) -> None:
+    from regionha.topology import TopologyError
+
+    with pytest.raises(TopologyError) as refused:
+        with_names(zone, record)
+    mine = next(m for m in str(refused.value).split("; ") if f"{field}: " in m)
+    assert mine.endswith(hint), str(refused.value)
 
 
 def test_model_stores_zone_and_record_canonical() -> None:

@@ -19,7 +19,7 @@ import boto3
 import moto  # noqa: F401  (registers moto's request hook for every boto3 session made later)
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from inprocess import NodeService
 from regionha import failover, netguard, record
@@ -35,6 +35,7 @@ from regionha.failover import (
     activate,
     claim_fence,
     deactivate,
+    manual_switch,
     monitor,
     read_fence,
     run_controller,
@@ -607,6 +608,22 @@ def test_swap_refuses_a_record_someone_else_changed(moto_world, call_counter):
     assert read_record(topo, clients)["ip"] == A_IP
 
 
+def test_a_record_given_an_extra_value_still_fails_over(moto_world, node_services, metrics_to_cloudwatch):
+    # An operator or a tool added a second address to the record: it still names the failed node first
+    # (half the clients use it). The compare-and-swap deletes the set exactly as read and creates the
+    # single-value record, instead of taking the set for another controller's move and doing nothing.
+    topo = moto_world.topology
+    zone = helper("route53").list_hosted_zones()["HostedZones"][0]["Id"]
+    both = [{"Value": A_IP}, {"Value": "10.0.110.99"}]
+    helper("route53").change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{
+        "Action": "UPSERT",
+        "ResourceRecordSet": {"Name": topo.dns.record.name, "Type": "A", "TTL": 60, "ResourceRecords": both}}]})
+    stop_node(moto_world, node_services, "Server-A")
+    result = run(moto_world, stopped_event(moto_world, "Server-A", T0))
+    assert result.decision.action == "failover" and result.moved, result.decision.reason
+    assert record.values(record.record_set(moto_world.clients.route53(), zone, topo.dns.record.name)) == [B_IP]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -722,3 +739,133 @@ def test_a_region_whose_ec2_api_is_down_is_judged_by_its_ports(moto_world, node_
     assert result.health["Server-A"].instance_state == "unknown"
     assert result.moved is not serves
     assert read_record(moto_world.topology, moto_world.clients)["ip"] == (A_IP if serves else B_IP)
+
+
+@pytest.mark.parametrize("serves", [False, True], ids=["node down", "node serves"])
+def test_a_state_change_event_while_its_regions_ec2_api_blips_is_judged_by_the_ports(
+    moto_world, node_services, serves
+):
+    """The EventBridge event of a node's instance arrives while DescribeInstances in its region fails
+    (throttled past botocore's retries, a timeout): the instance cannot be matched to a node, but that is
+    no sign it is foreign. The event is not dropped; the node's port checks decide, threshold and all."""
+    from botocore.exceptions import ReadTimeoutError
+
+    from regionha.failover.health import BOUNDED
+
+    tokyo = moto_world.clients.client("ec2", "ap-northeast-1", config=BOUNDED)
+
+    def blip(**kwargs):
+        raise ReadTimeoutError(endpoint_url="https://ec2.ap-northeast-1.amazonaws.com")
+
+    if not serves:
+        stop_node(moto_world, node_services, "Server-A")
+    tokyo.meta.events.register("before-call.ec2.DescribeInstances", blip)
+    try:
+        event = Trigger("instance_state", "ev-a", T0, "ap-northeast-1", moto_world.instances["Server-A"],
+                        "running" if serves else "stopped")
+        result = run(moto_world, event)
+    finally:
+        tokyo.meta.events.unregister("before-call.ec2.DescribeInstances", blip)
+    assert result.decision.action == ("nothing" if serves else "failover"), result.decision.reason
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == (A_IP if serves else B_IP)
+    # A truly foreign instance is still ignored when every region answered.
+    foreign = Trigger("instance_state", "ev-x", T0 + 1, "ap-northeast-1", "i-0123456789abcdef0", "stopped")
+    assert run(moto_world, foreign).decision.reason.endswith("is not a cluster node")
+
+
+# --- a write Route 53 applied but whose answer was lost (read timeout, dropped connection) --------------
+# The move happened, so it is recorded like any other (fence generation, event id, hold-down); else the
+# next evaluation sees the new record as nobody's change and an automatic failback flips it back unheld.
+
+def lose_answer(clients, times: int = 1) -> dict[str, int]:
+    """Let ChangeResourceRecordSets reach Route 53 (moto applies it), then lose its answer ``times``."""
+    seen = {"n": 0}
+
+    def hook(**kwargs):
+        seen["n"] += 1
+        if seen["n"] <= times:
+            raise ReadTimeoutError(endpoint_url="https://route53.amazonaws.com/")
+
+    clients.route53().meta.events.register("after-call.route53.ChangeResourceRecordSets", hook)
+    return seen
+
+
+def test_a_failover_applied_whose_answer_was_lost_is_recorded(moto_world, node_services, metrics_to_cloudwatch):
+    topo = with_failover(moto_world.topology, failback="automatic", hold_down_seconds=120)
+    stop_node(moto_world, node_services, "Server-A")
+    lose_answer(moto_world.clients)
+    event = stopped_event(moto_world, "Server-A", T0)
+    first = run(moto_world, event, FAST, topology=topo)
+    # The record did move; the controller knows it from reading the record back, not from the answer.
+    assert read_record(topo, moto_world.clients)["ip"] == B_IP
+    assert first.decision.action == "failover" and first.moved and first.generation == 1
+    fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
+    assert (fence.generation, fence.active, fence.event_id) == (1, "Server-B", "ev-stop")
+    assert metric_sums("regionha-ref")["FailoverCompleted"] == 1
+    # Server-A is back at once: the automatic failback waits out the hold-down of the move that happened.
+    start_node(moto_world, node_services, "Server-A")
+    held = run(moto_world, Trigger("health_check", "hc-1", T0 + 30, STACK_REGION), FAST, topology=topo)
+    assert held.decision.action == "hold_down" and read_record(topo, moto_world.clients)["ip"] == B_IP
+    back = run(moto_world, Trigger("health_check", "hc-2", T0 + 121, STACK_REGION), FAST, topology=topo)
+    assert back.moved and read_record(topo, moto_world.clients)["ip"] == A_IP
+
+
+def test_a_lost_answer_of_a_write_route53_did_not_apply_is_retried_afresh(moto_world, node_services):
+    # The request never reached Route 53 (the hook fires before the call): nothing moved, nothing recorded.
+    stop_node(moto_world, node_services, "Server-A")
+
+    def unreachable(**kwargs):
+        raise ReadTimeoutError(endpoint_url="https://route53.amazonaws.com/")
+
+    r53 = moto_world.clients.route53()
+    r53.meta.events.register("before-call.route53.ChangeResourceRecordSets", unreachable)
+    with pytest.raises(TransientError, match="not written"):
+        run(moto_world, stopped_event(moto_world, "Server-A", T0), FAST)
+    r53.meta.events.unregister("before-call.route53.ChangeResourceRecordSets", unreachable)
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == A_IP
+    ddb = moto_world.clients.client("dynamodb", STACK_REGION)
+    assert read_fence(ddb, moto_world.table, "regionha-ref").generation == 0
+    assert run(moto_world, stopped_event(moto_world, "Server-A", T0), FAST).moved
+
+
+def test_a_batch_botocore_resent_after_a_lost_answer_is_recognised_as_ours(moto_world, node_services):
+    # botocore's standard retry mode re-sends a request whose answer it lost; Route 53 had applied the
+    # first copy, so the second is refused with InvalidChangeBatch (its DELETE no longer matches). That
+    # refusal, with RetryAttempts > 0 and the record naming our target, is our own move.
+    stop_node(moto_world, node_services, "Server-A")
+    seen: dict = {"n": 0}
+
+    def keep(params, **kwargs):
+        seen["params"] = dict(params)
+
+    def applied_then_resent(**kwargs):
+        seen["n"] += 1
+        if seen["n"] > 1:
+            return None
+        helper("route53").change_resource_record_sets(**seen["params"])  # the first copy lands
+        error = {
+            "Error": {"Code": "InvalidChangeBatch", "Message": "Tried to delete resource record set but not found"},
+            "ResponseMetadata": {"HTTPStatusCode": 400, "RetryAttempts": 1},
+        }
+        return AWSResponse("https://route53.amazonaws.com/", 400, {}, None), error
+
+    events = moto_world.clients.route53().meta.events
+    events.register("provide-client-params.route53.ChangeResourceRecordSets", keep)
+    events.register("before-call.route53.ChangeResourceRecordSets", applied_then_resent)
+    result = run(moto_world, stopped_event(moto_world, "Server-A", T0), FAST)
+    assert result.moved and result.generation == 1
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
+    assert (fence.generation, fence.active, fence.event_id) == (1, "Server-B", "ev-stop")
+
+
+def test_a_manual_switch_applied_whose_answer_was_lost_is_recorded(moto_world):
+    lose_answer(moto_world.clients)
+    result = manual_switch(
+        moto_world.topology, moto_world.clients, "Server-B", table=moto_world.table, table_region=STACK_REGION,
+        settings=FAST,
+    )
+    assert result.moved and result.generation == 1
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
+    assert (fence.generation, fence.active) == (1, "Server-B")

@@ -113,6 +113,52 @@ class Script:
 
 
 BOTH = ["Server-A", "Server-B"]
+NO_WAIT = lambda seconds: None  # noqa: E731
+
+
+class Sequence(Script):
+    """A pair check answering the given outcomes in turn (the last one repeats)."""
+
+    def __init__(self, *outcomes):
+        super().__init__({})
+        self.turns = list(outcomes)
+
+    def __call__(self, topology, source, target, timeout):
+        self.dialled.append((source, target))
+        outcome = self.turns.pop(0) if len(self.turns) > 1 else self.turns[0]
+        return PairResult(source, target, outcome, detail="scripted")
+
+
+@pytest.mark.parametrize(
+    ("turns", "refused"),
+    [
+        (("timeout", "answered"), False),  # one lost packet
+        (("timeout", "timeout", "answered"), False),  # threshold - 1 lost
+        (("unreachable", "answered", "timeout"), False),  # alternating: never threshold in a row
+        ((interconnect.VANTAGE_UNKNOWN, "answered"), False),  # the probe function blipped once
+        (("timeout", "timeout", "timeout"), True),
+    ],
+)
+def test_one_failed_interconnect_dial_does_not_refuse_a_needed_failover(topology, turns, refused):
+    waits = []
+    check = Sequence(*turns)
+    why = refusal(topology, "Server-B", BOTH, check, sleep=waits.append)
+    assert (why is not None) is refused
+    assert waits == [topology.failover.check_interval_seconds] * (len(check.dialled) - 1)
+
+
+def test_an_ec2_blip_when_re_reading_the_states_does_not_drop_a_refusal(topology, monkeypatch):
+    # The peer was running; re-reading the states before refusing finds its region's EC2 API silent
+    # (state unknown): that is no sign of the peer stopping, so the refusal stands.
+    from regionha import failover
+
+    unknown = {n: [{"id": None, "state": "unknown", "region": "r", "error": "EC2 API: throttled"}] for n in BOTH}
+    monkeypatch.setattr(failover, "node_instances", lambda topology, clients: unknown)
+    move = Decision("failover", "x", "Server-A", "Server-B", needed=True)
+    check = Script({("Server-B", "Server-A"): "timeout"})
+    out = guard(topology, move, health({"Server-A": "running", "Server-B": "running"}), check, clients=object(),
+                sleep=NO_WAIT)
+    assert out.action == "refuse"
 
 
 @pytest.mark.parametrize(
@@ -129,9 +175,11 @@ BOTH = ["Server-A", "Server-B"]
 )
 def test_refusal_table(topology, outcome, running, refused, dialled):
     check = Script({("Server-B", "Server-A"): outcome})
-    why = refusal(topology, "Server-B", running, check)
+    why = refusal(topology, "Server-B", running, check, sleep=NO_WAIT)
     assert (why is not None) is refused
-    assert check.dialled == ([("Server-B", "Server-A")] if dialled else [])
+    # A failing pair is dialled failover.failure_threshold times in a row before it counts as cut.
+    dials = topology.failover.failure_threshold if refused else 1
+    assert check.dialled == ([("Server-B", "Server-A")] * dials if dialled else [])
     if refused:
         assert "Server-B" in why and "Server-A" in why and "cluster.requires_interconnect" in why
 
@@ -157,7 +205,7 @@ def test_guard_turns_a_failover_onto_an_isolated_node_into_a_refusal(topology, c
     move = Decision("failover", "the record names Server-A, which is not healthy; failover to Server-B",
                     "Server-A", "Server-B", needed=True)
     check = Script({("Server-B", "Server-A"): "timeout"})
-    out = guard(topology, move, health({"Server-A": "running", "Server-B": "running"}), check)
+    out = guard(topology, move, health({"Server-A": "running", "Server-B": "running"}), check, sleep=NO_WAIT)
     assert out.action == "refuse" and out.target == "Server-B" and out.needed
     assert out.reason.startswith(move.reason + "; refused: Server-B cannot reach Server-A (timeout")
     assert "failover to Server-B refused" in caplog.text
@@ -300,5 +348,5 @@ def test_the_alarms_link_to_the_runbook_and_the_metrics_are_documented(topology)
 
 def test_a_peer_that_began_stopping_meanwhile_is_silent_not_cut_off(topology):
     check = Script({("Server-B", "Server-A"): "timeout"})
-    assert refusal(topology, "Server-B", BOTH, check, running_now=lambda: ["Server-B"]) is None
-    assert refusal(topology, "Server-B", BOTH, check, running_now=lambda: BOTH) is not None
+    assert refusal(topology, "Server-B", BOTH, check, running_now=lambda: ["Server-B"], sleep=NO_WAIT) is None
+    assert refusal(topology, "Server-B", BOTH, check, running_now=lambda: BOTH, sleep=NO_WAIT) is not None

@@ -646,6 +646,19 @@ REACHABILITY_CASES = [
         "client.dns_server.security_group",
         "security group OnPremDns admits TCP 53 from only part of the client network 10.2.10.0/24",
     ),
+    # The interconnect (cluster.requires_interconnect): every node to the other VPCs' nodes and back.
+    (
+        "node-sg-closed-to-its-peer-node",
+        put("vpcs[0].security_groups[1].ingress", REFERENCE["vpcs"][0]["security_groups"][1]["ingress"][:1]),
+        "nodes[0].security_group",
+        "does not admit TCP 80 from node Server-B 10.1.110.10 (VPC osaka): the interconnect to node Server-A is cut",
+    ),
+    (
+        "node-subnet-without-route-to-peer-vpc",
+        put("vpcs[1].route_tables[1].routes[1]", DELETE),
+        "vpcs[1].route_tables[1]",
+        "subnet B2 (node Server-B) has no route to VPC tokyo (10.0.0.0/16)",
+    ),
     (
         "client-network-in-no-subnet",
         put("client.cidr", "10.2.20.0/24"),
@@ -677,6 +690,11 @@ def test_unreachable_flows_are_refused_naming_the_route_table_or_group(
             ["nodes[0].security_group", "nodes[1].security_group"],
             id="nodes-sg-closed-to-client-one-problem-per-node",
         ),
+        pytest.param(
+            put("vpcs[0].security_groups[1].ingress", REFERENCE["vpcs"][0]["security_groups"][1]["ingress"][:1]),
+            ["nodes[0].security_group"],
+            id="node-sg-closed-to-peer-one-problem",
+        ),
     ],
 )
 def test_one_missing_route_or_rule_is_one_problem(mutation: Mutation, fields: list[str]) -> None:
@@ -690,14 +708,20 @@ def test_one_missing_route_or_rule_is_one_problem(mutation: Mutation, fields: li
             put(
                 "vpcs[0].security_groups[1].ingress",
                 [{"protocol": "tcp", "port": 80, "cidr": "10.2.10.0/25"},
-                 {"protocol": "tcp", "port": 80, "cidr": "10.2.10.128/25"}],
+                 {"protocol": "tcp", "port": 80, "cidr": "10.2.10.128/25"},
+                 {"protocol": "tcp", "port": 80, "cidr": "10.1.0.0/16"}],
             ),
             id="client-network-admitted-in-two-halves",
         ),
         pytest.param(
             both(put("nodes[0].port", 8443), put("vpcs[0].security_groups[1].ingress[0]",
-                                                 {"protocol": "all", "cidr": "10.2.0.0/16"})),
+                                                 {"protocol": "all", "cidr": "10.0.0.0/14"})),
             id="node-port-admitted-by-an-all-traffic-rule",
+        ),
+        pytest.param(
+            both(put("cluster", {"requires_interconnect": False}),
+                 put("vpcs[0].security_groups[1].ingress", REFERENCE["vpcs"][0]["security_groups"][1]["ingress"][:1])),
+            id="nodes-closed-to-each-other-without-an-interconnect",
         ),
         pytest.param(
             put(f"{TOKYO_A3_RT}.routes[1]", {"destination": "10.2.10.0/24", "target": "peering:onprem-tokyo"}),

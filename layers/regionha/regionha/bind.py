@@ -169,6 +169,10 @@ def _default_forwarding(upstream: list[Address], addr: AddressMap, port: int) ->
     return ["    forward only;", f"    forwarders {{ {_forwarders(upstream, addr, port)} }};"]
 
 
+# The largest max-ncache-ttl BIND 9 accepts (7 days).
+MAX_NCACHE_TTL = 604800
+
+
 def _cache_bounds(record_ttl: int) -> list[str]:
     """Options that keep every cached answer for the record at most its TTL (BIND 9.18 ARM, "Tuning"
     and "Serve stale"): without them a negative answer lives as long as the zone's SOA allows (Route 53:
@@ -178,7 +182,9 @@ def _cache_bounds(record_ttl: int) -> list[str]:
     return [
         f"    // Caches bounded by the record TTL ({record_ttl} s): a failover reaches clients within it.",
         f"    max-cache-ttl {record_ttl};",
-        f"    max-ncache-ttl {record_ttl};",
+        # BIND refuses a max-ncache-ttl above 7 days (named-checkconf: "out of range"); Route 53 TTLs
+        # go to 2^31 - 1.
+        f"    max-ncache-ttl {min(record_ttl, MAX_NCACHE_TTL)};",
         "    min-cache-ttl 0;",
         "    min-ncache-ttl 0;",
         # A SERVFAIL (every path down for a moment) is retried after at most 1 s (BIND's default).

@@ -298,8 +298,10 @@ def swap_record(
     have = values(current)
     if have == [address] and current is not None and current.get("TTL") == ttl:
         return Swap(Outcome("record", name, "unchanged", zone), None)
-    one = have[0] if len(have) == 1 else None
-    if (current is None) != (expected_ip is None) or (current is not None and one != expected_ip):
+    # The value the caller read (read_record's first): a record someone gave extra values still names
+    # it, and the DELETE below repeats the whole set, so the batch stays a compare-and-swap.
+    first = have[0] if have else None
+    if (current is None) != (expected_ip is None) or (current is not None and first != expected_ip):
         raise RecordChanged(f"record {name} holds {', '.join(have) or 'nothing'}, expected {expected_ip or 'nothing'}")
     changes: list[dict[str, Any]] = []
     if current is not None:

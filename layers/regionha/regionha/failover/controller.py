@@ -9,14 +9,22 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from regionha import record
 from regionha.errors import ConfigurationError, TransientError
-from regionha.failover.decide import Decision, Trigger, decide, node_by_name, node_named, screen
+from regionha.failover.decide import (
+    UNKNOWN_STATE,
+    Decision,
+    Trigger,
+    decide,
+    node_by_name,
+    node_named,
+    screen,
+)
 from regionha.failover.fence import (
     SEND_MARGIN_SECONDS,
     WRITE_PERMIT_SECONDS,
@@ -113,6 +121,11 @@ def run_controller(
         return _stood_down(fence.stand_down, fence.generation)
     instances = node_instances(topology, clients)
     instance_nodes = instance_node_map(instances)
+    if trigger.kind == "instance_state" and trigger.instance_id not in instance_nodes and _unanswered(instances):
+        # An instance we cannot match while some region's EC2 API did not answer may well be a node of
+        # ours: judge the live state (the port checks) as a health check would, rather than drop it.
+        logger.warning("instance %s not matched (EC2 did not answer): judged as a health check", trigger.instance_id)
+        trigger = replace(trigger, kind="health_check")
     early = screen(trigger, fence, instance_nodes)
     if early is not None:
         logger.info("ignored: %s", early.reason)
@@ -131,7 +144,7 @@ def run_controller(
         trigger=trigger,
         instance_nodes=instance_nodes,
     )
-    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients)
+    decision = interconnect.guard(topology, decision, health, settings.interconnect_check, clients, settings.sleep)
     logger.info("decision %s: %s", decision.action, decision.reason)
     dims = {"Deployment": deployment}
     points = []
@@ -151,34 +164,41 @@ def run_controller(
     except StoodDown as e:
         return _stood_down(str(e), fence.generation, record_ip)
     _emit([metrics.Datapoint("FailoverStarted", 1.0, "Count", dims)], settings, table_region)
+    swap: Any = None
     try:
         swap = _swap(topology, clients, record_ip, decision.target, decision.reason, settings, zone, until)
         if swap.change is None:  # it already names the target: somebody else made this very move
             raise record.RecordChanged(f"record already names {decision.target}")
     except record.RecordChanged as e:
-        now = record.read_record(topology, clients, zone=zone)
-        lost = Decision(
-            "ignore",
-            f"another controller or an operator moved the record first (it names "
-            f"{node_named(topology, now['ip'] if now else None) or (now or {}).get('ip') or 'nothing'}); "
-            f"nothing written ({e})",
-            decision.active,
-            decision.target,
-        )
-        logger.info("%s", lost.reason)
-        return ControllerResult(lost, fence.generation, record_ip=now["ip"] if now else None, health=health)
+        if _answer_lost(e.__cause__) and _names(topology, clients, zone, decision.target):
+            swap = None  # botocore re-sent our applied batch after losing its answer: the move is ours
+        else:
+            now = record.read_record(topology, clients, zone=zone)
+            lost = Decision(
+                "ignore",
+                f"another controller or an operator moved the record first (it names "
+                f"{node_named(topology, now['ip'] if now else None) or (now or {}).get('ip') or 'nothing'}); "
+                f"nothing written ({e})",
+                decision.active,
+                decision.target,
+            )
+            logger.info("%s", lost.reason)
+            return ControllerResult(lost, fence.generation, record_ip=now["ip"] if now else None, health=health)
     except (TransientError, ClientError, BotoCoreError) as e:
-        if decision.needed:
-            _emit([metrics.Datapoint("FailoverStuck", 1.0, "Count", dims)], settings, table_region)
-        logger.error("failover to %s not written: %s", decision.target, e)
-        raise TransientError(
-            f"failover to {decision.target} not written ({e}); nothing recorded, the next try starts afresh"
-        ) from e
+        if not (_answer_lost(e) and _names(topology, clients, zone, decision.target)):
+            if decision.needed:
+                _emit([metrics.Datapoint("FailoverStuck", 1.0, "Count", dims)], settings, table_region)
+            logger.error("failover to %s not written: %s", decision.target, e)
+            raise TransientError(
+                f"failover to {decision.target} not written ({e}); nothing recorded, the next try starts afresh"
+            ) from e
+        logger.warning("Route 53's answer to the move to %s was lost (%s); the record names it", decision.target, e)
 
     claimed = record_change(
         dynamodb, table, deployment, fence, decision.target, trigger.time, trigger.id, decision.reason
     )
-    _wait(topology, clients, swap, settings)
+    if swap is not None:
+        _wait(topology, clients, swap, settings)
     seconds = max(0.0, settings.now() - trigger.time)
     _emit(
         [
@@ -282,6 +302,35 @@ def _permit(
     return until
 
 
+def _unanswered(instances: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether some node's instances are unknown because its region's EC2 API did not answer."""
+    return any(found and found[0]["state"] == UNKNOWN_STATE for found in instances.values())
+
+
+def _answer_lost(error: BaseException | None) -> bool:
+    """Whether a failed ChangeResourceRecordSets may still have been applied: its answer was lost (a
+    read timeout or a dropped connection), Route 53 failed inside (HTTP 5xx: "the request may or may
+    not have been processed"), or botocore re-sent the batch after such a loss (RetryAttempts > 0)."""
+    if isinstance(error, TransientError):
+        return _answer_lost(error.__cause__)
+    if isinstance(error, BotoCoreError):
+        return True
+    if isinstance(error, ClientError):
+        meta = error.response.get("ResponseMetadata", {})
+        return meta.get("HTTPStatusCode", 0) >= 500 or meta.get("RetryAttempts", 0) > 0
+    return False
+
+
+def _names(topology: Topology, clients: Clients, zone: str | None, node: str) -> bool:
+    """Whether the record, read back now, names ``node`` with the topology's TTL (False if unreadable)."""
+    try:
+        now = record.read_record(topology, clients, zone=zone)
+    except (ClientError, BotoCoreError) as e:
+        logger.warning("record not readable after a lost answer: %s", e)
+        return False
+    return bool(now) and now["ip"] == str(node_by_name(topology, node).ip) and now["ttl"] == topology.dns.record.ttl
+
+
 def _stood_down(why: str, generation: int, record_ip: str | None = None) -> ControllerResult:
     decision = Decision("ignore", f"stood down for a teardown ({why}); the next build resumes the controller")
     logger.info("%s", decision.reason)
@@ -329,16 +378,22 @@ def manual_switch(
         until = _permit(clients, dynamodb, table, topology.deployment, settings, writer="manual")
     except StoodDown as e:
         raise ConfigurationError(f"{e}: a teardown stood the controllers down; build again first") from e
+    swap: Any = None
     try:
         swap = _swap(topology, clients, expected, node, decision.reason, settings, until=until)
     except record.RecordChanged as e:
-        raise TransientError(f"the record changed meanwhile; try again ({e})") from e
-    if swap.change is None:  # it names the node already: no change to record
+        if not (_answer_lost(e.__cause__) and _names(topology, clients, None, node)):
+            raise TransientError(f"the record changed meanwhile; try again ({e})") from e
+    except (TransientError, ClientError, BotoCoreError) as e:
+        if not (_answer_lost(e) and _names(topology, clients, None, node)):
+            raise
+    if swap is not None and swap.change is None:  # it names the node already: no change to record
         return ControllerResult(decision, fence.generation, False, 0.0, str(node_by_name(topology, node).ip))
     claimed = record_change(
         dynamodb, table, topology.deployment, fence, node, now, f"manual-{uuid.uuid4()}", decision.reason
     )
-    _wait(topology, clients, swap, settings)
+    if swap is not None:
+        _wait(topology, clients, swap, settings)
     target_ip = str(node_by_name(topology, node).ip)
     return ControllerResult(decision, claimed.generation, True, settings.now() - now, target_ip)
 

@@ -28,13 +28,15 @@ def _decode(match: re.Match[str]) -> str:
 
 def canonical_name(text: str) -> str:
     """``text`` (a zone or record name as a user wrote it or as Route 53 returned it) in canonical
-    form: octal escapes of printable characters decoded, ASCII letters lower case, one trailing dot.
+    form: surrounding whitespace dropped, octal escapes of printable characters decoded, ASCII letters
+    lower case, one trailing dot.
 
     ``canonical_name("Sample.Cluster.Local") == "sample.cluster.local."``;
     ``canonical_name("\\\\052.cluster.local.") == "*.cluster.local."``. Pure; never raises (an invalid
     name stays invalid and is reported by validation).
     """
-    name = _OCTAL_ESCAPE.sub(_decode, text).translate(_ASCII_LOWER)
+    # Surrounding whitespace (a quoted YAML value, a pasted name) is never part of a DNS name.
+    name = _OCTAL_ESCAPE.sub(_decode, text.strip()).translate(_ASCII_LOWER)
     return name if name.endswith(".") else name + "."
 
 

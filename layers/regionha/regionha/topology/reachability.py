@@ -6,7 +6,9 @@ The flows regionha relies on, each checked in both directions:
   forwards the zone there; TCP for truncated answers), and the answers back;
 - the client network to the on-prem DNS server, UDP and TCP 53 (clients resolve through it);
 - the client network to every node's service port, TCP (clients, the canary's node checks and the
-  failover controller's port checks all come from there), and the replies back.
+  failover controller's port checks all come from there), and the replies back;
+- with ``cluster.requires_interconnect``, every node to the service port of every node in another VPC,
+  TCP (the interconnect the failover controller dials before it moves the record), and the replies back.
 
 A flow passes when
 
@@ -61,13 +63,16 @@ def check_reachability(topology: Topology) -> list[Problem]:
         return [
             *_forwarder_security_groups(topology),
             *_client_security_groups(topology),
+            *_interconnect_security_groups(topology),
             *_onprem_routes(topology),
+            *_routes(topology, _interconnect_flows(topology)),
         ]
     return [
         *_client_network(topology),
         *_forwarder_security_groups(topology),
         *_client_security_groups(topology),
-        *_routes(topology),
+        *_interconnect_security_groups(topology),
+        *_routes(topology, [*_flows(topology), *_interconnect_flows(topology)]),
     ]
 
 
@@ -241,6 +246,26 @@ def _client_security_groups(t: Topology) -> Iterator[Problem]:
             )
 
 
+def _interconnect_security_groups(t: Topology) -> Iterator[Problem]:
+    """Each node's group admits the service port from every node in another VPC (the interconnect)."""
+    if not t.cluster.requires_interconnect:
+        return
+    for i, node in enumerate(t.nodes):
+        found = _vpc_at(t, node.vpc)
+        group = _group(found[1] if found else None, node.security_group)
+        if group is None:
+            continue
+        shut = [p for p in t.nodes if p.vpc != node.vpc and _not_admitted(group, "tcp", node.port, _host(p.ip))]
+        if shut:
+            peers = ", ".join(f"node {p.name} {p.ip} (VPC {p.vpc})" for p in shut)
+            yield Problem(
+                f"nodes[{i}].security_group",
+                f"security group {group.name} of VPC {node.vpc} does not admit TCP {node.port} from {peers}: "
+                f"the interconnect to node {node.name} is cut (cluster.requires_interconnect), so the failover "
+                "controller would refuse every failover onto a node it cannot reach",
+            )
+
+
 # --- routes --------------------------------------------------------------------------------------
 
 
@@ -327,6 +352,14 @@ def _flows(t: Topology) -> Iterator[tuple[_Place, _Place]]:
             yield client, node
 
 
+def _interconnect_flows(t: Topology) -> list[tuple[_Place, _Place]]:
+    """(node, node in another VPC) of every interconnect dial, with ``cluster.requires_interconnect``."""
+    if not t.cluster.requires_interconnect:
+        return []
+    nodes = list(_node_places(t))
+    return [(a, b) for a in nodes for b in nodes if a.vpc.name != b.vpc.name]
+
+
 def _table_field(src: _Place) -> tuple[str, bool]:
     """The route table that decides for ``src``'s subnet, or the subnet itself when it has none."""
     found = _table_of(src.vpc, src.subnet.name)
@@ -335,7 +368,7 @@ def _table_field(src: _Place) -> tuple[str, bool]:
     return f"vpcs[{src.vpc_index}].subnets[{src.vpc.subnets.index(src.subnet)}]", False
 
 
-def _routes(t: Topology) -> Iterator[Problem]:
+def _routes(t: Topology, flows: Iterable[tuple[_Place, _Place]]) -> Iterator[Problem]:
     gaps: dict[tuple[str, str, str, bool], _Gap] = {}
 
     def note(sender: _Place, receiver: _Place, back: bool) -> None:
@@ -349,7 +382,7 @@ def _routes(t: Topology) -> Iterator[Problem]:
             gap.who.append(sender.who)
             gap.whom.append(receiver.shown)
 
-    for src, dst in _flows(t):
+    for src, dst in flows:
         note(src, dst, back=False)
         note(dst, src, back=True)
     for (table_field, *_), gap in gaps.items():

@@ -82,6 +82,19 @@ _ZONE_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Record labels may carry underscores (service names) and a leading wildcard.
 _RECORD_LABEL = re.compile(r"^[a-z0-9_-]{1,63}$")
 
+
+
+def _punycode_hint(label: str) -> str:
+    """For a label with non-ASCII letters: how to write it (Route 53 takes internationalised names only
+    in punycode, "DNS domain name format")."""
+    if label.isascii():
+        return ""
+    try:
+        return f" (in ASCII, as IDNA writes it: {label.encode('idna').decode('ascii')})"
+    except UnicodeError:
+        return " (non-ASCII letters: an internationalised label must be written in punycode, xn--...)"
+
+
 Address = ipaddress.IPv4Address
 Network = ipaddress.IPv4Network
 
@@ -416,7 +429,7 @@ def _zone_name_problem(zone: str) -> str | None:
     if bad:
         return (
             f"invalid zone name {zone!r}: label {bad[0]!r} must be 1-63 letters, digits or hyphens, "
-            "not starting or ending with a hyphen"
+            f"not starting or ending with a hyphen{_punycode_hint(bad[0])}"
         )
     return None
 
@@ -427,7 +440,10 @@ def _record_name_problem(name: str) -> str | None:
         if label == "*" and k == 0:
             continue
         if not _RECORD_LABEL.match(label):
-            return f"invalid record name {name!r}: label {label!r} must be 1-63 letters, digits, '-' or '_'"
+            return (
+                f"invalid record name {name!r}: label {label!r} must be 1-63 letters, digits, '-' or '_'"
+                f"{_punycode_hint(label)}"
+            )
     return None
 
 

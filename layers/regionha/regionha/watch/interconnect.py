@@ -293,14 +293,19 @@ def default_check() -> PairCheck | None:
 
 
 def refusal(topology: Topology, target: str, running: Iterable[str], check: PairCheck | None,
-            running_now: Callable[[], Iterable[str]] | None = None) -> str | None:
+            running_now: Callable[[], Iterable[str]] | None = None,
+            sleep: Callable[[float], None] = metrics.sleep) -> str | None:
     """Why the record must not move onto ``target``, or None. Pure but for ``check``.
 
     Only peers whose instance runs are dialled: a stopped peer cannot form a second active side, and a
     stopped peer is the ordinary reason to fail over. A result that is neither up nor down counts as
     down (no blind move), except a node without the relay (logged: it cannot be judged, and refusing
     every failover of an older deployment would be worse). ``running_now()`` re-reads which nodes run
-    before refusing: a peer that began stopping since ``running`` was read is silent, not cut off."""
+    before refusing: a peer that began stopping since ``running`` was read is silent, not cut off.
+
+    A pair that fails is dialled again every ``failover.check_interval_seconds`` (``sleep``) and counts as
+    cut only after ``failover.failure_threshold`` failures in a row, like the nodes' port checks: one
+    lost packet never refuses a needed failover."""
     if not topology.cluster.requires_interconnect:
         return None
     vpc = topology.node(target).vpc
@@ -309,9 +314,15 @@ def refusal(topology: Topology, target: str, running: Iterable[str], check: Pair
     if peers and check is None:
         logger.warning("interconnect of %s not judged: no vantage point (%s unset, not local)", target, ENV_FUNCTION)
         return None
+    policy = topology.failover
     cut = []
     for peer in peers:
-        result = check(topology, target, peer, topology.canary.timeout_seconds)
+        for attempt in range(policy.failure_threshold):
+            if attempt:
+                sleep(policy.check_interval_seconds)
+            result = check(topology, target, peer, topology.canary.timeout_seconds)
+            if result.outcome == NO_RELAY or result.reachable is True:
+                break
         if result.outcome == NO_RELAY:
             logger.warning("interconnect not judged: %s", result.describe())
             continue
@@ -327,7 +338,7 @@ def refusal(topology: Topology, target: str, running: Iterable[str], check: Pair
 
 
 def guard(topology: Topology, decision: Any, health: Mapping[str, Any], check: PairCheck | None = None,
-          clients: Any = None) -> Any:
+          clients: Any = None, sleep: Callable[[float], None] = metrics.sleep) -> Any:
     """The controller's hook: ``decision`` unchanged, or a ``refuse`` of the same move with the reason.
 
     ``decision`` is a ``failover.Decision``; ``health`` maps node names to objects with an
@@ -341,10 +352,14 @@ def guard(topology: Topology, decision: Any, health: Mapping[str, Any], check: P
     if clients is not None:
         def running_now() -> list[str]:
             from regionha.failover import node_instances
+            from regionha.failover.decide import UNKNOWN_STATE
 
             found = node_instances(topology, clients)
-            return [name for name, instances in found.items() if instances and instances[0]["state"] == "running"]
-    why = refusal(topology, decision.target, running, check if check is not None else default_check(), running_now)
+            # A region whose EC2 API did not answer now does not show its node stopping: still alive.
+            return [name for name, instances in found.items()
+                    if instances and instances[0]["state"] in ("running", UNKNOWN_STATE)]
+    why = refusal(topology, decision.target, running, check if check is not None else default_check(), running_now,
+                  sleep)
     if why is None:
         return decision
     logger.warning("failover to %s refused: %s", decision.target, why)
