@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from regionha.cli import local as local_cli
 from regionha.cli import main
 
 pytestmark = pytest.mark.integration
@@ -69,11 +70,27 @@ def signal_after(proc: subprocess.Popen[str], text: str, sig: int,
         if while_running is not None:
             while_running()
         proc.send_signal(sig)
-        rest, _ = proc.communicate(timeout=120)
+        try:
+            rest, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            # Say where it hangs: every thread's stack, then what it printed after the signal.
+            stacks = _stacks(proc.pid)
+            proc.kill()
+            rest, _ = proc.communicate()
+            raise AssertionError(f"still running 120 s after the signal; its threads:\n{stacks}\n"
+                                 f"its output after the signal:\n{rest}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
     return before, rest.splitlines()
+
+
+def _stacks(pid: int) -> str:
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return "(py-spy not installed)"
+    done = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    return done.stdout + done.stderr
 
 
 def namespaces_of(pid: int) -> list[str]:
@@ -112,7 +129,7 @@ def test_sigterm_during_the_build_stops_at_once_and_leaves_nothing_behind(tmp_pa
 def test_output_json_prints_the_state_document_on_stdout(tmp_path: Path, capsys, monkeypatch) -> None:
     """``--output json``: the state file's content on stdout, the progress on stderr (as everywhere)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(signal, "pause", lambda: os.kill(os.getpid(), signal.SIGINT))  # stop once up
+    monkeypatch.setattr(local_cli, "wait_for_signal", lambda: os.kill(os.getpid(), signal.SIGINT))  # stop once up
 
     assert main(["local", "up", "--local-state", str(tmp_path / "state.json"), "--output", "json"]) == 0
 

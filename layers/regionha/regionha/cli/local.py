@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,14 @@ class Stopped(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def wait_for_signal() -> None:
+    """Sleep until a signal handler raises (``stop_on_signals``). Not ``signal.pause()``: the kernel may
+    deliver the signal to any of the runtime's threads, and pause() in the main thread would then never
+    return (seen: `local up` deaf to SIGINT); Python runs the handler in the main thread once it wakes."""
+    while True:
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -208,7 +217,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 out.text(line)
             out.result(state)
             out.line("up; Ctrl-C (or SIGTERM) to stop")
-            signal.pause()  # until a signal: its handler raises Stopped
+            wait_for_signal()
             return EXIT_OK
         except Stopped as e:
             out.line(f"{e}: stopping")
