@@ -374,6 +374,38 @@ def test_active_node_stops_record_moves_to_standby(moto_world, node_services, me
     }
 
 
+def test_a_move_whose_insync_wait_fails_after_the_fence_is_still_a_completed_failover(
+    moto_world, node_services, metrics_to_cloudwatch
+):
+    """Route 53 accepted the move (PENDING) and the fence recorded it; then GetChange is throttled past
+    botocore's retries. Raising now would make Lambda's retry a screened-out duplicate: the failover would
+    never be reported. It is reported, and the record and the fence agree."""
+    r53 = moto_world.clients.route53()
+    polls = {"n": 0}
+
+    def pending_change(parsed, **kwargs):
+        parsed["ChangeInfo"]["Status"] = "PENDING"
+
+    def throttled_poll(**kwargs):
+        polls["n"] += 1
+        error = {"Error": {"Code": "Throttling", "Message": "Rate exceeded"},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse("https://route53.amazonaws.com/", 400, {}, None), error
+
+    r53.meta.events.register("after-call.route53.ChangeResourceRecordSets", pending_change)
+    r53.meta.events.register("before-call.route53.GetChange", throttled_poll)
+    stop_node(moto_world, node_services, "Server-A")
+    result = run(moto_world, stopped_event(moto_world, "Server-A", T0),
+                 ControllerSettings(poll_seconds=0.01, now=lambda: T0 + 4.5, sleep=lambda s: None))
+
+    assert polls["n"] >= 1
+    assert result.decision.action == "failover" and result.moved and result.generation == 1
+    assert read_record(moto_world.topology, moto_world.clients)["ip"] == B_IP
+    fence = read_fence(moto_world.clients.client("dynamodb", STACK_REGION), moto_world.table, "regionha-ref")
+    assert (fence.generation, fence.active) == (1, "Server-B")
+    assert metric_sums("regionha-ref") == {"FailoverStarted": 1, "FailoverCompleted": 1, "FailoverSeconds": 4.5}
+
+
 def test_metrics_go_to_emf_by_default(moto_world, node_services, capsys, monkeypatch):
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "regionha")
     stop_node(moto_world, node_services, "Server-A")
