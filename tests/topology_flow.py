@@ -157,11 +157,19 @@ def second_deployment(rt: Any, topology: Topology) -> Iterator[Any]:
         network.close()
 
 
-def resolve_all(rt: Any, topology: Topology) -> dict[str, bool]:
-    """One canary run of ``topology`` from its client site: path label -> success."""
+def resolve_all(rt: Any, topology: Topology, *, within: float = 0.0) -> dict[str, bool]:
+    """A canary run of ``topology`` from its client site: path label -> success. With ``within`` (real
+    seconds), runs again until every path succeeds or the bound passes, and returns the last run."""
+    import time
+
     from regionha.converge.dns import read_record
     from regionha.watch.canary import run_canary, truth_from_record
 
-    truth = truth_from_record(topology, read_record(topology, rt.clients))
-    run = run_canary(topology, truth, source=client_source(topology))
-    return {p.path: p.success for p in run.paths}
+    deadline = time.monotonic() + within
+    while True:
+        truth = truth_from_record(topology, read_record(topology, rt.clients))
+        run = run_canary(topology, truth, source=client_source(topology))
+        result = {p.path: p.success for p in run.paths}
+        if all(result.values()) or time.monotonic() >= deadline:
+            return result
+        time.sleep(1.0)
