@@ -70,6 +70,10 @@ class FakeWorld:
                 label = path.name if len(path.addresses()) == 1 else f"{path.name}/{target.address}"
             self.targets[label] = target
         self.open = dict.fromkeys(self.targets, True)
+        # Labels a test holds cut whatever the NACLs say, and (time, label, open) of every flip, to tell
+        # what the world saw when a drill disagrees.
+        self.held_closed: set[str] = set()
+        self.flips: list[tuple[float, str, bool]] = []
         self.record_ip = str(topology.primary.ip)
         self.dns = {label: FakeDNSServer(self._action(label)) for label in self.targets}
         for server in self.dns.values():
@@ -84,7 +88,7 @@ class FakeWorld:
 
     def _action(self, label):
         def act(query, transport):
-            if not self.open[label]:
+            if not self.open[label] or label in self.held_closed:
                 return None  # cut: a silent drop
             if label == "onprem" and not any(v for k, v in self.open.items() if k != "onprem"):
                 return None  # both forwarder paths cut: on-prem cannot forward
@@ -119,7 +123,10 @@ class FakeWorld:
             up[node.name] = self._running(node)
             (self.nodes[node.name].start if up[node.name] else self.nodes[node.name].stop)()
         for label, target in self.targets.items():
-            self.open[label] = self.reach.reach(target).udp == "open"
+            now_open = self.reach.reach(target).udp == "open"
+            if now_open != self.open[label]:
+                self.flips.append((time.monotonic(), label, now_open))
+            self.open[label] = now_open
         record = read_record(self.topology, self.clients)
         self.record_ip = record["ip"] if record else None
         named = next((n.name for n in self.topology.nodes if str(n.ip) == self.record_ip), None)
@@ -472,13 +479,20 @@ def test_a_refused_preflight_names_the_drill_entries_left_behind(deployment, wor
     nacl = fault["entries"][0]["nacl"]
     # The world (reconciled every 50 ms, longer under load) must see the cut before the preflight probes.
     assert until(lambda: not world.open["osaka-bind"], timeout=30, interval=0.05)
+    # Held cut for the drill: a CI run once saw the preflight pass (a later round answered), cause not
+    # found; the flips below say whether the world itself reopened the path.
+    world.held_closed.add("osaka-bind")
+    flips_before = len(world.flips)
     try:
         desc, report = drill_run(stack, scenario="cut-path", region_path="tokyo-resolver")
     finally:
+        world.held_closed.discard("osaka-bind")
         drill_faults.restore_path_fault(world.clients, fault)
 
     assert (desc["status"], report["status"]) == ("FAILED", "FAILED")
-    error = report["steps"][0]["detail"]["error"]
+    preflight = next(s for s in report["steps"] if s["id"] == "preflight")
+    assert "error" in preflight["detail"], (report["steps"], world.flips[flips_before:])
+    error = preflight["detail"]["error"]
     assert "osaka-bind: timeout" in error
     assert (f"left broken: nacl {nacl} (osaka) rule 64 deny 10.2.10.0/24 udp/53 inbound left by a drill "
             f"(no fault recorded); nacl {nacl} (osaka) rule 65 deny 10.2.10.0/24 tcp/53 inbound") in error
