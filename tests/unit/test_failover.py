@@ -328,21 +328,27 @@ def test_other_route53_errors_are_not_retried(moto_world):
     assert seen["n"] == 1
 
 
+def answer_changes_pending(r53, poll):
+    """Route 53 answers every change PENDING, and ``poll(**kwargs)`` answers its GetChange calls."""
+
+    def pending_change(parsed, **kwargs):
+        parsed["ChangeInfo"]["Status"] = "PENDING"
+
+    r53.meta.events.register("after-call.route53.ChangeResourceRecordSets", pending_change)
+    r53.meta.events.register("before-call.route53.GetChange", poll)
+
+
 def test_insync_wait_is_bounded(moto_world):
     # Route 53 answers PENDING and never reaches INSYNC.
     r53 = moto_world.clients.route53()
     polls = {"n": 0}
-
-    def pending_change(parsed, **kwargs):
-        parsed["ChangeInfo"]["Status"] = "PENDING"
 
     def pending_poll(**kwargs):
         polls["n"] += 1
         change = {"Id": "/change/C1", "Status": "PENDING", "SubmittedAt": "2024-01-01T00:00:00Z"}
         return AWSResponse("https://route53.amazonaws.com/", 200, {}, None), {"ChangeInfo": change}
 
-    r53.meta.events.register("after-call.route53.ChangeResourceRecordSets", pending_change)
-    r53.meta.events.register("before-call.route53.GetChange", pending_poll)
+    answer_changes_pending(r53, pending_poll)
     with pytest.raises(TransientError, match="PENDING"):
         activate(moto_world.topology, moto_world.clients, "Server-B", wait_seconds=0.05, poll_seconds=0.01)
     assert polls["n"] == math.ceil(0.05 / 0.01)
@@ -383,17 +389,13 @@ def test_a_move_whose_insync_wait_fails_after_the_fence_is_still_a_completed_fai
     r53 = moto_world.clients.route53()
     polls = {"n": 0}
 
-    def pending_change(parsed, **kwargs):
-        parsed["ChangeInfo"]["Status"] = "PENDING"
-
     def throttled_poll(**kwargs):
         polls["n"] += 1
         error = {"Error": {"Code": "Throttling", "Message": "Rate exceeded"},
                  "ResponseMetadata": {"HTTPStatusCode": 400}}
         return AWSResponse("https://route53.amazonaws.com/", 400, {}, None), error
 
-    r53.meta.events.register("after-call.route53.ChangeResourceRecordSets", pending_change)
-    r53.meta.events.register("before-call.route53.GetChange", throttled_poll)
+    answer_changes_pending(r53, throttled_poll)
     stop_node(moto_world, node_services, "Server-A")
     result = run(moto_world, stopped_event(moto_world, "Server-A", T0),
                  ControllerSettings(poll_seconds=0.01, now=lambda: T0 + 4.5, sleep=lambda s: None))
